@@ -1,0 +1,250 @@
+//! An in-process store for tests of the layers above (and for trying the library out).
+//!
+//! It keeps the same contract as the real backends and passes the same conformance suite, but
+//! it is not shared between processes and forgets everything on restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::codec::{self, Limits};
+use crate::record::{Delta, Meta, Millis, Record, SessionSummary, now_ms};
+use crate::store::{SessionStore, StoreError, StoreResult};
+use crate::token::SessionKey;
+
+/// A [`SessionStore`] in a mutex-guarded map.
+///
+/// ```
+/// use std::time::Duration;
+/// use ratatoskr_core::{MemoryStore, SessionStore, Record, Token, now_ms};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = MemoryStore::default();
+/// let key = Token::generate().key();
+/// let record = Record::new(None, now_ms(), Duration::from_secs(60), Duration::from_secs(600));
+/// store.create(&key, &record).await.unwrap();
+/// assert!(store.load(&key).await.unwrap().is_some());
+/// # });
+/// ```
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    limits: Limits,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<SessionKey, Record>,
+    by_user: HashMap<String, BTreeMap<SessionKey, ()>>,
+    revoked_at: HashMap<String, Millis>,
+}
+
+impl Inner {
+    fn live(&self, key: &SessionKey, now: Millis) -> Option<&Record> {
+        self.sessions.get(key).filter(|r| !r.is_expired(now))
+    }
+
+    fn remove(&mut self, key: &SessionKey) -> bool {
+        match self.sessions.remove(key) {
+            Some(r) => {
+                if let Some(user) = &r.meta.user_id
+                    && let Some(ix) = self.by_user.get_mut(user)
+                {
+                    ix.remove(key);
+                    if ix.is_empty() {
+                        self.by_user.remove(user);
+                    }
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn insert(&mut self, key: SessionKey, record: Record) {
+        if let Some(user) = &record.meta.user_id {
+            self.by_user.entry(user.clone()).or_default().insert(key, ());
+        }
+        self.sessions.insert(key, record);
+    }
+
+    fn check_revoked(&self, meta: &Meta, at: Millis) -> StoreResult<()> {
+        if let Some(user) = &meta.user_id
+            && self.revoked_at.get(user).is_some_and(|&t| t >= at)
+        {
+            return Err(StoreError::Revoked);
+        }
+        Ok(())
+    }
+
+    fn reap(&mut self, now: Millis) -> u64 {
+        let dead: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, r)| r.is_expired(now))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &dead {
+            self.remove(k);
+        }
+        dead.len() as u64
+    }
+}
+
+impl MemoryStore {
+    /// A store enforcing the given limits.
+    pub fn with_limits(limits: Limits) -> Self {
+        MemoryStore {
+            inner: Mutex::default(),
+            limits,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters more than refusing all further service, so recover the guard.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    fn backend_name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn create(&self, key: &SessionKey, record: &Record) -> StoreResult<()> {
+        codec::check_record(record, &self.limits)?;
+        let mut g = self.lock();
+        let now = now_ms();
+        if g.live(key, now).is_some() {
+            return Err(StoreError::Collision);
+        }
+        g.check_revoked(&record.meta, record.meta.created_at)?;
+        g.remove(key);
+        g.insert(*key, record.clone());
+        Ok(())
+    }
+
+    async fn load(&self, key: &SessionKey) -> StoreResult<Option<Record>> {
+        Ok(self.lock().live(key, now_ms()).cloned())
+    }
+
+    async fn apply(&self, key: &SessionKey, delta: &Delta) -> StoreResult<()> {
+        for (name, _) in &delta.set {
+            codec::check_attr_name(name, &self.limits)?;
+        }
+        let mut g = self.lock();
+        let now = now_ms();
+        let mut updated = g.live(key, now).ok_or(StoreError::NotFound)?.clone();
+        updated.apply(delta);
+        codec::check_record(&updated, &self.limits)?;
+        g.sessions.insert(*key, updated);
+        Ok(())
+    }
+
+    async fn touch(&self, key: &SessionKey, _meta: &Meta, last_seen: Millis) -> StoreResult<bool> {
+        let mut g = self.lock();
+        let now = now_ms();
+        if g.live(key, now).is_none() {
+            return Ok(false);
+        }
+        if let Some(r) = g.sessions.get_mut(key) {
+            r.last_seen = r.last_seen.max(last_seen);
+        }
+        Ok(true)
+    }
+
+    async fn rotate(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        meta: &Meta,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let mut g = self.lock();
+        let attrs = g
+            .live(old, now_ms())
+            .ok_or(StoreError::NotFound)?
+            .attrs
+            .clone();
+        if g.live(new, now_ms()).is_some() {
+            return Err(StoreError::Collision);
+        }
+        g.check_revoked(meta, now)?;
+        let record = Record {
+            meta: meta.clone(),
+            last_seen: now,
+            attrs,
+        };
+        codec::check_record(&record, &self.limits)?;
+        g.insert(*new, record);
+        g.remove(old);
+        Ok(())
+    }
+
+    async fn destroy(&self, key: &SessionKey) -> StoreResult<bool> {
+        let mut g = self.lock();
+        let live = g.live(key, now_ms()).is_some();
+        g.remove(key);
+        Ok(live)
+    }
+
+    async fn list_user(&self, user_id: &str) -> StoreResult<Vec<SessionSummary>> {
+        let g = self.lock();
+        let now = now_ms();
+        let mut out: Vec<SessionSummary> = g
+            .by_user
+            .get(user_id)
+            .into_iter()
+            .flat_map(|ix| ix.keys())
+            .filter_map(|k| {
+                g.live(k, now).map(|r| SessionSummary {
+                    key: *k,
+                    handle: k.handle(),
+                    meta: r.meta.clone(),
+                    last_seen: r.last_seen,
+                })
+            })
+            .collect();
+        out.sort_by_key(|s| (s.meta.created_at, s.handle));
+        Ok(out)
+    }
+
+    async fn destroy_user(&self, user_id: &str, except: Option<&SessionKey>) -> StoreResult<u64> {
+        let mut g = self.lock();
+        let now = now_ms();
+        let prev = g.revoked_at.get(user_id).copied().unwrap_or(i64::MIN);
+        g.revoked_at.insert(user_id.to_owned(), prev.max(now));
+        let keys: Vec<SessionKey> = g
+            .by_user
+            .get(user_id)
+            .map(|ix| ix.keys().copied().collect())
+            .unwrap_or_default();
+        let mut n = 0;
+        for k in keys {
+            if Some(&k) == except {
+                continue;
+            }
+            let live = g.live(&k, now).is_some();
+            g.remove(&k);
+            n += u64::from(live);
+        }
+        Ok(n)
+    }
+
+    async fn count(&self) -> StoreResult<u64> {
+        let g = self.lock();
+        let now = now_ms();
+        Ok(g.sessions.values().filter(|r| !r.is_expired(now)).count() as u64)
+    }
+
+    async fn reap(&self) -> StoreResult<u64> {
+        Ok(self.lock().reap(now_ms()))
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}

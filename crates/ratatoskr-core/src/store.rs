@@ -1,0 +1,133 @@
+//! The one trait every backend implements.
+//!
+//! A store keeps [`Record`]s under [`SessionKey`]s and answers for its own atomicity: each method
+//! is one indivisible operation as seen by every other caller, on every instance. The contract is
+//! written down here and checked for every backend by the `ratatoskr-conformance` suite:
+//!
+//! - **create** refuses an existing key ([`StoreError::Collision`]) and refuses a session for a
+//!   user whose sessions were revoked at or after the record's creation time
+//!   ([`StoreError::Revoked`]), so a session created while a revoke-all runs cannot survive it.
+//! - **load** returns `None` for a missing or expired session, and for a stored record that no
+//!   longer decodes (logged by handle via [`log_undecodable`], never by token).
+//! - **apply** writes only the attributes in the [`Delta`] and refuses with
+//!   [`StoreError::NotFound`] when the session was destroyed or expired: no resurrection.
+//! - **touch** moves `last_seen` and the idle expiry, never past the absolute deadline, without
+//!   rewriting attributes; it does nothing to a missing session.
+//! - **rotate** moves a session to a new key with new fixed data and the same attributes; the new
+//!   key exists before the old one disappears, and the old one is dead afterwards.
+//! - **destroy** is final. **list_user** / **destroy_user** find a user's sessions through an index
+//!   (never a scan of the keyspace) that is pruned as sessions end, so it never grows without bound.
+
+use async_trait::async_trait;
+
+use crate::codec::CodecError;
+use crate::record::{Delta, Meta, Millis, Record, SessionSummary};
+use crate::token::SessionKey;
+
+/// What can go wrong in a store operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A session with this key already exists (a token collision: generate another token).
+    #[error("a session with this key already exists")]
+    Collision,
+    /// The session does not exist: it expired, was destroyed, or never was.
+    #[error("the session does not exist (expired or destroyed)")]
+    NotFound,
+    /// The user's sessions were revoked after this operation began.
+    #[error("the user's sessions were revoked while this session was being created")]
+    Revoked,
+    /// The record is too large, or a name is too long.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The backend failed or could not be reached.
+    #[error("the {backend} session store failed: {message}")]
+    Backend {
+        /// Which backend.
+        backend: &'static str,
+        /// What it said (never contains a token: stores never see one).
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// A backend failure with its message.
+    pub fn backend(backend: &'static str, err: impl std::fmt::Display) -> Self {
+        StoreError::Backend {
+            backend,
+            message: err.to_string(),
+        }
+    }
+
+    /// Whether the error is the backend's fault (as opposed to a client's or a race's).
+    pub fn is_backend(&self) -> bool {
+        matches!(self, StoreError::Backend { .. })
+    }
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A session backend. See the module documentation for the contract.
+///
+/// Implementations: `MemoryStore` (this crate, for tests of the layers above),
+/// `ratatoskr_sql::SqliteStore` and `PgStore`, `ratatoskr_redis::RedisStore`.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// A short name for logs and metrics (`"sqlite"`, `"postgres"`, `"redis"`, `"memory"`).
+    fn backend_name(&self) -> &'static str;
+
+    /// Store a new session. Fails with `Collision` if the key exists, `Revoked` if the user's
+    /// sessions were revoked at or after `record.meta.created_at`.
+    async fn create(&self, key: &SessionKey, record: &Record) -> StoreResult<()>;
+
+    /// Load a live session; `None` if missing, expired or undecodable.
+    async fn load(&self, key: &SessionKey) -> StoreResult<Option<Record>>;
+
+    /// Write only the attributes a request changed. `NotFound` if the session is gone.
+    async fn apply(&self, key: &SessionKey, delta: &Delta) -> StoreResult<()>;
+
+    /// Record use at `last_seen`: extend the idle expiry (capped by the absolute deadline)
+    /// without rewriting the record. Returns whether the session existed.
+    async fn touch(&self, key: &SessionKey, meta: &Meta, last_seen: Millis) -> StoreResult<bool>;
+
+    /// Move a session to `new` with fixed data `meta` and the same attributes, last seen at
+    /// `now`. `NotFound` if `old` is gone, `Collision` if `new` exists, `Revoked` if `meta` names a
+    /// user whose sessions were revoked at or after `now`.
+    async fn rotate(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        meta: &Meta,
+        now: Millis,
+    ) -> StoreResult<()>;
+
+    /// Destroy a session. Returns whether it existed.
+    async fn destroy(&self, key: &SessionKey) -> StoreResult<bool>;
+
+    /// A user's live sessions, oldest first.
+    async fn list_user(&self, user_id: &str) -> StoreResult<Vec<SessionSummary>>;
+
+    /// Destroy every session of a user except `except`, and refuse any session for that user
+    /// created before now that has not landed yet. Returns how many were destroyed.
+    async fn destroy_user(&self, user_id: &str, except: Option<&SessionKey>) -> StoreResult<u64>;
+
+    /// How many live sessions the store holds.
+    async fn count(&self) -> StoreResult<u64>;
+
+    /// Remove expired sessions and index entries; returns how many were removed.
+    async fn reap(&self) -> StoreResult<u64>;
+
+    /// Check that the backend answers.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Log a stored record that no longer decodes. It is logged by handle, never by token (stores
+/// never see tokens), and the caller then treats the session as absent.
+pub fn log_undecodable(backend: &'static str, key: &SessionKey, err: &CodecError) {
+    tracing::warn!(
+        backend,
+        handle = %key.handle(),
+        error = %err,
+        "stored session record does not decode; treating the session as absent"
+    );
+}

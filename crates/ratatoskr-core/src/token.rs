@@ -1,0 +1,289 @@
+//! Session tokens, storage keys and public handles.
+//!
+//! Three names for one session, each with a different audience:
+//!
+//! | type | who sees it | what it is |
+//! |---|---|---|
+//! | [`Token`] | the browser only (the cookie) | 256 random bits from the OS CSPRNG, 43 base64url chars |
+//! | [`SessionKey`] | the stores only | SHA-256 of the token; a dump of a store exposes no usable token |
+//! | [`Handle`] | users, admins, logs | 96 bits derived from the key; names a session in lists and revocation |
+//!
+//! The token is never stored and never logged: its `Debug` output is redacted. The key cannot be
+//! turned back into a token, and the handle cannot be turned back into a key, so the handle is safe
+//! to print, to show in a page, and to accept in a revocation API (which then checks ownership).
+//!
+//! ```
+//! use ratatoskr_core::token::{Token, SessionKey};
+//!
+//! let token = Token::generate();
+//! let cookie_value = token.as_cookie_value();
+//! assert_eq!(cookie_value.len(), 43);
+//!
+//! // On the next request: parse before asking any store.
+//! let parsed = Token::parse(&cookie_value).unwrap();
+//! assert_eq!(parsed.key(), token.key());
+//! assert!(Token::parse("not-a-token").is_err());
+//! ```
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+/// Length in characters of a token's cookie form: 32 bytes in unpadded base64url.
+pub const TOKEN_CHARS: usize = 43;
+
+/// Why a string is not a token. Each variant is a client mistake, never a server fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// The value is not exactly [`TOKEN_CHARS`] characters long.
+    #[error("a session token is {TOKEN_CHARS} characters, this one has {0}")]
+    Length(usize),
+    /// The value holds a character outside the base64url alphabet, or is not canonical base64url.
+    #[error("a session token is base64url; this one is not")]
+    Alphabet,
+}
+
+/// The secret in the cookie. 256 bits from the operating system's CSPRNG.
+///
+/// Never stored, never logged: `Debug` prints `Token(<redacted>)`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token([u8; 32]);
+
+impl Token {
+    /// A fresh token from the OS CSPRNG.
+    ///
+    /// # Panics
+    /// Only if the operating system cannot provide randomness at all, in which case no secure
+    /// session can be issued and stopping is the right answer.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).expect("the OS random number generator is unavailable");
+        Token(bytes)
+    }
+
+    /// Parse a cookie value. Checks length and alphabet before decoding, so no store is ever asked
+    /// about a value that could not have been issued.
+    pub fn parse(value: &str) -> Result<Self, TokenError> {
+        if value.len() != TOKEN_CHARS {
+            return Err(TokenError::Length(value.len()));
+        }
+        if !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(TokenError::Alphabet);
+        }
+        let mut bytes = [0u8; 32];
+        // The engine rejects non-canonical trailing bits, so each token has exactly one spelling.
+        match URL_SAFE_NO_PAD.decode_slice(value, &mut bytes) {
+            Ok(32) => Ok(Token(bytes)),
+            _ => Err(TokenError::Alphabet),
+        }
+    }
+
+    /// The cookie form: 43 base64url characters, no padding.
+    pub fn as_cookie_value(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// The storage key for this token.
+    pub fn key(&self) -> SessionKey {
+        SessionKey(Sha256::digest(self.0).into())
+    }
+
+    /// Derive a per-token secret for a named purpose (for example a signing key), without
+    /// revealing the token. Domain-separated SHA-256.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"ratatoskr.derive.v1\0");
+        h.update(purpose.as_bytes());
+        h.update([0]);
+        h.update(self.0);
+        h.finalize().into()
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// The key a store files a session under: SHA-256 of the token.
+///
+/// Not a secret in the way a token is (it cannot be presented as a cookie), but not shown to users
+/// either: show the [`Handle`]. `Debug` prints the handle.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey([u8; 32]);
+
+impl SessionKey {
+    /// The raw 32 bytes, as stores persist them.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Rebuild a key from bytes a store returned.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        SessionKey(bytes)
+    }
+
+    /// Rebuild a key from a slice a store returned; `None` unless it is exactly 32 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        <[u8; 32]>::try_from(bytes).ok().map(SessionKey)
+    }
+
+    /// The public handle of this session.
+    pub fn handle(&self) -> Handle {
+        let mut h = Sha256::new();
+        h.update(b"ratatoskr.handle.v1\0");
+        h.update(self.0);
+        let digest = h.finalize();
+        let mut out = [0u8; 12];
+        out.copy_from_slice(&digest[..12]);
+        Handle(out)
+    }
+
+    /// Lowercase hex, for stores that key by text.
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+}
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionKey(handle={})", self.handle())
+    }
+}
+
+/// A public, non-secret name for a session: 96 bits derived from its key, 16 base64url characters.
+///
+/// Safe to log, to show to users and to put in URLs. Knowing a handle grants nothing: revocation
+/// APIs check that the handle belongs to the caller.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Handle([u8; 12]);
+
+/// Length in characters of a handle's text form.
+pub const HANDLE_CHARS: usize = 16;
+
+impl Handle {
+    /// Parse the text form; `None` unless it is 16 base64url characters.
+    pub fn parse(value: &str) -> Option<Self> {
+        if value.len() != HANDLE_CHARS {
+            return None;
+        }
+        let mut out = [0u8; 12];
+        match URL_SAFE_NO_PAD.decode_slice(value, &mut out) {
+            Ok(12) => Some(Handle(out)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&URL_SAFE_NO_PAD.encode(self.0))
+    }
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Handle({self})")
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// Fill a buffer from the OS CSPRNG.
+///
+/// # Panics
+/// Only if the operating system cannot provide randomness at all.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).expect("the OS random number generator is unavailable");
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tokens_are_43_base64url_chars_and_round_trip() {
+        for _ in 0..100 {
+            let t = Token::generate();
+            let s = t.as_cookie_value();
+            assert_eq!(s.len(), TOKEN_CHARS);
+            assert_eq!(Token::parse(&s).unwrap(), t);
+        }
+    }
+
+    #[test]
+    fn generated_tokens_differ() {
+        let a = Token::generate();
+        let b = Token::generate();
+        assert_ne!(a, b);
+        assert_ne!(a.key(), b.key());
+    }
+
+    #[test]
+    fn parse_rejects_wrong_length_alphabet_and_non_canonical_spelling() {
+        assert_eq!(Token::parse(""), Err(TokenError::Length(0)));
+        assert_eq!(Token::parse(&"A".repeat(42)), Err(TokenError::Length(42)));
+        assert_eq!(Token::parse(&"A".repeat(44)), Err(TokenError::Length(44)));
+        assert_eq!(Token::parse(&"A".repeat(8192)), Err(TokenError::Length(8192)));
+        let mut s = "A".repeat(42);
+        s.push('=');
+        assert_eq!(Token::parse(&s), Err(TokenError::Alphabet));
+        assert_eq!(
+            Token::parse(&format!("{}+", "A".repeat(42))),
+            Err(TokenError::Alphabet)
+        );
+        // 43 chars of a multi-byte character: length is counted in bytes, so it is refused.
+        assert!(Token::parse(&"é".repeat(43)).is_err());
+        // Last char carries 2 padding bits that must be zero: "B" sets one of them.
+        assert_eq!(
+            Token::parse(&format!("{}B", "A".repeat(42))),
+            Err(TokenError::Alphabet)
+        );
+        assert!(Token::parse(&format!("{}A", "A".repeat(42))).is_ok());
+    }
+
+    #[test]
+    fn key_is_sha256_of_token_bytes() {
+        let t = Token::parse(&"A".repeat(43)).unwrap();
+        // SHA-256 of 32 zero bytes.
+        assert_eq!(
+            t.key().to_hex(),
+            "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925"
+        );
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let t = Token::generate();
+        let dbg = format!("{t:?} {:?}", t.key());
+        assert!(!dbg.contains(&t.as_cookie_value()));
+        assert!(dbg.contains("redacted"));
+    }
+
+    #[test]
+    fn handles_are_16_chars_and_parse_back() {
+        let k = Token::generate().key();
+        let h = k.handle();
+        let s = h.to_string();
+        assert_eq!(s.len(), HANDLE_CHARS);
+        assert_eq!(Handle::parse(&s), Some(h));
+        assert_eq!(Handle::parse("short"), None);
+        assert_eq!(Handle::parse("!!!!!!!!!!!!!!!!"), None);
+    }
+}
