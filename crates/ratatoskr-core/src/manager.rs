@@ -132,6 +132,15 @@ impl SessionManager {
         Ok(Some(record))
     }
 
+    /// Load the session named by a cookie value. A value that is not a well-formed token is
+    /// refused here, before any store is asked, and answers `Ok(None)` like an unknown session.
+    pub async fn load_cookie(&self, value: &str) -> StoreResult<Option<(Token, Record)>> {
+        let Ok(token) = Token::parse(value) else {
+            return Ok(None);
+        };
+        Ok(self.load(&token).await?.map(|r| (token, r)))
+    }
+
     /// Whether a touch at `now` would be written: the stored `last_seen` is older than the
     /// touch interval and moving it would still extend the expiry.
     pub fn touch_due(&self, record: &Record, now: Millis) -> bool {
@@ -299,6 +308,85 @@ mod tests {
         assert!(m.load(&tokens[0].token).await.unwrap().is_none());
         assert!(m.load(&tokens[1].token).await.unwrap().is_some());
         assert!(m.load(&tokens[2].token).await.unwrap().is_some());
+    }
+
+    /// A store that counts how often it is asked to load.
+    #[derive(Default)]
+    struct CountingStore {
+        inner: MemoryStore,
+        loads: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl SessionStore for CountingStore {
+        fn backend_name(&self) -> &'static str {
+            "counting"
+        }
+        async fn create(&self, k: &SessionKey, r: &Record) -> StoreResult<()> {
+            self.inner.create(k, r).await
+        }
+        async fn load(&self, k: &SessionKey) -> StoreResult<Option<Record>> {
+            self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.load(k).await
+        }
+        async fn apply(&self, k: &SessionKey, d: &Delta) -> StoreResult<()> {
+            self.inner.apply(k, d).await
+        }
+        async fn touch(&self, k: &SessionKey, m: &crate::Meta, t: Millis) -> StoreResult<bool> {
+            self.inner.touch(k, m, t).await
+        }
+        async fn rotate(
+            &self,
+            o: &SessionKey,
+            n: &SessionKey,
+            m: &crate::Meta,
+            t: Millis,
+        ) -> StoreResult<()> {
+            self.inner.rotate(o, n, m, t).await
+        }
+        async fn destroy(&self, k: &SessionKey) -> StoreResult<bool> {
+            self.inner.destroy(k).await
+        }
+        async fn list_user(&self, u: &str) -> StoreResult<Vec<SessionSummary>> {
+            self.inner.list_user(u).await
+        }
+        async fn destroy_user(&self, u: &str, e: Option<&SessionKey>) -> StoreResult<u64> {
+            self.inner.destroy_user(u, e).await
+        }
+        async fn count(&self) -> StoreResult<u64> {
+            self.inner.count().await
+        }
+        async fn reap(&self) -> StoreResult<u64> {
+            self.inner.reap().await
+        }
+        async fn ping(&self) -> StoreResult<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_cookie_values_never_reach_the_store() {
+        let store = Arc::new(CountingStore::default());
+        let m = SessionManager::new(store.clone(), ManagerConfig::default());
+        let bad = [
+            String::new(),
+            "short".into(),
+            "A".repeat(42),
+            "A".repeat(44),
+            "A".repeat(8192),
+            format!("{}=", "A".repeat(42)),
+            format!("{}+", "A".repeat(42)),
+            "é".repeat(22),
+            format!("{}B", "A".repeat(42)),
+        ];
+        for value in &bad {
+            assert!(m.load_cookie(value).await.unwrap().is_none(), "{value:?}");
+        }
+        assert_eq!(store.loads.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // A well-formed but unknown token does reach the store, and is simply absent.
+        let unknown = Token::generate().as_cookie_value();
+        assert!(m.load_cookie(&unknown).await.unwrap().is_none());
+        assert_eq!(store.loads.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

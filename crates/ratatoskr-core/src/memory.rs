@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::codec::{self, Limits};
 use crate::record::{Delta, Meta, Millis, Record, SessionSummary, now_ms};
-use crate::store::{SessionStore, StoreError, StoreResult};
+use crate::store::{SessionStore, StoreError, StoreResult, log_undecodable};
 use crate::token::SessionKey;
 
 /// A [`SessionStore`] in a mutex-guarded map.
@@ -35,38 +35,57 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Inner {
-    sessions: HashMap<SessionKey, Record>,
+    /// Encoded with the record codec, so the memory store exercises it like a real backend.
+    sessions: HashMap<SessionKey, Vec<u8>>,
     by_user: HashMap<String, BTreeMap<SessionKey, ()>>,
     revoked_at: HashMap<String, Millis>,
 }
 
 impl Inner {
-    fn live(&self, key: &SessionKey, now: Millis) -> Option<&Record> {
-        self.sessions.get(key).filter(|r| !r.is_expired(now))
-    }
-
-    fn remove(&mut self, key: &SessionKey) -> bool {
-        match self.sessions.remove(key) {
-            Some(r) => {
-                if let Some(user) = &r.meta.user_id
-                    && let Some(ix) = self.by_user.get_mut(user)
-                {
-                    ix.remove(key);
-                    if ix.is_empty() {
-                        self.by_user.remove(user);
-                    }
-                }
-                true
+    fn decode(&self, key: &SessionKey) -> Option<Record> {
+        let blob = self.sessions.get(key)?;
+        match codec::decode_record(blob) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                log_undecodable("memory", key, &e);
+                None
             }
-            None => false,
         }
     }
 
-    fn insert(&mut self, key: SessionKey, record: Record) {
+    fn live(&self, key: &SessionKey, now: Millis) -> Option<Record> {
+        self.decode(key).filter(|r| !r.is_expired(now))
+    }
+
+    fn remove(&mut self, key: &SessionKey) {
+        self.sessions.remove(key);
+        self.by_user.retain(|_, ix| {
+            ix.remove(key);
+            !ix.is_empty()
+        });
+    }
+
+    fn insert(&mut self, key: SessionKey, record: &Record, limits: &Limits) -> StoreResult<()> {
+        let blob = codec::encode_record(record, limits)?;
         if let Some(user) = &record.meta.user_id {
-            self.by_user.entry(user.clone()).or_default().insert(key, ());
+            // Prune the user's index of sessions that ended, so it never outgrows the live ones.
+            let now = now_ms();
+            let stale: Vec<SessionKey> = self
+                .by_user
+                .get(user)
+                .into_iter()
+                .flat_map(|ix| ix.keys())
+                .filter(|k| self.live(k, now).is_none())
+                .copied()
+                .collect();
+            let ix = self.by_user.entry(user.clone()).or_default();
+            for k in stale {
+                ix.remove(&k);
+            }
+            ix.insert(key, ());
         }
-        self.sessions.insert(key, record);
+        self.sessions.insert(key, blob);
+        Ok(())
     }
 
     fn check_revoked(&self, meta: &Meta, at: Millis) -> StoreResult<()> {
@@ -81,9 +100,9 @@ impl Inner {
     fn reap(&mut self, now: Millis) -> u64 {
         let dead: Vec<SessionKey> = self
             .sessions
-            .iter()
-            .filter(|(_, r)| r.is_expired(now))
-            .map(|(k, _)| *k)
+            .keys()
+            .filter(|k| self.live(k, now).is_none())
+            .copied()
             .collect();
         for k in &dead {
             self.remove(k);
@@ -99,6 +118,18 @@ impl MemoryStore {
             inner: Mutex::default(),
             limits,
         }
+    }
+
+    /// Overwrite the stored bytes of a session. Only for tests of what happens when a stored
+    /// record no longer decodes.
+    pub fn overwrite_raw(&self, key: &SessionKey, bytes: Vec<u8>) {
+        self.lock().sessions.insert(*key, bytes);
+    }
+
+    /// How many entries the per-user index holds for `user_id` (live or not), to show that it
+    /// is pruned.
+    pub fn index_entries(&self, user_id: &str) -> usize {
+        self.lock().by_user.get(user_id).map_or(0, BTreeMap::len)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -123,12 +154,11 @@ impl SessionStore for MemoryStore {
         }
         g.check_revoked(&record.meta, record.meta.created_at)?;
         g.remove(key);
-        g.insert(*key, record.clone());
-        Ok(())
+        g.insert(*key, record, &self.limits)
     }
 
     async fn load(&self, key: &SessionKey) -> StoreResult<Option<Record>> {
-        Ok(self.lock().live(key, now_ms()).cloned())
+        Ok(self.lock().live(key, now_ms()))
     }
 
     async fn apply(&self, key: &SessionKey, delta: &Delta) -> StoreResult<()> {
@@ -137,22 +167,18 @@ impl SessionStore for MemoryStore {
         }
         let mut g = self.lock();
         let now = now_ms();
-        let mut updated = g.live(key, now).ok_or(StoreError::NotFound)?.clone();
+        let mut updated = g.live(key, now).ok_or(StoreError::NotFound)?;
         updated.apply(delta);
-        codec::check_record(&updated, &self.limits)?;
-        g.sessions.insert(*key, updated);
-        Ok(())
+        g.insert(*key, &updated, &self.limits)
     }
 
     async fn touch(&self, key: &SessionKey, _meta: &Meta, last_seen: Millis) -> StoreResult<bool> {
         let mut g = self.lock();
-        let now = now_ms();
-        if g.live(key, now).is_none() {
+        let Some(mut r) = g.live(key, now_ms()) else {
             return Ok(false);
-        }
-        if let Some(r) = g.sessions.get_mut(key) {
-            r.last_seen = r.last_seen.max(last_seen);
-        }
+        };
+        r.last_seen = r.last_seen.max(last_seen);
+        g.insert(*key, &r, &self.limits)?;
         Ok(true)
     }
 
@@ -167,8 +193,7 @@ impl SessionStore for MemoryStore {
         let attrs = g
             .live(old, now_ms())
             .ok_or(StoreError::NotFound)?
-            .attrs
-            .clone();
+            .attrs;
         if g.live(new, now_ms()).is_some() {
             return Err(StoreError::Collision);
         }
@@ -178,8 +203,7 @@ impl SessionStore for MemoryStore {
             last_seen: now,
             attrs,
         };
-        codec::check_record(&record, &self.limits)?;
-        g.insert(*new, record);
+        g.insert(*new, &record, &self.limits)?;
         g.remove(old);
         Ok(())
     }
@@ -203,7 +227,7 @@ impl SessionStore for MemoryStore {
                 g.live(k, now).map(|r| SessionSummary {
                     key: *k,
                     handle: k.handle(),
-                    meta: r.meta.clone(),
+                    meta: r.meta,
                     last_seen: r.last_seen,
                 })
             })
@@ -237,7 +261,7 @@ impl SessionStore for MemoryStore {
     async fn count(&self) -> StoreResult<u64> {
         let g = self.lock();
         let now = now_ms();
-        Ok(g.sessions.values().filter(|r| !r.is_expired(now)).count() as u64)
+        Ok(g.sessions.keys().filter(|k| g.live(k, now).is_some()).count() as u64)
     }
 
     async fn reap(&self) -> StoreResult<u64> {

@@ -1,0 +1,527 @@
+//! The behaviours every store must show, one function each.
+//!
+//! Each function takes a fresh [`Harness`] and panics with a message naming the broken
+//! behaviour. Timing-based cases leave wide margins (at least 2x) around each deadline.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::join_all;
+use ratatoskr_core::codec::CodecError;
+use ratatoskr_core::{
+    Delta, Record, SessionKey, SessionStore, StoreError, Token, now_ms, token::random_bytes,
+};
+use tracing::instrument::WithSubscriber;
+
+use crate::Harness;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn record(user: Option<&str>, idle: Duration, absolute: Duration) -> Record {
+    let mut r = Record::new(user.map(str::to_owned), now_ms(), idle, absolute);
+    r.meta.fingerprint = Some(random_bytes());
+    r
+}
+
+fn key() -> SessionKey {
+    Token::generate().key()
+}
+
+async fn create(store: &dyn SessionStore, user: Option<&str>, idle: Duration, abs: Duration) -> (SessionKey, Record) {
+    let k = key();
+    let r = record(user, idle, abs);
+    store.create(&k, &r).await.expect("create");
+    (k, r)
+}
+
+async fn sleep(n: u64) {
+    tokio::time::sleep(ms(n)).await;
+}
+
+/// A stored session loads back exactly as written.
+pub async fn create_then_load_returns_the_same_record(h: &impl Harness) {
+    let s = h.store();
+    let k = key();
+    let mut r = record(Some("user-1"), MINUTE, 10 * MINUTE);
+    r.attrs.insert("counter".into(), b"1".to_vec());
+    r.attrs.insert("empty".into(), Vec::new());
+    r.attrs.insert("binary".into(), vec![0, 255, 1, 254]);
+    s.create(&k, &r).await.unwrap();
+    assert_eq!(s.load(&k).await.unwrap(), Some(r.clone()));
+
+    let anon = key();
+    let a = record(None, MINUTE, 10 * MINUTE);
+    s.create(&anon, &a).await.unwrap();
+    assert_eq!(s.load(&anon).await.unwrap(), Some(a));
+}
+
+/// Creating a session under a key that exists fails with `Collision` and changes nothing.
+pub async fn create_refuses_an_existing_key(h: &impl Harness) {
+    let s = h.store();
+    let (k, r) = create(&*s, Some("u"), MINUTE, 10 * MINUTE).await;
+    let other = record(Some("someone-else"), MINUTE, 10 * MINUTE);
+    match s.create(&k, &other).await {
+        Err(StoreError::Collision) => {}
+        other => panic!("expected Collision, got {other:?}"),
+    }
+    assert_eq!(s.load(&k).await.unwrap(), Some(r));
+}
+
+/// An unknown key is absent, not an error.
+pub async fn unknown_keys_load_as_absent(h: &impl Harness) {
+    let s = h.store();
+    assert_eq!(s.load(&key()).await.unwrap(), None);
+    assert!(!s.destroy(&key()).await.unwrap());
+}
+
+/// A session not used for longer than its idle timeout is gone.
+pub async fn idle_timeout_expires_an_unused_session(h: &impl Harness) {
+    let s = h.store();
+    let (k, _) = create(&*s, Some("u"), ms(600), MINUTE).await;
+    sleep(150).await;
+    assert!(s.load(&k).await.unwrap().is_some(), "alive well before the idle deadline");
+    sleep(1_000).await;
+    assert!(s.load(&k).await.unwrap().is_none(), "gone after the idle deadline");
+    assert!(s.list_user("u").await.unwrap().is_empty(), "not listed after expiry");
+}
+
+/// Touching keeps the idle deadline away, but the absolute deadline still ends the session.
+pub async fn absolute_timeout_expires_a_session_in_constant_use(h: &impl Harness) {
+    let s = h.store();
+    let (k, r) = create(&*s, None, ms(800), ms(1_200)).await;
+    for _ in 0..5 {
+        sleep(200).await;
+        assert!(s.touch(&k, &r.meta, now_ms()).await.unwrap(), "alive while in use");
+    }
+    // ~1,000 ms in: still alive; at 2,000 ms: past the absolute deadline despite the touches.
+    sleep(1_000).await;
+    assert!(s.load(&k).await.unwrap().is_none(), "gone after the absolute deadline");
+    assert!(!s.touch(&k, &r.meta, now_ms()).await.unwrap());
+}
+
+/// A touch moves `last_seen` and the idle deadline.
+pub async fn touch_extends_the_idle_deadline(h: &impl Harness) {
+    let s = h.store();
+    let (k, r) = create(&*s, None, ms(1_000), MINUTE).await;
+    sleep(600).await;
+    let t = now_ms();
+    assert!(s.touch(&k, &r.meta, t).await.unwrap());
+    let loaded = s.load(&k).await.unwrap().expect("alive after touch");
+    assert_eq!(loaded.last_seen, t, "touch records last_seen");
+    sleep(700).await; // 1,300 ms after creation: past the original idle deadline
+    assert!(s.load(&k).await.unwrap().is_some(), "the touch extended the idle deadline");
+    sleep(1_200).await; // 1,900 ms after the touch
+    assert!(s.load(&k).await.unwrap().is_none(), "gone one idle timeout after the touch");
+}
+
+/// A touch near the end of a session's life extends it only to the absolute deadline.
+pub async fn touch_never_extends_past_the_absolute_deadline(h: &impl Harness) {
+    let s = h.store();
+    let (k, r) = create(&*s, None, ms(2_000), ms(1_000)).await;
+    sleep(500).await;
+    assert!(s.touch(&k, &r.meta, now_ms()).await.unwrap());
+    sleep(1_000).await; // 1,500 ms: before idle (2,500) but after absolute (1,000)
+    assert!(s.load(&k).await.unwrap().is_none());
+}
+
+/// Touching a key that does not exist reports it and creates nothing.
+pub async fn touch_of_a_missing_session_creates_nothing(h: &impl Harness) {
+    let s = h.store();
+    let k = key();
+    let r = record(Some("u"), MINUTE, MINUTE);
+    assert!(!s.touch(&k, &r.meta, now_ms()).await.unwrap());
+    assert!(s.load(&k).await.unwrap().is_none());
+    assert_eq!(h.index_entries("u").await, 0);
+}
+
+/// A touch carries only time; attributes written in between survive it.
+pub async fn touch_does_not_rewrite_attributes(h: &impl Harness) {
+    let s = h.store();
+    let (k, r) = create(&*s, None, MINUTE, 10 * MINUTE).await;
+    s.apply(&k, &Delta::default().set("a", b"1".to_vec())).await.unwrap();
+    // The touch comes from a request that loaded the session before "a" was set.
+    assert!(s.touch(&k, &r.meta, now_ms()).await.unwrap());
+    let loaded = s.load(&k).await.unwrap().unwrap();
+    assert_eq!(loaded.attrs.get("a").map(Vec::as_slice), Some(&b"1"[..]));
+}
+
+/// A delta sets and removes only the attributes it names.
+pub async fn delta_writes_only_what_changed(h: &impl Harness) {
+    let s = h.store();
+    let k = key();
+    let mut r = record(Some("u"), MINUTE, 10 * MINUTE);
+    r.attrs.insert("keep".into(), b"k".to_vec());
+    r.attrs.insert("drop".into(), b"d".to_vec());
+    r.attrs.insert("change".into(), b"old".to_vec());
+    s.create(&k, &r).await.unwrap();
+    s.apply(
+        &k,
+        &Delta::default()
+            .remove("drop")
+            .set("change", b"new".to_vec())
+            .set("add", b"a".to_vec()),
+    )
+    .await
+    .unwrap();
+    let got = s.load(&k).await.unwrap().unwrap();
+    let want: BTreeMap<String, Vec<u8>> = [("keep", "k"), ("change", "new"), ("add", "a")]
+        .into_iter()
+        .map(|(a, b)| (a.to_owned(), b.as_bytes().to_vec()))
+        .collect();
+    assert_eq!(got.attrs, want);
+    assert_eq!(got.meta, r.meta, "a delta leaves the fixed part alone");
+    // Removing an attribute that is not there is not an error.
+    s.apply(&k, &Delta::default().remove("never-was")).await.unwrap();
+}
+
+/// A delta against a destroyed session fails with `NotFound` and does not bring it back.
+pub async fn delta_after_destroy_is_refused_and_resurrects_nothing(h: &impl Harness) {
+    let s = h.store();
+    let (k, _) = create(&*s, Some("u"), MINUTE, 10 * MINUTE).await;
+    assert!(s.destroy(&k).await.unwrap());
+    match s.apply(&k, &Delta::default().set("late", b"write".to_vec())).await {
+        Err(StoreError::NotFound) => {}
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    assert!(s.load(&k).await.unwrap().is_none(), "no resurrection");
+    assert!(s.list_user("u").await.unwrap().is_empty());
+}
+
+/// A delta against an expired session fails with `NotFound`.
+pub async fn delta_after_expiry_is_refused(h: &impl Harness) {
+    let s = h.store();
+    let (k, _) = create(&*s, None, ms(300), MINUTE).await;
+    sleep(700).await;
+    match s.apply(&k, &Delta::default().set("late", b"write".to_vec())).await {
+        Err(StoreError::NotFound) => {}
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    assert!(s.load(&k).await.unwrap().is_none());
+}
+
+/// Fifty concurrent requests, each setting its own attribute, leave all fifty.
+pub async fn fifty_parallel_deltas_on_different_attributes_all_land(h: &impl Harness) {
+    let s = h.store();
+    let (k, _) = create(&*s, Some("u"), MINUTE, 10 * MINUTE).await;
+    let writes = (0..50).map(|i| {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move {
+            s.apply(&k, &Delta::default().set(format!("attr-{i}"), i.to_string().into_bytes()))
+                .await
+        })
+    });
+    for r in join_all(writes).await {
+        r.expect("task").expect("delta");
+    }
+    let got = s.load(&k).await.unwrap().unwrap();
+    assert_eq!(got.attrs.len(), 50, "every attribute landed");
+    for i in 0..50 {
+        assert_eq!(got.attrs[&format!("attr-{i}")], i.to_string().into_bytes());
+    }
+}
+
+/// Rotation moves the data to the new key; the old key is dead for every operation.
+pub async fn rotation_keeps_data_and_kills_the_old_key(h: &impl Harness) {
+    let s = h.store();
+    let (old, r) = create(&*s, None, MINUTE, 10 * MINUTE).await;
+    s.apply(&old, &Delta::default().set("cart", b"3 items".to_vec())).await.unwrap();
+    let new = key();
+    let mut meta = r.meta.clone();
+    meta.user_id = Some("alice".into());
+    meta.version += 1;
+    meta.csrf_secret = random_bytes();
+    let now = now_ms();
+    s.rotate(&old, &new, &meta, now).await.unwrap();
+
+    let got = s.load(&new).await.unwrap().expect("new key live");
+    assert_eq!(got.meta, meta);
+    assert_eq!(got.last_seen, now);
+    assert_eq!(got.attrs["cart"], b"3 items");
+    assert!(s.load(&old).await.unwrap().is_none(), "old key dead");
+    assert!(matches!(
+        s.apply(&old, &Delta::default().set("x", b"y".to_vec())).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(!s.touch(&old, &r.meta, now_ms()).await.unwrap());
+    let listed = s.list_user("alice").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, new);
+}
+
+/// Rotating a session that is gone fails with `NotFound` and creates nothing.
+pub async fn rotation_of_a_missing_session_fails(h: &impl Harness) {
+    let s = h.store();
+    let r = record(Some("u"), MINUTE, MINUTE);
+    let new = key();
+    assert!(matches!(
+        s.rotate(&key(), &new, &r.meta, now_ms()).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(s.load(&new).await.unwrap().is_none());
+}
+
+/// Rotating onto a key that exists fails with `Collision` and leaves both sessions as they were.
+pub async fn rotation_onto_an_existing_key_is_a_collision(h: &impl Harness) {
+    let s = h.store();
+    let (a, ra) = create(&*s, Some("u"), MINUTE, 10 * MINUTE).await;
+    let (b, rb) = create(&*s, Some("v"), MINUTE, 10 * MINUTE).await;
+    assert!(matches!(
+        s.rotate(&a, &b, &ra.meta, now_ms()).await,
+        Err(StoreError::Collision)
+    ));
+    assert_eq!(s.load(&a).await.unwrap(), Some(ra));
+    assert_eq!(s.load(&b).await.unwrap(), Some(rb));
+}
+
+/// Once destroyed, a session stays destroyed.
+pub async fn destroy_is_final(h: &impl Harness) {
+    let s = h.store();
+    let (k, r) = create(&*s, Some("u"), MINUTE, 10 * MINUTE).await;
+    assert!(s.destroy(&k).await.unwrap());
+    assert!(s.load(&k).await.unwrap().is_none());
+    assert!(!s.destroy(&k).await.unwrap(), "second destroy reports nothing was there");
+    assert!(!s.touch(&k, &r.meta, now_ms()).await.unwrap());
+    assert!(s.load(&k).await.unwrap().is_none());
+    assert!(s.list_user("u").await.unwrap().is_empty());
+}
+
+/// A user's sessions are listed with their handles, oldest first; others' are not.
+pub async fn list_user_returns_live_sessions_with_handles_oldest_first(h: &impl Harness) {
+    let s = h.store();
+    let mut mine = Vec::new();
+    for _ in 0..3 {
+        mine.push(create(&*s, Some("me"), MINUTE, 10 * MINUTE).await.0);
+        sleep(5).await;
+    }
+    create(&*s, Some("you"), MINUTE, 10 * MINUTE).await;
+    create(&*s, None, MINUTE, 10 * MINUTE).await;
+    let listed = s.list_user("me").await.unwrap();
+    assert_eq!(listed.iter().map(|x| x.key).collect::<Vec<_>>(), mine);
+    for x in &listed {
+        assert_eq!(x.handle, x.key.handle());
+        assert_eq!(x.meta.user_id.as_deref(), Some("me"));
+    }
+    assert!(s.destroy(&mine[1]).await.unwrap());
+    assert_eq!(s.list_user("me").await.unwrap().len(), 2);
+    assert!(s.list_user("nobody").await.unwrap().is_empty());
+}
+
+/// Revoking a user destroys all of that user's sessions and nobody else's.
+pub async fn destroy_user_destroys_every_session_of_that_user_only(h: &impl Harness) {
+    let s = h.store();
+    let mut mine = Vec::new();
+    for _ in 0..3 {
+        mine.push(create(&*s, Some("me"), MINUTE, 10 * MINUTE).await.0);
+    }
+    let (yours, _) = create(&*s, Some("you"), MINUTE, 10 * MINUTE).await;
+    assert_eq!(s.destroy_user("me", None).await.unwrap(), 3);
+    for k in &mine {
+        assert!(s.load(k).await.unwrap().is_none());
+    }
+    assert!(s.list_user("me").await.unwrap().is_empty());
+    assert!(s.load(&yours).await.unwrap().is_some());
+    assert_eq!(s.destroy_user("nobody", None).await.unwrap(), 0);
+}
+
+/// "Log out other sessions" keeps the current one.
+pub async fn destroy_user_can_spare_the_current_session(h: &impl Harness) {
+    let s = h.store();
+    let (current, _) = create(&*s, Some("me"), MINUTE, 10 * MINUTE).await;
+    let (other, _) = create(&*s, Some("me"), MINUTE, 10 * MINUTE).await;
+    assert_eq!(s.destroy_user("me", Some(&current)).await.unwrap(), 1);
+    assert!(s.load(&current).await.unwrap().is_some());
+    assert!(s.load(&other).await.unwrap().is_none());
+    let listed = s.list_user("me").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, current);
+}
+
+/// Sessions whose creation began before a revoke-all, but which land during or after it, do
+/// not survive: each is destroyed by the revoke or refused with `Revoked`.
+pub async fn no_session_created_during_a_revoke_all_survives_it(h: &impl Harness) {
+    let s = h.store();
+    for _ in 0..5 {
+        create(&*s, Some("victim"), MINUTE, 10 * MINUTE).await;
+    }
+    // Records built (creation begun) before the revoke starts.
+    let pending: Vec<(SessionKey, Record)> =
+        (0..40).map(|_| (key(), record(Some("victim"), MINUTE, 10 * MINUTE))).collect();
+    sleep(3).await;
+    let creates = pending.iter().cloned().map(|(k, r)| {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move {
+            // Spread the creates around the revoke.
+            tokio::time::sleep(ms(u64::from(k.as_bytes()[0] % 20))).await;
+            s.create(&k, &r).await
+        })
+    });
+    let revoke = {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move {
+            tokio::time::sleep(ms(8)).await;
+            s.destroy_user("victim", None).await
+        })
+    };
+    let results = join_all(creates).await;
+    revoke.await.unwrap().expect("revoke-all");
+    for r in results {
+        match r.unwrap() {
+            Ok(()) | Err(StoreError::Revoked) => {}
+            Err(e) => panic!("unexpected create error {e:?}"),
+        }
+    }
+    for (k, _) in &pending {
+        assert!(s.load(k).await.unwrap().is_none(), "a session created during revoke-all survived");
+    }
+    assert!(s.list_user("victim").await.unwrap().is_empty());
+}
+
+/// A revoke-all is not a ban: sessions begun after it are created normally.
+pub async fn sessions_created_after_a_revoke_all_are_allowed(h: &impl Harness) {
+    let s = h.store();
+    create(&*s, Some("u"), MINUTE, 10 * MINUTE).await;
+    s.destroy_user("u", None).await.unwrap();
+    sleep(5).await;
+    let (k, _) = create(&*s, Some("u"), MINUTE, 10 * MINUTE).await;
+    assert!(s.load(&k).await.unwrap().is_some());
+    // Rotation into the user (a login) after the revoke also works.
+    let (anon, r) = create(&*s, None, MINUTE, 10 * MINUTE).await;
+    let mut meta = r.meta.clone();
+    meta.user_id = Some("u".into());
+    let new = key();
+    s.rotate(&anon, &new, &meta, now_ms()).await.unwrap();
+    assert_eq!(s.list_user("u").await.unwrap().len(), 2);
+}
+
+/// `count` counts live sessions only.
+pub async fn count_counts_live_sessions(h: &impl Harness) {
+    let s = h.store();
+    assert_eq!(s.count().await.unwrap(), 0);
+    let (a, _) = create(&*s, Some("u"), MINUTE, 10 * MINUTE).await;
+    create(&*s, None, MINUTE, 10 * MINUTE).await;
+    create(&*s, None, ms(300), MINUTE).await;
+    assert_eq!(s.count().await.unwrap(), 3);
+    s.destroy(&a).await.unwrap();
+    sleep(700).await;
+    assert_eq!(s.count().await.unwrap(), 1);
+}
+
+/// `reap` clears expired sessions and their index entries.
+pub async fn reap_removes_expired_sessions_and_prunes_the_index(h: &impl Harness) {
+    let s = h.store();
+    for _ in 0..3 {
+        create(&*s, Some("u"), ms(300), MINUTE).await;
+    }
+    let (live, _) = create(&*s, Some("u"), MINUTE, 10 * MINUTE).await;
+    sleep(700).await;
+    s.reap().await.unwrap();
+    assert_eq!(h.index_entries("u").await, 1, "index pruned to the live session");
+    assert_eq!(s.count().await.unwrap(), 1);
+    assert_eq!(s.list_user("u").await.unwrap()[0].key, live);
+}
+
+/// Without any reaping, a user who keeps creating sessions that expire has an index no larger
+/// than the sessions alive now (plus the few whose expiry has not been noticed yet).
+pub async fn user_index_never_grows_past_live_sessions(h: &impl Harness) {
+    let s = h.store();
+    for _ in 0..20 {
+        create(&*s, Some("churn"), ms(200), MINUTE).await;
+    }
+    sleep(500).await;
+    let (k, _) = create(&*s, Some("churn"), MINUTE, 10 * MINUTE).await;
+    s.list_user("churn").await.unwrap();
+    let n = h.index_entries("churn").await;
+    assert!(n <= 1, "index holds {n} entries for 1 live session");
+    assert!(s.destroy(&k).await.unwrap());
+    assert_eq!(h.index_entries("churn").await, 0, "destroy removes the index entry");
+}
+
+/// Records over the size limit are refused with `TooLarge`, on create and on delta, and the
+/// stored session is unchanged.
+pub async fn oversized_records_are_a_typed_error_and_change_nothing(h: &impl Harness) {
+    let s = h.store();
+    let k = key();
+    let mut r = record(Some("u"), MINUTE, MINUTE);
+    r.attrs.insert("huge".into(), vec![b'x'; 100 * 1024]);
+    assert!(matches!(
+        s.create(&k, &r).await,
+        Err(StoreError::Codec(CodecError::TooLarge { .. }))
+    ));
+    assert!(s.load(&k).await.unwrap().is_none());
+
+    let (k, r) = create(&*s, Some("u"), MINUTE, 10 * MINUTE).await;
+    let big = Delta::default().set("huge", vec![b'x'; 100 * 1024]);
+    assert!(matches!(
+        s.apply(&k, &big).await,
+        Err(StoreError::Codec(CodecError::TooLarge { .. }))
+    ));
+    // Many attributes that are each small but together too big.
+    let mut many = Delta::default();
+    for i in 0..20 {
+        many = many.set(format!("part-{i}"), vec![b'y'; 4 * 1024]);
+    }
+    assert!(matches!(
+        s.apply(&k, &many).await,
+        Err(StoreError::Codec(CodecError::TooLarge { .. }))
+    ));
+    let long_name = Delta::default().set("n".repeat(1000), b"v".to_vec());
+    assert!(matches!(
+        s.apply(&k, &long_name).await,
+        Err(StoreError::Codec(CodecError::NameTooLong { .. }))
+    ));
+    assert_eq!(s.load(&k).await.unwrap(), Some(r), "nothing partial was written");
+}
+
+/// A stored record that does not decode is treated as absent (not an error for the client) and
+/// logged with the session's handle.
+pub async fn undecodable_records_are_absent_and_logged_by_handle(h: &impl Harness) {
+    let s = h.store();
+    let (k, _) = create(&*s, Some("u"), MINUTE, 10 * MINUTE).await;
+    h.corrupt(&k).await;
+    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let logs = Arc::clone(&logs);
+            move || LogWriter(Arc::clone(&logs))
+        })
+        .with_ansi(false)
+        .finish();
+    let loaded = s.load(&k).with_subscriber(subscriber).await;
+    assert!(matches!(loaded, Ok(None)), "undecodable record loads as absent: {loaded:?}");
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains(&k.handle().to_string()),
+        "log names the handle: {text:?}"
+    );
+    assert!(!text.contains(&k.to_hex()), "log does not show the storage key");
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Another instance over the same backend sees sessions, deltas and destroys.
+pub async fn a_second_instance_sees_the_same_sessions(h: &impl Harness) {
+    let a = h.store();
+    let b = h.other_instance().await;
+    let (k, r) = create(&*a, Some("u"), MINUTE, 10 * MINUTE).await;
+    assert_eq!(b.load(&k).await.unwrap(), Some(r));
+    b.apply(&k, &Delta::default().set("from-b", b"1".to_vec())).await.unwrap();
+    assert_eq!(a.load(&k).await.unwrap().unwrap().attrs["from-b"], b"1");
+    assert!(b.destroy(&k).await.unwrap());
+    assert!(a.load(&k).await.unwrap().is_none());
+}
