@@ -11,12 +11,14 @@
 //! - [`codec`]: the compact, versioned binary encoding (documented in `docs/format.md`).
 //! - [`store`]: the [`SessionStore`] trait and its contract.
 //! - [`memory`]: [`MemoryStore`], for tests of the layers above.
+//! - [`audit`]: the [`AuditSink`] trait for session lifecycle events.
 //! - [`manager`]: [`SessionManager`], the policy on top of a store: timeouts, rotation, limits.
 //!
 //! Backends live in their own crates (`ratatoskr-sql`, `ratatoskr-redis`), and every one of them
 //! passes the same `ratatoskr-conformance` suite.
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod codec;
 pub mod manager;
 pub mod memory;
@@ -24,6 +26,7 @@ pub mod record;
 pub mod store;
 pub mod token;
 
+pub use audit::{AuditEvent, AuditKind, AuditSink};
 pub use codec::{CodecError, Limits};
 pub use manager::{ManagerConfig, SessionManager};
 pub use memory::MemoryStore;
