@@ -215,6 +215,22 @@ impl SessionManager {
         })
     }
 
+    /// Log `user_id` in on a fresh session (there is no pre-login session to rotate), bound to
+    /// `fingerprint`, then enforce the concurrent-session limit as [`login`](Self::login) does.
+    pub async fn login_fresh(
+        &self,
+        user_id: &str,
+        fingerprint: Option<[u8; 8]>,
+    ) -> StoreResult<Login> {
+        let (token, record) = self.create(Some(user_id.to_owned()), fingerprint).await?;
+        let evicted = self.enforce_limit(user_id, &token.key()).await?;
+        Ok(Login {
+            token,
+            record,
+            evicted,
+        })
+    }
+
     /// Revoke the oldest sessions of a user beyond the limit, never `keep`.
     async fn enforce_limit(&self, user_id: &str, keep: &SessionKey) -> StoreResult<Vec<Handle>> {
         let Some(max) = self.config.max_sessions_per_user else {
@@ -285,6 +301,17 @@ mod tests {
         let r = m.load(&login.token).await.unwrap().unwrap();
         assert_eq!(r.meta.user_id.as_deref(), Some("alice"));
         assert_eq!(r.meta.version, 2);
+    }
+
+    #[tokio::test]
+    async fn login_fresh_keeps_the_fingerprint_and_enforces_the_limit() {
+        let m = manager(1);
+        let first = m.login_fresh("carol", Some([7; 8])).await.unwrap();
+        assert_eq!(first.record.meta.fingerprint, Some([7; 8]));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let second = m.login_fresh("carol", None).await.unwrap();
+        assert_eq!(second.evicted, vec![first.token.key().handle()]);
+        assert!(m.load(&first.token).await.unwrap().is_none());
     }
 
     #[tokio::test]

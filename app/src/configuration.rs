@@ -1,0 +1,110 @@
+//! Configuration: flags and environment variables, as in `CONTRACT.md` (flags win).
+//!
+//! Every setting has a default that works on a fresh machine with nothing installed: SQLite in
+//! `./data/ratatoskr.db`, no Redis, listening on `127.0.0.1:8080`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Settings shared by `serve` and the admin commands (they talk to the same stores).
+#[derive(Args, Debug, Clone)]
+pub struct Settings {
+    /// Listen address.
+    #[arg(long, env = "RATATOSKR_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// `sqlite://…` or `postgres://…`: the durable store (sessions and the application's tables).
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://./data/ratatoskr.db")]
+    pub database_url: String,
+
+    /// `redis://host:port/db` for a standalone Redis tier; unset = no Redis tier.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Comma-separated `host:port` list for Redis Cluster.
+    #[arg(long, env = "REDIS_CLUSTER_NODES")]
+    pub redis_cluster_nodes: Option<String>,
+
+    /// How long a session may sit unused (humantime: `90s`, `30m`, `2h`).
+    #[arg(long, env = "RATATOSKR_IDLE_TIMEOUT", default_value = "2h", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// How long a session may live at all.
+    #[arg(long, env = "RATATOSKR_ABSOLUTE_TIMEOUT", default_value = "24h", value_parser = parse_duration)]
+    pub absolute_timeout: Duration,
+
+    /// Concurrent sessions per user; the oldest are revoked at login beyond it.
+    #[arg(long, env = "RATATOSKR_MAX_SESSIONS_PER_USER", default_value_t = 5)]
+    pub max_sessions_per_user: usize,
+
+    /// Key material for encrypting platform tokens; generated into the data dir when unset.
+    #[arg(long, env = "RATATOSKR_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+}
+
+/// Parse a humantime duration (`90s`, `30m`, `2h`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 90s, 30m or 2h: {e}"))
+}
+
+impl Settings {
+    /// Refuse combinations that cannot work, with a message an operator can act on.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.idle_timeout.is_zero() || self.absolute_timeout.is_zero() {
+            return Err("timeouts must be greater than zero".into());
+        }
+        if self.idle_timeout > self.absolute_timeout {
+            return Err(format!(
+                "the idle timeout ({}) is longer than the absolute timeout ({})",
+                humantime::format_duration(self.idle_timeout),
+                humantime::format_duration(self.absolute_timeout)
+            ));
+        }
+        if self.max_sessions_per_user == 0 {
+            return Err("RATATOSKR_MAX_SESSIONS_PER_USER must be at least 1".into());
+        }
+        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres:") || self.database_url.starts_with("postgresql:")) {
+            return Err(format!(
+                "DATABASE_URL must start with sqlite:// or postgres:// (got `{}`)",
+                redact_url(&self.database_url)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A URL with any password replaced, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &creds[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://./data/x.db"), "sqlite://./data/x.db");
+    }
+
+    #[test]
+    fn durations_accept_humantime() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,12 @@
+//! The `ratatoskr` reference application: a web app whose users connect fediverse accounts
+//! ("platforms") and switch between them, built on the Ratatoskr session crates, plus an admin CLI.
+//!
+//! Layout (after zero2prod): [`configuration`] reads flags and environment, [`startup`] builds
+//! the stores and the router, [`telemetry`] sets up logs and metrics, [`routes`] has one module
+//! per route family.
+
+pub mod configuration;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

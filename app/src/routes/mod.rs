@@ -1,0 +1,3 @@
+//! HTTP routes, one module per route family.
+
+pub mod health;
