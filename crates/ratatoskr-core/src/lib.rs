@@ -12,6 +12,7 @@
 //! - [`store`]: the [`SessionStore`] trait and its contract.
 //! - [`memory`]: [`MemoryStore`], for tests of the layers above.
 //! - [`audit`]: the [`AuditSink`] trait for session lifecycle events.
+//! - [`journal`]: the [`OutageJournal`] of fast-tier invalidations owed after an outage.
 //! - [`manager`]: [`SessionManager`], the policy on top of a store: timeouts, rotation, limits.
 //!
 //! Backends live in their own crates (`ratatoskr-sql`, `ratatoskr-redis`), and every one of them
@@ -20,6 +21,7 @@
 
 pub mod audit;
 pub mod codec;
+pub mod journal;
 pub mod manager;
 pub mod memory;
 pub mod record;
@@ -31,5 +33,6 @@ pub use codec::{CodecError, Limits};
 pub use manager::{ManagerConfig, SessionManager};
 pub use memory::MemoryStore;
 pub use record::{Delta, Meta, Millis, Record, SessionSummary, now_ms};
-pub use store::{SessionStore, StoreError, StoreResult};
+pub use journal::{JournalEntry, JournalTarget, MemoryJournal, OutageJournal};
+pub use store::{Invalidation, SessionStore, StoreError, StoreResult};
 pub use token::{Handle, SessionKey, Token, TokenError};

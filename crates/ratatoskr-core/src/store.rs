@@ -90,6 +90,16 @@ pub trait SessionStore: Send + Sync + 'static {
     /// without rewriting the record. Returns whether the session existed.
     async fn touch(&self, key: &SessionKey, meta: &Meta, last_seen: Millis) -> StoreResult<bool>;
 
+    /// Touch many sessions at once (the tiered store flushes batched touches to the database
+    /// through this). The default calls [`touch`](Self::touch) for each; SQL stores override it
+    /// with one transaction.
+    async fn touch_many(&self, touches: &[(SessionKey, Meta, Millis)]) -> StoreResult<()> {
+        for (key, meta, last_seen) in touches {
+            self.touch(key, meta, *last_seen).await?;
+        }
+        Ok(())
+    }
+
     /// Move a session to `new` with fixed data `meta` and the same attributes, last seen at
     /// `now`. `NotFound` if `old` is gone, `Collision` if `new` exists, `Revoked` if `meta` names a
     /// user whose sessions were revoked at or after `now`.
@@ -130,4 +140,13 @@ pub fn log_undecodable(backend: &'static str, key: &SessionKey, err: &CodecError
         error = %err,
         "stored session record does not decode; treating the session as absent"
     );
+}
+
+/// A change notice from a shared fast tier, for per-process caches of decoded sessions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Invalidation {
+    /// This session changed or ended somewhere: drop any cached copy.
+    Key(SessionKey),
+    /// Notices may have been missed (the tracking connection dropped): drop every cached copy.
+    All,
 }
