@@ -100,6 +100,19 @@ pub trait SessionStore: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Put back a record copied from another tier (the tiered store repopulating Redis from the
+    /// database): written only if the key is absent, with no revocation check (the copy is
+    /// already authoritative). Returns whether it was written. The default uses
+    /// [`create`](Self::create) and treats `Collision` and `Revoked` as "not written"; stores
+    /// with a revocation check override it.
+    async fn restore(&self, key: &SessionKey, record: &Record) -> StoreResult<bool> {
+        match self.create(key, record).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::Collision | StoreError::Revoked) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Move a session to `new` with fixed data `meta` and the same attributes, last seen at
     /// `now`. `NotFound` if `old` is gone, `Collision` if `new` exists, `Revoked` if `meta` names a
     /// user whose sessions were revoked at or after `now`.
