@@ -1,0 +1,345 @@
+//! The tower layer: cookie → session handle → CSRF checks → handler → save → cookie.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use ratatoskr_core::{AuditEvent, AuditKind, Handle, SessionManager};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::config::{ConfigError, FingerprintPolicy, SessionConfig};
+use crate::control::SessionControl;
+use crate::cookie::{CookieLookup, find_session_cookie};
+use crate::csrf::{self, Refusal};
+use crate::error::json_error;
+use crate::metrics;
+use crate::session::{Session, Shared};
+use crate::fingerprint;
+
+/// The header a script sends the CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// The form field a urlencoded form sends the CSRF token in.
+pub const CSRF_FORM_FIELD: &str = "csrf_token";
+const DEFAULT_MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// The session layer. Add it with `Router::layer` so that route patterns are known to the CSRF
+/// exemption list:
+///
+/// ```
+/// use std::sync::Arc;
+/// use axum::{Router, routing::get};
+/// use ratatoskr_axum::{Session, SessionConfig, SessionLayer, SessionError};
+/// use ratatoskr_core::{ManagerConfig, MemoryStore, SessionManager};
+///
+/// async fn counter(session: Session) -> Result<String, SessionError> {
+///     let n: u64 = session.get("n").await?.unwrap_or(0) + 1;
+///     session.insert("n", &n).await?;
+///     Ok(n.to_string())
+/// }
+///
+/// let manager = SessionManager::new(Arc::new(MemoryStore::default()), ManagerConfig::default());
+/// let layer = SessionLayer::new(manager, SessionConfig::default()).expect("valid config");
+/// let app: Router = Router::new().route("/", get(counter)).layer(layer);
+/// ```
+#[derive(Clone)]
+pub struct SessionLayer {
+    shared: Arc<Shared>,
+    max_form_bytes: usize,
+}
+
+impl std::fmt::Debug for SessionLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionLayer")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionLayer {
+    /// A layer over `manager`. Fails on a configuration that would be insecure without saying
+    /// so (a secure cookie without `__Host-`, a prefixed cookie without `Secure`, …).
+    pub fn new(manager: SessionManager, config: SessionConfig) -> Result<Self, ConfigError> {
+        let cookie = config.cookie_spec()?;
+        let origin = config.origin_policy()?;
+        if config.cookie.is_insecure() {
+            tracing::warn!(
+                cookie = %config.cookie.name,
+                "INSECURE session cookies: no Secure attribute, no __Host- prefix. For plain-http development only; never in production"
+            );
+        }
+        let max_form_bytes = config.csrf.max_form_bytes.unwrap_or(DEFAULT_MAX_FORM_BYTES);
+        Ok(SessionLayer {
+            shared: Arc::new(Shared {
+                manager,
+                config,
+                cookie,
+                origin,
+            }),
+            max_form_bytes,
+        })
+    }
+
+    /// Session administration (revoke a user's sessions, …) for use outside requests.
+    pub fn control(&self) -> SessionControl {
+        SessionControl(self.shared.clone())
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`SessionLayer`] wraps around a router or route.
+#[derive(Clone)]
+pub struct SessionService<S> {
+    inner: S,
+    layer: SessionLayer,
+}
+
+impl<S> Service<Request> for SessionService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // The clone that was polled ready handles this request.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move { Ok(handle(layer, inner, req).await) })
+    }
+}
+
+async fn handle<S>(layer: SessionLayer, mut inner: S, mut req: Request) -> Response
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    let shared = layer.shared.clone();
+    let cookie = match find_session_cookie(
+        req.headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .map(HeaderValue::as_bytes),
+        &shared.cookie.name,
+    ) {
+        CookieLookup::Token(t) => Some(t),
+        CookieLookup::Absent => None,
+        other => {
+            metrics::cookie_refused(other.as_str());
+            tracing::debug!(reason = other.as_str(), "session cookie refused before any store call");
+            None
+        }
+    };
+    let fp = (shared.config.fingerprint.policy != FingerprintPolicy::Off)
+        .then(|| fingerprint::of_request(&req, shared.config.fingerprint.ip));
+    let cookie_handle = cookie.as_ref().map(|t| t.key().handle());
+    let session = Session::new(shared.clone(), cookie, fp);
+
+    let checked = is_unsafe(req.method()) && !is_exempt(&shared.config.csrf.exempt_routes, &req);
+    if checked {
+        match csrf_check(&layer, &session, cookie_handle, req).await {
+            Ok(r) => req = r,
+            Err(mut refused) => {
+                add_vary(refused.headers_mut());
+                return refused;
+            }
+        }
+    }
+
+    req.extensions_mut().insert(session.clone());
+    req.extensions_mut().insert(SessionControl(shared.clone()));
+    let Ok(mut response) = inner.call(req).await;
+
+    let outcome = session
+        .finish(response.status().is_server_error())
+        .await;
+    if let Some(err) = outcome.error {
+        response = err.into_response();
+    }
+    if let Some(set_cookie) = outcome.set_cookie {
+        if let Ok(v) = HeaderValue::from_str(&set_cookie) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+        // Shared caches must never keep a response that sets the session cookie.
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if checked {
+        add_vary(response.headers_mut());
+    }
+    response
+}
+
+fn is_unsafe(method: &Method) -> bool {
+    !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+fn is_exempt(exempt: &[String], req: &Request) -> bool {
+    if exempt.is_empty() {
+        return false;
+    }
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or_else(|| req.uri().path());
+    exempt.iter().any(|e| e == route)
+}
+
+fn add_vary(headers: &mut HeaderMap) {
+    headers.append(
+        header::VARY,
+        HeaderValue::from_static("Sec-Fetch-Site, Origin"),
+    );
+}
+
+fn values<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Vec<&'a [u8]> {
+    headers.get_all(name).iter().map(HeaderValue::as_bytes).collect()
+}
+
+/// The CSRF checks for an unsafe request. Hands the request back (its body rebuilt if it was
+/// read for the form field) or the refusal response.
+async fn csrf_check(
+    layer: &SessionLayer,
+    session: &Session,
+    cookie_handle: Option<Handle>,
+    req: Request,
+) -> Result<Request, Response> {
+    let shared = &layer.shared;
+    let h = req.headers();
+    let sec_fetch_site = HeaderName::from_static("sec-fetch-site");
+    if let Err(refusal) = csrf::check_origin(
+        &values(h, &sec_fetch_site),
+        &values(h, &header::ORIGIN),
+        &values(h, &header::HOST),
+        &shared.origin,
+    ) {
+        // The handle of the presented cookie, if any, correlates the refusal without a store call.
+        return Err(refuse(shared, refusal, cookie_handle, None, h).await);
+    }
+    if cookie_handle.is_none() {
+        // Anonymous: nothing to forge but the login itself, which the checks above cover.
+        return Ok(req);
+    }
+    let secret = match session.authenticated_csrf_secret().await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Ok(req),
+        Err(e) => return Err(e.into_response()),
+    };
+    let (secret, handle, user) = secret;
+    let header_values = values(req.headers(), &HeaderName::from_static(CSRF_HEADER));
+    let (presented, req) = match header_values.as_slice() {
+        [one] => (Some(one.to_vec()), req),
+        [] if is_urlencoded_form(req.headers()) => {
+            let (parts, body) = req.into_parts();
+            let bytes = match axum::body::to_bytes(body, layer.max_form_bytes).await {
+                Ok(b) => b,
+                Err(_) => {
+                    return Err(json_error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "form_too_large",
+                        "the form body is larger than this server accepts",
+                    ));
+                }
+            };
+            let token = csrf::form_token(&bytes).map(String::into_bytes);
+            (token, Request::from_parts(parts, Body::from(bytes)))
+        }
+        [] => (None, req),
+        // Several tokens: ambiguous, so invalid.
+        _ => (Some(Vec::new()), req),
+    };
+    match presented {
+        None => Err(refuse(shared, Refusal::TokenMissing, Some(handle), Some(&user), req.headers()).await),
+        Some(t) if !csrf::verify_token(&t, &secret) => {
+            Err(refuse(shared, Refusal::TokenInvalid, Some(handle), Some(&user), req.headers()).await)
+        }
+        Some(_) => Ok(req),
+    }
+}
+
+fn is_urlencoded_form(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+}
+
+async fn refuse(
+    shared: &Shared,
+    refusal: Refusal,
+    handle: Option<Handle>,
+    user: Option<&str>,
+    request_headers: &HeaderMap,
+) -> Response {
+    metrics::csrf_refusal(refusal.code());
+    let mut event = AuditEvent::new(AuditKind::CsrfRefused)
+        .user(user)
+        .detail(refusal.code());
+    if let Some(h) = handle {
+        event = event.handle(h);
+    }
+    shared.audit(event).await;
+    tracing::info!(reason = refusal.code(), "unsafe request refused by CSRF defences");
+    if prefers_html(request_headers) {
+        let page = format!(
+            "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>403 Forbidden</title>\
+             <h1>Forbidden</h1><p>{}</p><p>Reason: <code>{}</code></p></html>",
+            refusal.message(),
+            refusal.code()
+        );
+        let mut r = (StatusCode::FORBIDDEN, Html(page)).into_response();
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
+    } else {
+        json_error(StatusCode::FORBIDDEN, refusal.code(), refusal.message())
+    }
+}
+
+/// Whether the client asks for HTML before JSON (a browser form post rather than `fetch`).
+fn prefers_html(h: &HeaderMap) -> bool {
+    let accept = h
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match (accept.find("text/html"), accept.find("application/json")) {
+        (Some(_), None) => true,
+        (Some(html), Some(json)) => html < json,
+        _ => false,
+    }
+}
+
+/// The session manager a layer was built with.
+impl SessionLayer {
+    /// The manager underneath.
+    pub fn manager(&self) -> &SessionManager {
+        &self.shared.manager
+    }
+}
