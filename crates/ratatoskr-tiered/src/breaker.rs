@@ -1,0 +1,250 @@
+//! A circuit breaker for the fast tier.
+//!
+//! A sick Redis must cost at most one timeout per detection window, not one per request. The
+//! breaker is **closed** while Redis answers. A failure (error or timeout) opens it at once:
+//! for `open_for`, every request skips Redis and goes to the database. Then it is **half-open**:
+//! exactly one request probes Redis; the others keep skipping it. A successful probe does not
+//! close the breaker directly: it moves to **recovering**, in which the tiered store replays the
+//! outage journal; only then is the breaker closed and Redis read again.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ratatoskr_tiered::breaker::{Breaker, BreakerState};
+//!
+//! let b = Breaker::new(Duration::from_millis(100));
+//! assert!(b.try_acquire().is_some());
+//! b.on_failure();
+//! assert_eq!(b.state(), BreakerState::Open);
+//! assert!(b.try_acquire().is_none(), "open: Redis is skipped");
+//! ```
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The breaker's state, as reported in health and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Redis is used.
+    Closed,
+    /// Redis is skipped until the window ends.
+    Open,
+    /// One probe may go to Redis.
+    HalfOpen,
+    /// Redis answered again; the journal is being replayed before Redis is read again.
+    Recovering,
+}
+
+impl BreakerState {
+    /// Stable lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+            BreakerState::Recovering => "recovering",
+        }
+    }
+
+    /// A number for the `ratatoskr_breaker_state` gauge: 0 closed, 1 open, 2 half-open,
+    /// 3 recovering.
+    pub fn as_gauge(self) -> f64 {
+        match self {
+            BreakerState::Closed => 0.0,
+            BreakerState::Open => 1.0,
+            BreakerState::HalfOpen => 2.0,
+            BreakerState::Recovering => 3.0,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Inner {
+    Closed,
+    Open { until: Instant },
+    HalfOpen { probing: bool },
+    Recovering,
+}
+
+/// Permission to call Redis once. Report the outcome with [`Breaker::on_success`] or
+/// [`Breaker::on_failure`].
+#[derive(Debug)]
+#[must_use]
+pub struct Permit {
+    /// Whether this call is the half-open probe.
+    pub probe: bool,
+}
+
+/// The breaker. Cheap to consult: one uncontended mutex.
+#[derive(Debug)]
+pub struct Breaker {
+    inner: Mutex<Inner>,
+    open_for: Duration,
+    transitions: AtomicU64,
+}
+
+impl Breaker {
+    /// A closed breaker that stays open for `open_for` after a failure.
+    pub fn new(open_for: Duration) -> Self {
+        Breaker {
+            inner: Mutex::new(Inner::Closed),
+            open_for,
+            transitions: AtomicU64::new(0),
+        }
+    }
+
+    /// A breaker that starts in `Recovering`: a new instance must replay the journal before it
+    /// reads Redis, since it cannot know what happened while it was not running.
+    pub fn recovering(open_for: Duration) -> Self {
+        let b = Breaker::new(open_for);
+        *b.lock() = Inner::Recovering;
+        b
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current state (Open turns into HalfOpen once its window has passed).
+    pub fn state(&self) -> BreakerState {
+        match &*self.lock() {
+            Inner::Closed => BreakerState::Closed,
+            Inner::Open { until } if Instant::now() < *until => BreakerState::Open,
+            Inner::Open { .. } | Inner::HalfOpen { .. } => BreakerState::HalfOpen,
+            Inner::Recovering => BreakerState::Recovering,
+        }
+    }
+
+    /// How many state transitions happened so far.
+    pub fn transitions(&self) -> u64 {
+        self.transitions.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, g: &mut Inner, next: Inner) {
+        let from = state_name(g);
+        *g = next;
+        let to = state_name(g);
+        if from != to {
+            self.transitions.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("ratatoskr_breaker_transitions_total", "from" => from, "to" => to)
+                .increment(1);
+            tracing::info!(from, to, "Redis circuit breaker changed state");
+        }
+    }
+
+    /// May this request use Redis for reads and writes? `None`: skip Redis.
+    pub fn try_acquire(&self) -> Option<Permit> {
+        let mut g = self.lock();
+        match &*g {
+            Inner::Closed => Some(Permit { probe: false }),
+            Inner::Open { until } if Instant::now() < *until => None,
+            Inner::Open { .. } => {
+                self.set(&mut g, Inner::HalfOpen { probing: true });
+                Some(Permit { probe: true })
+            }
+            Inner::HalfOpen { probing: false } => {
+                *g = Inner::HalfOpen { probing: true };
+                Some(Permit { probe: true })
+            }
+            Inner::HalfOpen { probing: true } | Inner::Recovering => None,
+        }
+    }
+
+    /// Redis answered. A successful probe moves to `Recovering` (the caller replays the journal
+    /// and then calls [`recovered`](Self::recovered)). Returns whether replay is now due.
+    pub fn on_success(&self, permit: Permit) -> bool {
+        if !permit.probe {
+            return false;
+        }
+        let mut g = self.lock();
+        if matches!(*g, Inner::HalfOpen { .. }) {
+            self.set(&mut g, Inner::Recovering);
+            return true;
+        }
+        false
+    }
+
+    /// Redis failed or timed out: open (again) for the window.
+    pub fn on_failure(&self) {
+        let mut g = self.lock();
+        let until = Instant::now() + self.open_for;
+        self.set(&mut g, Inner::Open { until });
+    }
+
+    /// The journal was replayed: close.
+    pub fn recovered(&self) {
+        let mut g = self.lock();
+        if matches!(*g, Inner::Recovering) {
+            self.set(&mut g, Inner::Closed);
+        }
+    }
+
+    /// Another instance journalled changes: stop reading Redis until they are replayed.
+    pub fn begin_recovery(&self) {
+        let mut g = self.lock();
+        if matches!(*g, Inner::Closed) {
+            self.set(&mut g, Inner::Recovering);
+        }
+    }
+
+    /// The journal could not be replayed: open again and retry after the window.
+    pub fn recovery_failed(&self) {
+        self.on_failure();
+    }
+}
+
+fn state_name(g: &Inner) -> &'static str {
+    match g {
+        Inner::Closed => "closed",
+        Inner::Open { .. } => "open",
+        Inner::HalfOpen { .. } => "half_open",
+        Inner::Recovering => "recovering",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_opens_then_one_probe_is_let_through() {
+        let b = Breaker::new(Duration::from_millis(30));
+        let p = b.try_acquire().unwrap();
+        assert!(!p.probe);
+        b.on_failure();
+        assert!(b.try_acquire().is_none());
+        std::thread::sleep(Duration::from_millis(40));
+        let probe = b.try_acquire().expect("half-open lets one probe through");
+        assert!(probe.probe);
+        assert!(b.try_acquire().is_none(), "only one probe at a time");
+        assert!(b.on_success(probe), "replay is due after a good probe");
+        assert_eq!(b.state(), BreakerState::Recovering);
+        assert!(
+            b.try_acquire().is_none(),
+            "no Redis reads until the journal is replayed"
+        );
+        b.recovered();
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert!(b.try_acquire().is_some());
+    }
+
+    #[test]
+    fn a_failed_probe_reopens() {
+        let b = Breaker::new(Duration::from_millis(20));
+        b.on_failure();
+        std::thread::sleep(Duration::from_millis(30));
+        let _probe = b.try_acquire().unwrap();
+        b.on_failure();
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(b.transitions() >= 3);
+    }
+
+    #[test]
+    fn a_new_instance_starts_recovering() {
+        let b = Breaker::recovering(Duration::from_millis(20));
+        assert_eq!(b.state(), BreakerState::Recovering);
+        assert!(b.try_acquire().is_none());
+        b.recovered();
+        assert!(b.try_acquire().is_some());
+    }
+}

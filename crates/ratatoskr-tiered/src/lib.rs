@@ -1,0 +1,713 @@
+//! # ratatoskr-tiered
+//!
+//! Redis in front, the database behind, and a fallback that really falls back.
+//!
+//! [`TieredStore`] composes a **fast tier** (Redis) and a **durable tier** (SQLite or PostgreSQL)
+//! into one [`SessionStore`]:
+//!
+//! | operation | path |
+//! |---|---|
+//! | create, delta, rotate, destroy, revoke-all | database first (the request is answered only after it), then Redis |
+//! | touch (idle extension) | Redis now; the database in batches ([`TieredConfig::touch_flush_every`]) |
+//! | load | near cache → Redis → database, repopulating Redis on the way back |
+//! | list, count, reap | database (the source of truth) |
+//!
+//! A [`Breaker`](breaker::Breaker) stops waiting on a sick Redis: one failure or timeout opens it,
+//! and while it is open requests go straight to the database. Durable changes that Redis could not
+//! be told about go into an [`OutageJournal`] in the database. Whoever sees Redis answer again —
+//! this instance or any other, since the journal is shared and every instance polls its length —
+//! replays it (deletes those keys in Redis) before Redis is read again. So a Redis that comes back
+//! empty logs nobody out (reads fall through to the database and repopulate), and a Redis that
+//! comes back with old data cannot resurrect a revoked session.
+//!
+//! The [`NearCache`](near_cache::NearCache) keeps decoded sessions in process. It is filled only
+//! from Redis reads and kept correct by the invalidation notices Redis sends (`CLIENT TRACKING`),
+//! so a read-only request on a warm session makes no network round trip.
+//!
+//! ```no_run
+//! # async fn wire(redis: std::sync::Arc<dyn ratatoskr_core::SessionStore>,
+//! #               sql: std::sync::Arc<dyn ratatoskr_core::SessionStore>,
+//! #               journal: std::sync::Arc<dyn ratatoskr_core::OutageJournal>) {
+//! use ratatoskr_tiered::{TieredConfig, TieredStore};
+//!
+//! let store = TieredStore::new(redis, sql, journal, None, TieredConfig::default());
+//! // `store` is a SessionStore: hand it to a SessionManager.
+//! # }
+//! ```
+
+pub mod breaker;
+pub mod near_cache;
+mod touches;
+
+use std::future::Future;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use ratatoskr_core::{
+    Delta, Invalidation, JournalTarget, Meta, Millis, OutageJournal, Record, SessionKey,
+    SessionStore, SessionSummary, StoreError, StoreResult, now_ms,
+};
+use tokio::sync::broadcast;
+
+use crate::breaker::{Breaker, BreakerState};
+use crate::near_cache::{NearCache, NearCacheConfig};
+use crate::touches::TouchBatch;
+
+/// Timeouts, windows and bounds of the tiered store.
+#[derive(Clone, Debug)]
+pub struct TieredConfig {
+    /// Longest wait for Redis on any call before it counts as a failure.
+    pub redis_timeout: Duration,
+    /// How long the breaker stays open before one probe is let through.
+    pub breaker_open_for: Duration,
+    /// How often batched touches are written to the database.
+    pub touch_flush_every: Duration,
+    /// Most touches buffered for the database (beyond it, the oldest are dropped and counted).
+    pub touch_buffer_max: usize,
+    /// How often every instance checks the shared journal for entries another instance wrote.
+    pub journal_poll_every: Duration,
+    /// Near-cache bounds (used only when invalidation notices are available).
+    pub near_cache: NearCacheConfig,
+}
+
+impl Default for TieredConfig {
+    fn default() -> Self {
+        TieredConfig {
+            redis_timeout: Duration::from_millis(250),
+            breaker_open_for: Duration::from_secs(1),
+            touch_flush_every: Duration::from_secs(1),
+            touch_buffer_max: 100_000,
+            journal_poll_every: Duration::from_secs(1),
+            near_cache: NearCacheConfig::default(),
+        }
+    }
+}
+
+/// A snapshot for health pages and `/health/sessions`.
+#[derive(Clone, Debug)]
+pub struct TieredHealth {
+    /// The breaker's state.
+    pub breaker: BreakerState,
+    /// Breaker transitions since start.
+    pub breaker_transitions: u64,
+    /// Journal entries still to replay (as of the last poll).
+    pub journal_pending: u64,
+    /// Reads and writes that went to the database because Redis was skipped or failed.
+    pub fallbacks: u64,
+    /// Near-cache entries and bytes (`None` when the near cache is off).
+    pub near_cache: Option<(usize, usize)>,
+    /// Touches waiting for the database.
+    pub touches_pending: usize,
+    /// Last observed Redis latency, microseconds.
+    pub redis_latency_us: u64,
+    /// Last observed database latency, microseconds.
+    pub database_latency_us: u64,
+}
+
+struct Inner {
+    fast: Arc<dyn SessionStore>,
+    durable: Arc<dyn SessionStore>,
+    journal: Arc<dyn OutageJournal>,
+    breaker: Breaker,
+    cache: Option<NearCache>,
+    touches: TouchBatch,
+    config: TieredConfig,
+    replaying: tokio::sync::Mutex<()>,
+    counters: Counters,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    fallbacks: std::sync::atomic::AtomicU64,
+    journal_pending: std::sync::atomic::AtomicU64,
+    redis_latency_us: std::sync::atomic::AtomicU64,
+    database_latency_us: std::sync::atomic::AtomicU64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+}
+
+/// Redis + database as one store. Cheap to clone.
+#[derive(Clone)]
+pub struct TieredStore(Arc<Inner>);
+
+enum FastOutcome<T> {
+    /// Redis answered (possibly with a logical error such as `NotFound`).
+    Answered(StoreResult<T>),
+    /// Redis was skipped (breaker) or failed; the caller falls back.
+    Unavailable,
+}
+
+use std::sync::atomic::Ordering::Relaxed;
+
+impl TieredStore {
+    /// Compose `fast` (Redis) and `durable` (SQL) with a shared `journal`. With `invalidations`
+    /// (from the Redis store's tracking connection) a near cache is kept; without, none.
+    ///
+    /// The store starts in the recovering state: it replays the journal before it reads Redis,
+    /// since it cannot know what changed while it was not running. Must be called inside a Tokio
+    /// runtime (it spawns the touch flusher, the journal poller and the invalidation listener).
+    pub fn new(
+        fast: Arc<dyn SessionStore>,
+        durable: Arc<dyn SessionStore>,
+        journal: Arc<dyn OutageJournal>,
+        invalidations: Option<broadcast::Receiver<Invalidation>>,
+        config: TieredConfig,
+    ) -> Self {
+        let cache = invalidations
+            .as_ref()
+            .map(|_| NearCache::new(&config.near_cache));
+        let inner = Arc::new(Inner {
+            fast,
+            durable,
+            journal,
+            breaker: Breaker::recovering(config.breaker_open_for),
+            cache,
+            touches: TouchBatch::new(config.touch_buffer_max),
+            config,
+            replaying: tokio::sync::Mutex::new(()),
+            counters: Counters::default(),
+            tasks: std::sync::Mutex::new(Vec::new()),
+        });
+        let store = TieredStore(inner);
+        let mut tasks = vec![
+            tokio::spawn(flush_touches(Arc::downgrade(&store.0))),
+            tokio::spawn(poll_journal(Arc::downgrade(&store.0))),
+        ];
+        if let Some(rx) = invalidations {
+            tasks.push(tokio::spawn(listen(Arc::downgrade(&store.0), rx)));
+        }
+        *store.0.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
+        store.spawn_replay();
+        store
+    }
+
+    /// State for health pages.
+    pub fn health(&self) -> TieredHealth {
+        let i = &self.0;
+        TieredHealth {
+            breaker: i.breaker.state(),
+            breaker_transitions: i.breaker.transitions(),
+            journal_pending: i.counters.journal_pending.load(Relaxed),
+            fallbacks: i.counters.fallbacks.load(Relaxed),
+            near_cache: i.cache.as_ref().map(NearCache::usage),
+            touches_pending: i.touches.len(),
+            redis_latency_us: i.counters.redis_latency_us.load(Relaxed),
+            database_latency_us: i.counters.database_latency_us.load(Relaxed),
+        }
+    }
+
+    /// The fast tier (for health checks).
+    pub fn fast_tier(&self) -> &Arc<dyn SessionStore> {
+        &self.0.fast
+    }
+
+    /// The durable tier (for health checks).
+    pub fn durable_tier(&self) -> &Arc<dyn SessionStore> {
+        &self.0.durable
+    }
+
+    /// Write every buffered touch to the database now (tests, shutdown).
+    pub async fn flush_touches(&self) -> StoreResult<()> {
+        self.0.flush_touches().await
+    }
+
+    /// Replay the journal now if Redis is reachable; returns whether the breaker is closed
+    /// afterwards (tests, operators).
+    pub async fn recover_now(&self) -> bool {
+        self.0.replay().await;
+        self.0.breaker.state() == BreakerState::Closed
+    }
+
+    fn spawn_replay(&self) {
+        let inner = Arc::downgrade(&self.0);
+        tokio::spawn(async move {
+            if let Some(inner) = inner.upgrade() {
+                inner.replay().await;
+            }
+        });
+    }
+
+    /// Call Redis under the breaker and the timeout.
+    async fn via_redis<T, F>(&self, read: bool, op: &'static str, call: F) -> FastOutcome<T>
+    where
+        F: Future<Output = StoreResult<T>>,
+    {
+        let i = &self.0;
+        let permit = if read {
+            i.breaker.try_acquire()
+        } else {
+            // Writes may go to Redis while the journal is replayed: they are newer than anything
+            // the journal invalidates, so they cannot bring back stale data.
+            match i.breaker.state() {
+                BreakerState::Recovering => Some(breaker::Permit { probe: false }),
+                _ => i.breaker.try_acquire(),
+            }
+        };
+        let Some(permit) = permit else {
+            self.fallback(op);
+            return FastOutcome::Unavailable;
+        };
+        let started = Instant::now();
+        let result = tokio::time::timeout(i.config.redis_timeout, call).await;
+        let elapsed = started.elapsed();
+        metrics::histogram!("ratatoskr_tier_latency_seconds", "tier" => "redis", "op" => op)
+            .record(elapsed.as_secs_f64());
+        i.counters
+            .redis_latency_us
+            .store(elapsed.as_micros() as u64, Relaxed);
+        match result {
+            Ok(Err(e)) if e.is_backend() => {
+                tracing::warn!(op, error = %e, "Redis failed; using the database");
+                i.breaker.on_failure();
+                self.fallback(op);
+                FastOutcome::Unavailable
+            }
+            Ok(answer) => {
+                if i.breaker.on_success(permit) {
+                    self.spawn_replay();
+                }
+                FastOutcome::Answered(answer)
+            }
+            Err(_) => {
+                tracing::warn!(op, timeout = ?i.config.redis_timeout, "Redis timed out; using the database");
+                i.breaker.on_failure();
+                self.fallback(op);
+                FastOutcome::Unavailable
+            }
+        }
+    }
+
+    fn fallback(&self, op: &'static str) {
+        self.0.counters.fallbacks.fetch_add(1, Relaxed);
+        metrics::counter!("ratatoskr_fallbacks_total", "op" => op).increment(1);
+    }
+
+    /// Call the database, timing it.
+    async fn via_db<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        let started = Instant::now();
+        let result = call.await;
+        let elapsed = started.elapsed();
+        metrics::histogram!("ratatoskr_tier_latency_seconds", "tier" => "database", "op" => op)
+            .record(elapsed.as_secs_f64());
+        self.0
+            .counters
+            .database_latency_us
+            .store(elapsed.as_micros() as u64, Relaxed);
+        result
+    }
+
+    /// Redis could not be told about a durable change: journal it so that whoever sees Redis
+    /// again invalidates it first. If the journal cannot be written either, the durable change
+    /// still stands; the error is logged and counted (the database is then down too, and the
+    /// request already failed or will).
+    async fn owe(&self, targets: Vec<JournalTarget>) {
+        if let Err(e) = self.0.journal.append(&targets).await {
+            metrics::counter!("ratatoskr_journal_write_failures_total").increment(1);
+            tracing::error!(error = %e, "could not journal a change Redis missed");
+        } else {
+            self.0
+                .counters
+                .journal_pending
+                .fetch_add(targets.len() as u64, Relaxed);
+            metrics::gauge!("ratatoskr_journal_length")
+                .set(self.0.counters.journal_pending.load(Relaxed) as f64);
+        }
+    }
+
+    fn forget(&self, key: &SessionKey) {
+        if let Some(c) = &self.0.cache {
+            c.invalidate(key);
+        }
+    }
+
+    /// After repopulating Redis from a database read, make sure no write slipped in between
+    /// the read and the repopulation; if one did, drop the copy (the next read repopulates).
+    async fn repopulate(&self, key: &SessionKey, record: &Record) {
+        let written = match self
+            .via_redis(false, "restore", self.0.fast.restore(key, record))
+            .await
+        {
+            FastOutcome::Answered(Ok(written)) => written,
+            _ => return,
+        };
+        if !written {
+            return;
+        }
+        let again = self.0.durable.load(key).await;
+        let same =
+            matches!(&again, Ok(Some(r)) if r.meta == record.meta && r.attrs == record.attrs);
+        if !same {
+            let _ = self
+                .via_redis(false, "destroy", self.0.fast.destroy(key))
+                .await;
+        }
+    }
+}
+
+impl Inner {
+    async fn flush_touches(&self) -> StoreResult<()> {
+        let batch = self.touches.take();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let n = batch.len();
+        match self.durable.touch_many(&batch).await {
+            Ok(()) => {
+                metrics::counter!("ratatoskr_touches_flushed_total").increment(n as u64);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, touches = n, "could not write touches to the database; will retry");
+                self.touches.put_back(batch);
+                Err(e)
+            }
+        }
+    }
+
+    /// Replay the journal against Redis, then close the breaker. Only one replay at a time per
+    /// instance; replays by several instances are idempotent (they delete keys).
+    async fn replay(&self) {
+        let _guard = self.replaying.lock().await;
+        if self.breaker.state() != BreakerState::Recovering {
+            return;
+        }
+        let started = Instant::now();
+        let mut replayed = 0u64;
+        loop {
+            let pending = match self.journal.pending(500).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the outage journal; Redis stays unused");
+                    self.breaker.recovery_failed();
+                    return;
+                }
+            };
+            if pending.is_empty() {
+                break;
+            }
+            let mut done = Vec::with_capacity(pending.len());
+            for entry in &pending {
+                let call = async {
+                    match &entry.target {
+                        JournalTarget::Session(key) => self.fast.destroy(key).await.map(|_| ()),
+                        JournalTarget::User(user) => {
+                            self.fast.destroy_user(user, None).await.map(|_| ())
+                        }
+                    }
+                };
+                match tokio::time::timeout(self.config.redis_timeout, call).await {
+                    Ok(Ok(())) => done.push(entry.id),
+                    _ => {
+                        tracing::warn!("Redis failed during journal replay; will retry");
+                        let _ = self.journal.acknowledge(&done).await;
+                        self.breaker.recovery_failed();
+                        return;
+                    }
+                }
+            }
+            if let Err(e) = self.journal.acknowledge(&done).await {
+                tracing::warn!(error = %e, "cannot acknowledge replayed journal entries");
+                self.breaker.recovery_failed();
+                return;
+            }
+            replayed += done.len() as u64;
+        }
+        if let Some(c) = &self.cache {
+            c.clear();
+        }
+        self.counters.journal_pending.store(0, Relaxed);
+        metrics::gauge!("ratatoskr_journal_length").set(0.0);
+        self.breaker.recovered();
+        if replayed > 0 {
+            tracing::info!(replayed, took = ?started.elapsed(), "outage journal replayed; Redis is read again");
+        }
+    }
+}
+
+async fn flush_touches(inner: Weak<Inner>) {
+    let every = match inner.upgrade() {
+        Some(i) => i.config.touch_flush_every,
+        None => return,
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(i) = inner.upgrade() else { return };
+        let _ = i.flush_touches().await;
+    }
+}
+
+async fn poll_journal(inner: Weak<Inner>) {
+    let every = match inner.upgrade() {
+        Some(i) => i.config.journal_poll_every,
+        None => return,
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(i) = inner.upgrade() else { return };
+        metrics::gauge!("ratatoskr_breaker_state").set(i.breaker.state().as_gauge());
+        let Ok(n) = i.journal.len().await else {
+            continue;
+        };
+        i.counters.journal_pending.store(n, Relaxed);
+        metrics::gauge!("ratatoskr_journal_length").set(n as f64);
+        match i.breaker.state() {
+            // Another instance journalled changes Redis missed: stop reading Redis until they
+            // are replayed.
+            BreakerState::Closed if n > 0 => {
+                i.breaker.begin_recovery();
+                i.replay().await;
+            }
+            BreakerState::Recovering => i.replay().await,
+            _ => {}
+        }
+    }
+}
+
+async fn listen(inner: Weak<Inner>, mut rx: broadcast::Receiver<Invalidation>) {
+    loop {
+        let msg = rx.recv().await;
+        let Some(i) = inner.upgrade() else { return };
+        let Some(cache) = &i.cache else { return };
+        match msg {
+            Ok(Invalidation::Key(k)) => cache.invalidate(&k),
+            Ok(Invalidation::All) | Err(broadcast::error::RecvError::Lagged(_)) => cache.clear(),
+            Err(broadcast::error::RecvError::Closed) => {
+                // No more notices will come: a cache without them could go stale.
+                cache.clear();
+                return;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for TieredStore {
+    fn backend_name(&self) -> &'static str {
+        "tiered"
+    }
+
+    async fn create(&self, key: &SessionKey, record: &Record) -> StoreResult<()> {
+        self.via_db("create", self.0.durable.create(key, record))
+            .await?;
+        // A new key cannot be in any old Redis data, so a failure here needs no journal entry:
+        // reads fall through to the database and repopulate.
+        let _ = self
+            .via_redis(false, "create", self.0.fast.restore(key, record))
+            .await;
+        Ok(())
+    }
+
+    async fn load(&self, key: &SessionKey) -> StoreResult<Option<Record>> {
+        let i = &self.0;
+        let now = now_ms();
+        if let Some(cache) = &i.cache
+            && i.breaker.state() == BreakerState::Closed
+        {
+            if let Some(r) = cache.get(key, now) {
+                metrics::counter!("ratatoskr_tier_hits_total", "tier" => "near").increment(1);
+                return Ok(Some(r));
+            }
+        }
+        let epoch = i.cache.as_ref().map(|c| c.epoch(key));
+        let redis_ok = match self.via_redis(true, "load", i.fast.load(key)).await {
+            FastOutcome::Answered(Ok(Some(r))) => {
+                metrics::counter!("ratatoskr_tier_hits_total", "tier" => "redis").increment(1);
+                if let (Some(cache), Some(epoch)) = (&i.cache, epoch) {
+                    cache.insert(*key, r.clone(), epoch);
+                }
+                return Ok(Some(r));
+            }
+            FastOutcome::Answered(_) => true,
+            FastOutcome::Unavailable => false,
+        };
+        let loaded = self.via_db("load", i.durable.load(key)).await?;
+        match &loaded {
+            Some(r) => {
+                metrics::counter!("ratatoskr_tier_hits_total", "tier" => "database").increment(1);
+                if redis_ok {
+                    self.repopulate(key, r).await;
+                }
+            }
+            None => metrics::counter!("ratatoskr_tier_misses_total").increment(1),
+        }
+        Ok(loaded)
+    }
+
+    async fn apply(&self, key: &SessionKey, delta: &Delta) -> StoreResult<()> {
+        self.via_db("apply", self.0.durable.apply(key, delta))
+            .await?;
+        self.forget(key);
+        match self
+            .via_redis(false, "apply", self.0.fast.apply(key, delta))
+            .await
+        {
+            FastOutcome::Answered(Ok(()) | Err(StoreError::NotFound)) => {}
+            FastOutcome::Answered(Err(_)) | FastOutcome::Unavailable => {
+                self.owe(vec![JournalTarget::Session(*key)]).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn touch(&self, key: &SessionKey, meta: &Meta, last_seen: Millis) -> StoreResult<bool> {
+        match self
+            .via_redis(false, "touch", self.0.fast.touch(key, meta, last_seen))
+            .await
+        {
+            FastOutcome::Answered(Ok(true)) => {
+                if let Some(c) = &self.0.cache {
+                    c.touched(key, last_seen);
+                }
+                self.0.touches.push(*key, meta.clone(), last_seen);
+                Ok(true)
+            }
+            // Not in Redis, or Redis unavailable: the database is the only place to touch.
+            _ => {
+                self.via_db("touch", self.0.durable.touch(key, meta, last_seen))
+                    .await
+            }
+        }
+    }
+
+    async fn touch_many(&self, touches: &[(SessionKey, Meta, Millis)]) -> StoreResult<()> {
+        for (k, m, t) in touches {
+            self.touch(k, m, *t).await?;
+        }
+        Ok(())
+    }
+
+    async fn rotate(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        meta: &Meta,
+        now: Millis,
+    ) -> StoreResult<()> {
+        self.via_db("rotate", self.0.durable.rotate(old, new, meta, now))
+            .await?;
+        self.forget(old);
+        match self
+            .via_redis(false, "rotate", self.0.fast.rotate(old, new, meta, now))
+            .await
+        {
+            FastOutcome::Answered(Ok(())) => {}
+            FastOutcome::Answered(Err(StoreError::NotFound)) => {
+                // Redis did not have the old key; make sure no stale copy of it survives.
+                let _ = self
+                    .via_redis(false, "destroy", self.0.fast.destroy(old))
+                    .await;
+            }
+            FastOutcome::Answered(Err(_)) | FastOutcome::Unavailable => {
+                self.owe(vec![
+                    JournalTarget::Session(*old),
+                    JournalTarget::Session(*new),
+                ])
+                .await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn destroy(&self, key: &SessionKey) -> StoreResult<bool> {
+        let existed = self.via_db("destroy", self.0.durable.destroy(key)).await?;
+        self.forget(key);
+        match self
+            .via_redis(false, "destroy", self.0.fast.destroy(key))
+            .await
+        {
+            FastOutcome::Answered(Ok(_)) => {}
+            FastOutcome::Answered(Err(_)) | FastOutcome::Unavailable => {
+                self.owe(vec![JournalTarget::Session(*key)]).await;
+            }
+        }
+        Ok(existed)
+    }
+
+    async fn list_user(&self, user_id: &str) -> StoreResult<Vec<SessionSummary>> {
+        self.via_db("list_user", self.0.durable.list_user(user_id))
+            .await
+    }
+
+    async fn destroy_user(&self, user_id: &str, except: Option<&SessionKey>) -> StoreResult<u64> {
+        // The database's list is authoritative: Redis's index may lack sessions created while
+        // it was away, so delete those keys in Redis one by one too.
+        let listed = self.0.durable.list_user(user_id).await?;
+        let n = self
+            .via_db("destroy_user", self.0.durable.destroy_user(user_id, except))
+            .await?;
+        let mut owed = Vec::new();
+        for s in listed.iter().filter(|s| Some(&s.key) != except) {
+            self.forget(&s.key);
+            match self
+                .via_redis(false, "destroy", self.0.fast.destroy(&s.key))
+                .await
+            {
+                FastOutcome::Answered(Ok(_)) => {}
+                _ => owed.push(JournalTarget::Session(s.key)),
+            }
+        }
+        if except.is_none() {
+            match self
+                .via_redis(
+                    false,
+                    "destroy_user",
+                    self.0.fast.destroy_user(user_id, None),
+                )
+                .await
+            {
+                FastOutcome::Answered(Ok(_)) => {}
+                _ => owed.push(JournalTarget::User(user_id.to_owned())),
+            }
+        }
+        if !owed.is_empty() {
+            self.owe(owed).await;
+        }
+        Ok(n)
+    }
+
+    async fn count(&self) -> StoreResult<u64> {
+        self.via_db("count", self.0.durable.count()).await
+    }
+
+    async fn reap(&self) -> StoreResult<u64> {
+        let _ = self.0.flush_touches().await;
+        let n = self.via_db("reap", self.0.durable.reap()).await?;
+        let _ = self.via_redis(false, "reap", self.0.fast.reap()).await;
+        Ok(n)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        // Ready when sessions can be served: by the database (the source of truth), or, with
+        // the database away, by Redis for reads.
+        match self.0.durable.ping().await {
+            Ok(()) => Ok(()),
+            Err(db) => {
+                match tokio::time::timeout(self.0.config.redis_timeout, self.0.fast.ping()).await {
+                    Ok(Ok(())) => Ok(()),
+                    _ => Err(db),
+                }
+            }
+        }
+    }
+}
