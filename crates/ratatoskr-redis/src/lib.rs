@@ -1,1 +1,707 @@
-//! Placeholder: being written.
+//! # ratatoskr-redis
+//!
+//! The Redis (standalone) session store for Ratatoskr: [`RedisStore`], an implementation of
+//! [`SessionStore`] that keeps each session as one small Redis hash, writes only what a request
+//! changed, and does every conditional write in one atomic Lua script.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use ratatoskr_core::{Delta, Record, SessionStore, Token, now_ms};
+//! use ratatoskr_redis::{RedisConfig, RedisStore};
+//!
+//! # async fn run() -> Result<(), ratatoskr_core::StoreError> {
+//! let store = RedisStore::connect(RedisConfig {
+//!     url: "redis://127.0.0.1:6379/".into(),
+//!     response_timeout: Duration::from_millis(250),
+//!     ..RedisConfig::default()
+//! })
+//! .await?;
+//!
+//! let token = Token::generate(); // goes into the cookie; Redis only ever sees its hash
+//! let key = token.key();
+//! let record = Record::new(Some("42".into()), now_ms(),
+//!                          Duration::from_secs(2 * 3600), Duration::from_secs(24 * 3600));
+//! store.create(&key, &record).await?;
+//! store.apply(&key, &Delta::default().set("counter", b"1".to_vec())).await?;
+//! assert_eq!(store.list_user("42").await?.len(), 1);
+//! store.destroy(&key).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layout
+//!
+//! With the default prefix `rt:` (every name below starts with the configured
+//! [`RedisConfig::key_prefix`]):
+//!
+//! | key | type | holds | expires |
+//! |---|---|---|---|
+//! | `rt:<32 raw key bytes>` | hash | one session | at its idle/absolute deadline |
+//! | `rt:u:<user id>` | sorted set | the user's sessions: raw key → expiry | with its last member |
+//! | `rt:r:<user id>` | string | when the user's sessions were last revoked (ms) | ≥ [`RedisConfig::revocation_ttl`] |
+//! | `rt:live` | sorted set | every session: first 12 key bytes → expiry (for `count`) | with its last member |
+//! | `rt:users` | sorted set | users with an index → earliest expiry in it (for `reap`) | with the last session |
+//!
+//! The session hash has one field per attribute, named by the attribute itself, plus two
+//! reserved fields whose names are single bytes that are not valid UTF-8 on their own, so no
+//! attribute name (a Rust `String`) can ever collide with them:
+//!
+//! - [`META_FIELD`] (`0xFF`): the fixed part, [`codec::encode_meta`] (user, creation time,
+//!   timeouts, version, fingerprint, CSRF secret).
+//! - [`LAST_SEEN_FIELD`] (`0xFE`): `last_seen` in ms, as a decimal integer — **only** while the
+//!   expiry is capped by the absolute deadline. Otherwise the key's own expiry says it all:
+//!   `PEXPIRETIME = last_seen + idle_timeout`, so `last_seen` is read back as
+//!   `PEXPIRETIME - idle_timeout` and costs no memory. Both are written by the same scripts, so
+//!   the two can never disagree (unless someone changes a key's TTL by hand; don't).
+//!
+//! A session for user `42` with one attribute `counter = 1` occupies **152 bytes** by
+//! `MEMORY USAGE` (Redis 7.0, jemalloc): the hash stays a listpack (≤ 128 fields, values ≤ 64
+//! bytes). `docs/redis.md` has the breakdown and the cost of the indexes.
+//!
+//! ## Atomicity
+//!
+//! Every operation is one round trip, and every write is one Lua script (`EVALSHA`, reloaded
+//! automatically after a Redis restart), so each is indivisible for every client and every
+//! application instance:
+//!
+//! - **create** refuses an existing key ([`StoreError::Collision`]) and a user whose revocation
+//!   marker is at or after `created_at` ([`StoreError::Revoked`]), then writes the hash, its
+//!   expiry and the index entries.
+//! - **apply** refuses a missing session ([`StoreError::NotFound`]: no resurrection) and a
+//!   result over [`Limits::max_record_bytes`] (computed exactly from the stored field lengths),
+//!   writing nothing in either case; else `HSET`s and `HDEL`s just the delta. Parallel deltas
+//!   on different attributes all land.
+//! - **touch** moves the expiry (never past the absolute deadline) and the index scores; it
+//!   never rewrites attributes and never creates anything.
+//! - **rotate** checks old exists / new does not / not revoked, then `RENAME`s the hash (the
+//!   attributes move server-side), writes the new fixed part and expiry, and moves the index
+//!   entries.
+//! - **destroy_user** raises the revocation marker and deletes every indexed session in the
+//!   same step, so a create that started before it either lands first (and is deleted) or
+//!   lands after (and is refused).
+//! - **load** reads the hash and its expiry in one `MULTI`/`EXEC`.
+//!
+//! Index pruning uses the Redis server's clock, the clock that expires the keys, so an index
+//! entry disappears exactly when its session does. Indexes are pruned whenever they are read
+//! or written, carry their own TTL, and each create also prunes up to two other users'
+//! indexes that are due: without any reaper, nothing grows past the live sessions.
+//!
+//! ## Failure
+//!
+//! Every call is bounded by [`RedisConfig::response_timeout`] and reports
+//! [`StoreError::Backend`] on a timeout, a connection error or a server error. The connection
+//! is a [`redis::aio::ConnectionManager`]: multiplexed, and re-established in the background
+//! after a disconnect. Nothing panics on bad stored data: a session that does not decode is
+//! logged by handle and treated as absent.
+//!
+//! Redis Cluster is not supported by this store (scripts touch keys in several slots); see
+//! `docs/redis.md` for what it would take.
+#![warn(missing_docs)]
+
+mod scripts;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ratatoskr_core::codec::{self, CodecError, Limits};
+use ratatoskr_core::store::log_undecodable;
+use ratatoskr_core::{
+    Delta, Meta, Millis, Record, SessionKey, SessionStore, SessionSummary, StoreError,
+    StoreResult, now_ms,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisResult, Value};
+
+use crate::scripts::SCRIPTS;
+
+/// The backend name in logs, metrics and [`StoreError::Backend`].
+pub const BACKEND: &str = "redis";
+
+/// The hash field holding the encoded fixed part ([`codec::encode_meta`]). A lone `0xFF` byte is
+/// not UTF-8, so no attribute name can take it.
+pub const META_FIELD: &[u8] = b"\xff";
+
+/// The hash field holding `last_seen` (decimal ms), present only while the session's expiry is
+/// capped by its absolute deadline. A lone `0xFE` byte is not UTF-8 either.
+pub const LAST_SEEN_FIELD: &[u8] = b"\xfe";
+
+/// How [`RedisStore`] connects and what it enforces.
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// Where Redis is: `redis://[:password@]host:port/[db]` (or `rediss://` with a TLS build of
+    /// redis-rs; this crate does not enable TLS itself).
+    pub url: String,
+    /// Prepended to every key this store writes, so several applications (or tests) can share
+    /// one Redis. Default `rt:`; keep it short, it is part of every session key.
+    pub key_prefix: String,
+    /// The longest any one store operation may take, connection re-establishment included,
+    /// before it fails with [`StoreError::Backend`]. Default 500 ms.
+    pub response_timeout: Duration,
+    /// The longest [`RedisStore::connect`] waits for the first connection (and each later
+    /// reconnection attempt may take). Default 2 s.
+    pub connect_timeout: Duration,
+    /// How long a user's revocation marker is kept at least. It must be at least the longest
+    /// absolute timeout you give sessions: a session created before a revoke-all is refused for
+    /// this long, after which it would have expired anyway. Default 24 h (the manager's default
+    /// absolute timeout).
+    pub revocation_ttl: Duration,
+    /// Size limits on records, attribute names and user ids.
+    pub limits: Limits,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379/".into(),
+            key_prefix: "rt:".into(),
+            response_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(2),
+            revocation_ttl: Duration::from_secs(24 * 3600),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl RedisConfig {
+    /// The defaults, for the Redis at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            ..RedisConfig::default()
+        }
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("response_timeout", &self.response_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("revocation_ttl", &self.revocation_ttl)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// The URL without its credentials, for logs.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://<redacted>@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A [`SessionStore`] on a standalone Redis. Cheap to clone: clones share one multiplexed,
+/// self-reconnecting connection.
+///
+/// See the [crate documentation](crate) for the key layout and the atomicity guarantees.
+#[derive(Clone)]
+pub struct RedisStore {
+    con: ConnectionManager,
+    config: RedisConfig,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(err: impl fmt::Display) -> StoreError {
+    StoreError::backend(BACKEND, err)
+}
+
+impl RedisStore {
+    /// Connect, and check that Redis answers, within [`RedisConfig::connect_timeout`].
+    ///
+    /// Fails with [`StoreError::Backend`] if the URL is invalid or Redis cannot be reached in
+    /// time. To start while Redis is down, use [`RedisStore::connect_lazy`].
+    pub async fn connect(config: RedisConfig) -> StoreResult<Self> {
+        let store = Self::connect_lazy(config)?;
+        let mut con = store.con.clone();
+        let limit = store.config.connect_timeout;
+        match tokio::time::timeout(limit, redis::cmd("PING").query_async::<()>(&mut con)).await {
+            Ok(Ok(())) => Ok(store),
+            Ok(Err(e)) => Err(backend(e)),
+            Err(_) => Err(backend(format_args!(
+                "no connection to {} within {limit:?}",
+                redact_url(&store.config.url)
+            ))),
+        }
+    }
+
+    /// A store that connects on first use (and reconnects after failures) in the background.
+    /// Operations fail with [`StoreError::Backend`] while Redis is unreachable.
+    ///
+    /// Fails only if the URL is invalid. Must be called within a Tokio runtime.
+    pub fn connect_lazy(config: RedisConfig) -> StoreResult<Self> {
+        let client = redis::Client::open(config.url.as_str()).map_err(backend)?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.response_timeout))
+            .set_max_delay(Duration::from_secs(1));
+        let con = ConnectionManager::new_lazy_with_config(client, manager).map_err(backend)?;
+        Ok(RedisStore { con, config })
+    }
+
+    /// The configuration this store runs with.
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    /// The Redis key of a session's hash: the prefix and the 32 raw bytes of the key.
+    pub fn session_key_name(&self, key: &SessionKey) -> Vec<u8> {
+        let mut name = Vec::with_capacity(self.config.key_prefix.len() + 32);
+        name.extend_from_slice(self.config.key_prefix.as_bytes());
+        name.extend_from_slice(key.as_bytes());
+        name
+    }
+
+    /// The Redis key of a user's session index (a sorted set: raw session key → expiry).
+    pub fn user_index_key_name(&self, user_id: &str) -> Vec<u8> {
+        self.prefixed(&["u:", user_id])
+    }
+
+    /// The Redis key of a user's revocation marker (the time of the last revoke-all, in ms).
+    pub fn revocation_key_name(&self, user_id: &str) -> Vec<u8> {
+        self.prefixed(&["r:", user_id])
+    }
+
+    /// The Redis key of the index of all live sessions (used by `count`).
+    pub fn live_index_key_name(&self) -> Vec<u8> {
+        self.prefixed(&["live"])
+    }
+
+    fn prefixed(&self, parts: &[&str]) -> Vec<u8> {
+        let mut name = self.config.key_prefix.as_bytes().to_vec();
+        for p in parts {
+            name.extend_from_slice(p.as_bytes());
+        }
+        name
+    }
+
+    /// Run one request against Redis, bounded by the response timeout.
+    async fn call<T>(&self, fut: impl Future<Output = RedisResult<T>>) -> StoreResult<T> {
+        let limit = self.config.response_timeout;
+        match tokio::time::timeout(limit, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(backend(e)),
+            Err(_) => Err(backend(format_args!("no answer within {limit:?}"))),
+        }
+    }
+
+    fn prefix(&self) -> &[u8] {
+        self.config.key_prefix.as_bytes()
+    }
+
+    fn too_large(&self, size: i64) -> StoreError {
+        StoreError::Codec(CodecError::TooLarge {
+            size: usize::try_from(size).unwrap_or(usize::MAX),
+            limit: self.config.limits.max_record_bytes,
+        })
+    }
+}
+
+/// Script status codes (see `scripts.rs`).
+const OK: i64 = 1;
+const NOT_FOUND: i64 = -1;
+const COLLISION: i64 = -2;
+const REVOKED: i64 = -3;
+const TOO_LARGE: i64 = -4;
+
+fn unexpected(what: &str, v: &Value) -> StoreError {
+    backend(format_args!("unexpected reply to {what}: {v:?}"))
+}
+
+fn as_int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(n) => Some(*n),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_bytes(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// A status array `{code, detail?}` from a script.
+fn status(what: &str, v: &Value) -> StoreResult<(i64, Option<i64>)> {
+    match v {
+        Value::Array(items) if !items.is_empty() => {
+            let code = as_int(&items[0]).ok_or_else(|| unexpected(what, v))?;
+            Ok((code, items.get(1).and_then(as_int)))
+        }
+        other => as_int(other)
+            .map(|c| (c, None))
+            .ok_or_else(|| unexpected(what, v)),
+    }
+}
+
+/// The field/value pairs of an `HGETALL` reply (RESP2 flat array or RESP3 map).
+fn hash_pairs(v: &Value) -> Option<Vec<(&[u8], &[u8])>> {
+    match v {
+        Value::Array(items) if items.len() % 2 == 0 => items
+            .chunks_exact(2)
+            .map(|p| Some((as_bytes(&p[0])?, as_bytes(&p[1])?)))
+            .collect(),
+        Value::Map(pairs) => pairs
+            .iter()
+            .map(|(k, v)| Some((as_bytes(k)?, as_bytes(v)?)))
+            .collect(),
+        Value::Nil => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+/// `last_seen`: the stored field if present, else the expiry minus the idle timeout.
+fn last_seen(meta: &Meta, seen: Option<&[u8]>, expire_at: i64) -> Result<Millis, CodecError> {
+    match seen {
+        Some(s) if !s.is_empty() => std::str::from_utf8(s)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(CodecError::Malformed("last seen is not an integer")),
+        _ if expire_at >= 0 => Ok(expire_at.saturating_sub(meta.idle_timeout)),
+        _ => Err(CodecError::Malformed("the session key has no expiry")),
+    }
+}
+
+/// Rebuild a record from its hash fields and the key's expiry.
+fn decode_hash(pairs: &[(&[u8], &[u8])], expire_at: i64) -> Result<Record, CodecError> {
+    let mut meta = None;
+    let mut seen = None;
+    let mut attrs = BTreeMap::new();
+    for &(name, value) in pairs {
+        match name {
+            META_FIELD => meta = Some(value),
+            LAST_SEEN_FIELD => seen = Some(value),
+            // Other single non-UTF-8 bytes are reserved for the store's future use.
+            [b] if *b >= 0x80 => {}
+            _ => {
+                let name = std::str::from_utf8(name)
+                    .map_err(|_| CodecError::Malformed("attribute name is not UTF-8"))?;
+                attrs.insert(name.to_owned(), value.to_vec());
+            }
+        }
+    }
+    let meta = codec::decode_meta(meta.ok_or(CodecError::Malformed("no fixed part"))?)?;
+    let last_seen = last_seen(&meta, seen, expire_at)?;
+    Ok(Record {
+        meta,
+        last_seen,
+        attrs,
+    })
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    fn backend_name(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn create(&self, key: &SessionKey, record: &Record) -> StoreResult<()> {
+        codec::check_record(record, &self.config.limits)?;
+        let meta = codec::encode_meta(&record.meta, &self.config.limits)?;
+        let mut inv = SCRIPTS.create.prepare_invoke();
+        inv.key(self.session_key_name(key))
+            .arg(self.prefix())
+            .arg(meta)
+            .arg(record.last_seen);
+        for (name, value) in &record.attrs {
+            inv.arg(name.as_bytes()).arg(value.as_slice());
+        }
+        let mut con = self.con.clone();
+        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+        match status("create", &reply)?.0 {
+            OK => Ok(()),
+            COLLISION => Err(StoreError::Collision),
+            REVOKED => Err(StoreError::Revoked),
+            _ => Err(unexpected("create", &reply)),
+        }
+    }
+
+    async fn load(&self, key: &SessionKey) -> StoreResult<Option<Record>> {
+        let name = self.session_key_name(key);
+        let mut con = self.con.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HGETALL")
+            .arg(&name)
+            .cmd("PEXPIRETIME")
+            .arg(&name);
+        let (fields, expire_at): (Value, Value) = self.call(pipe.query_async(&mut con)).await?;
+        let pairs = hash_pairs(&fields).ok_or_else(|| unexpected("HGETALL", &fields))?;
+        if pairs.is_empty() {
+            return Ok(None);
+        }
+        let expire_at = as_int(&expire_at).ok_or_else(|| unexpected("PEXPIRETIME", &expire_at))?;
+        match decode_hash(&pairs, expire_at) {
+            // The store's clock guard: Redis may not have expired a key the application's
+            // clock already considers dead.
+            Ok(record) => Ok(Some(record).filter(|r| !r.is_expired(now_ms()))),
+            Err(e) => {
+                log_undecodable(BACKEND, key, &e);
+                Ok(None)
+            }
+        }
+    }
+
+    async fn apply(&self, key: &SessionKey, delta: &Delta) -> StoreResult<()> {
+        let limits = &self.config.limits;
+        for (name, _) in &delta.set {
+            codec::check_attr_name(name, limits)?;
+        }
+        // Refuse without a round trip what cannot fit whatever is stored: the attributes set
+        // (last value per name) alone, plus the record's fixed overhead. The exact size, with
+        // the stored meta and attributes, is checked by the script.
+        let set: BTreeMap<&str, usize> = delta
+            .set
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.len()))
+            .collect();
+        let at_least = 12 + set.iter().map(|(n, v)| n.len() + v + 4).sum::<usize>();
+        if at_least > limits.max_record_bytes {
+            return Err(StoreError::Codec(CodecError::TooLarge {
+                size: at_least,
+                limit: limits.max_record_bytes,
+            }));
+        }
+        let mut inv = SCRIPTS.apply.prepare_invoke();
+        inv.key(self.session_key_name(key))
+            .arg(self.prefix())
+            .arg(limits.max_record_bytes)
+            .arg(delta.remove.len());
+        for name in &delta.remove {
+            inv.arg(name.as_bytes());
+        }
+        for (name, value) in &delta.set {
+            inv.arg(name.as_bytes()).arg(value.as_slice());
+        }
+        let mut con = self.con.clone();
+        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+        match status("apply", &reply)? {
+            (OK, _) => Ok(()),
+            (NOT_FOUND, _) => Err(StoreError::NotFound),
+            (TOO_LARGE, Some(size)) => Err(self.too_large(size)),
+            _ => Err(unexpected("apply", &reply)),
+        }
+    }
+
+    /// The stored fixed part is authoritative for the deadlines; `meta` is not consulted.
+    async fn touch(&self, key: &SessionKey, _meta: &Meta, last_seen: Millis) -> StoreResult<bool> {
+        let mut inv = SCRIPTS.touch.prepare_invoke();
+        inv.key(self.session_key_name(key))
+            .arg(self.prefix())
+            .arg(last_seen);
+        let mut con = self.con.clone();
+        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+        match status("touch", &reply)?.0 {
+            1 => Ok(true),
+            0 => Ok(false),
+            _ => Err(unexpected("touch", &reply)),
+        }
+    }
+
+    async fn rotate(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        meta: &Meta,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let encoded = codec::encode_meta(meta, &self.config.limits)?;
+        let mut inv = SCRIPTS.rotate.prepare_invoke();
+        inv.key(self.session_key_name(old))
+            .key(self.session_key_name(new))
+            .arg(self.prefix())
+            .arg(encoded)
+            .arg(now)
+            .arg(self.config.limits.max_record_bytes);
+        let mut con = self.con.clone();
+        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+        match status("rotate", &reply)? {
+            (OK, _) => Ok(()),
+            (NOT_FOUND, _) => Err(StoreError::NotFound),
+            (COLLISION, _) => Err(StoreError::Collision),
+            (REVOKED, _) => Err(StoreError::Revoked),
+            (TOO_LARGE, Some(size)) => Err(self.too_large(size)),
+            _ => Err(unexpected("rotate", &reply)),
+        }
+    }
+
+    async fn destroy(&self, key: &SessionKey) -> StoreResult<bool> {
+        let mut inv = SCRIPTS.destroy.prepare_invoke();
+        inv.key(self.session_key_name(key)).arg(self.prefix());
+        let mut con = self.con.clone();
+        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+        match status("destroy", &reply)?.0 {
+            1 => Ok(true),
+            0 => Ok(false),
+            _ => Err(unexpected("destroy", &reply)),
+        }
+    }
+
+    async fn list_user(&self, user_id: &str) -> StoreResult<Vec<SessionSummary>> {
+        let mut inv = SCRIPTS.list_user.prepare_invoke();
+        inv.arg(self.prefix()).arg(user_id);
+        let mut con = self.con.clone();
+        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+        let Value::Array(rows) = &reply else {
+            return Err(unexpected("list_user", &reply));
+        };
+        let now = now_ms();
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let parsed = match row {
+                Value::Array(f) if f.len() == 4 => (|| {
+                    let key = SessionKey::from_slice(as_bytes(&f[0])?)?;
+                    Some((key, as_bytes(&f[1])?, as_bytes(&f[2])?, as_int(&f[3])?))
+                })(),
+                _ => None,
+            };
+            let Some((key, meta, seen, expire_at)) = parsed else {
+                return Err(unexpected("list_user", row));
+            };
+            let decoded = codec::decode_meta(meta)
+                .and_then(|meta| Ok((last_seen(&meta, Some(seen), expire_at)?, meta)));
+            match decoded {
+                Ok((last_seen, meta)) if meta.idle_deadline(last_seen) > now => {
+                    out.push(SessionSummary {
+                        key,
+                        handle: key.handle(),
+                        meta,
+                        last_seen,
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => log_undecodable(BACKEND, &key, &e),
+            }
+        }
+        out.sort_by_key(|s| (s.meta.created_at, s.handle));
+        Ok(out)
+    }
+
+    async fn destroy_user(&self, user_id: &str, except: Option<&SessionKey>) -> StoreResult<u64> {
+        let mut inv = SCRIPTS.destroy_user.prepare_invoke();
+        inv.arg(self.prefix())
+            .arg(user_id)
+            .arg(now_ms())
+            .arg(except.map_or(&[][..], |k| &k.as_bytes()[..]))
+            .arg(duration_ms(self.config.revocation_ttl));
+        let mut con = self.con.clone();
+        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+        as_int(&reply)
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| unexpected("destroy_user", &reply))
+    }
+
+    async fn count(&self) -> StoreResult<u64> {
+        let mut inv = SCRIPTS.count.prepare_invoke();
+        inv.arg(self.prefix());
+        let mut con = self.con.clone();
+        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+        as_int(&reply)
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| unexpected("count", &reply))
+    }
+
+    /// Prunes the index of all live sessions and every user index with an expired entry, in
+    /// batches of 100 users per script call. Returns how many index entries were removed
+    /// (session hashes themselves are expired by Redis).
+    async fn reap(&self) -> StoreResult<u64> {
+        const USERS_PER_CALL: i64 = 100;
+        let mut removed = 0;
+        // Bounded: each pass takes the users it visits out of the due set.
+        for _ in 0..10_000 {
+            let mut inv = SCRIPTS.reap.prepare_invoke();
+            inv.arg(self.prefix()).arg(USERS_PER_CALL);
+            let mut con = self.con.clone();
+            let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+            let (n, users) = status("reap", &reply)?;
+            removed += u64::try_from(n).unwrap_or(0);
+            if users.unwrap_or(0) < USERS_PER_CALL {
+                break;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let mut con = self.con.clone();
+        self.call(redis::cmd("PING").query_async::<()>(&mut con))
+            .await
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted_in_debug_output() {
+        let c = RedisConfig::new("redis://:s3cret@example:6379/0");
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("s3cret"), "{dbg}");
+        assert!(dbg.contains("example:6379/0"), "{dbg}");
+        assert_eq!(redact_url("redis://h:1/"), "redis://h:1/");
+    }
+
+    #[test]
+    fn last_seen_is_derived_from_the_expiry_unless_stored() {
+        let r = Record::new(None, 1_000, Duration::from_millis(500), Duration::from_secs(9));
+        assert_eq!(last_seen(&r.meta, None, 1_700), Ok(1_200));
+        assert_eq!(last_seen(&r.meta, Some(b""), 1_700), Ok(1_200));
+        assert_eq!(last_seen(&r.meta, Some(b"1234"), 10_000), Ok(1_234));
+        assert!(last_seen(&r.meta, Some(b"x"), 1_700).is_err());
+        assert!(last_seen(&r.meta, None, -1).is_err());
+    }
+
+    #[test]
+    fn hashes_decode_and_bad_ones_are_errors_not_panics() {
+        let mut r = Record::new(
+            Some("42".into()),
+            1_000,
+            Duration::from_millis(500),
+            Duration::from_secs(9),
+        );
+        r.attrs.insert("counter".into(), b"1".to_vec());
+        let meta = codec::encode_meta(&r.meta, &Limits::default()).unwrap();
+        let pairs: Vec<(&[u8], &[u8])> = vec![
+            (META_FIELD, &meta),
+            (b"counter", b"1"),
+            (b"\xfd", b"future"),
+        ];
+        assert_eq!(decode_hash(&pairs, 1_500), Ok(r));
+        assert!(decode_hash(&pairs[1..], 1_500).is_err(), "no meta");
+        let bad: Vec<(&[u8], &[u8])> = vec![(META_FIELD, &meta), (b"\xc3\x28", b"x")];
+        assert!(decode_hash(&bad, 1_500).is_err(), "non-UTF-8 name");
+        let garbage: Vec<(&[u8], &[u8])> = vec![(META_FIELD, b"\x01\xff\xff")];
+        assert!(decode_hash(&garbage, 1_500).is_err());
+    }
+
+    #[test]
+    fn odd_replies_are_errors() {
+        assert!(hash_pairs(&Value::Array(vec![Value::Int(1)])).is_none());
+        assert!(status("x", &Value::Okay).is_err());
+        assert_eq!(status("x", &Value::Int(1)).unwrap(), (1, None));
+        let v = Value::Array(vec![Value::Int(-4), Value::Int(70_000)]);
+        assert_eq!(status("x", &v).unwrap(), (-4, Some(70_000)));
+    }
+}
