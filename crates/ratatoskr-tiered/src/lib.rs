@@ -224,9 +224,17 @@ impl TieredStore {
         self.0.flush_touches().await
     }
 
-    /// Replay the journal now if Redis is reachable; returns whether the breaker is closed
-    /// afterwards (tests, operators).
+    /// Probe Redis if the breaker allows and replay the journal now; returns whether the
+    /// breaker is closed afterwards (tests, operators).
     pub async fn recover_now(&self) -> bool {
+        if let Some(permit) = self.0.breaker.try_acquire() {
+            if permit.probe {
+                self.0.probe(permit).await;
+            } else {
+                // Closed already: nothing to recover.
+                return true;
+            }
+        }
         self.0.replay().await;
         self.0.breaker.state() == BreakerState::Closed
     }
@@ -260,6 +268,16 @@ impl TieredStore {
             self.fallback(op);
             return FastOutcome::Unavailable;
         };
+        if read && permit.probe {
+            // A read must not be the probe: Redis may have come back with old data, and what it
+            // answers is not to be served before the journal is replayed. Probe with a ping and
+            // serve this read from the database.
+            if i.probe(permit).await {
+                self.spawn_replay();
+            }
+            self.fallback(op);
+            return FastOutcome::Unavailable;
+        }
         let started = Instant::now();
         let result = tokio::time::timeout(i.config.redis_timeout, call).await;
         let elapsed = started.elapsed();
@@ -362,6 +380,17 @@ impl TieredStore {
 }
 
 impl Inner {
+    /// The half-open probe: a ping under the timeout. Returns whether replay is now due.
+    async fn probe(&self, permit: breaker::Permit) -> bool {
+        match tokio::time::timeout(self.config.redis_timeout, self.fast.ping()).await {
+            Ok(Ok(())) => self.breaker.on_success(permit),
+            _ => {
+                self.breaker.on_failure();
+                false
+            }
+        }
+    }
+
     async fn flush_touches(&self) -> StoreResult<()> {
         let batch = self.touches.take();
         if batch.is_empty() {
@@ -479,7 +508,16 @@ async fn poll_journal(inner: Weak<Inner>) {
                 i.replay().await;
             }
             BreakerState::Recovering => i.replay().await,
-            _ => {}
+            // An idle instance probes by itself, so it recovers without waiting for traffic.
+            BreakerState::HalfOpen => {
+                if let Some(permit) = i.breaker.try_acquire()
+                    && permit.probe
+                    && i.probe(permit).await
+                {
+                    i.replay().await;
+                }
+            }
+            BreakerState::Open | BreakerState::Closed => {}
         }
     }
 }

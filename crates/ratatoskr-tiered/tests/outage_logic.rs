@@ -1,0 +1,310 @@
+//! The tiered store's fallback logic with scripted faults (in-memory tiers; the same scenarios
+//! against real redis-server processes are in `faults.rs`).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ratatoskr_core::{
+    Delta, JournalTarget, MemoryJournal, MemoryStore, OutageJournal, Record, SessionStore,
+    StoreError, Token, now_ms,
+};
+use ratatoskr_tiered::breaker::BreakerState;
+use ratatoskr_tiered::{TieredConfig, TieredStore};
+use support::{Control, DOWN, Faulty, HANG};
+
+struct World {
+    redis: Arc<MemoryStore>,
+    redis_ctl: Arc<Control>,
+    db: Arc<MemoryStore>,
+    db_ctl: Arc<Control>,
+    journal: Arc<MemoryJournal>,
+}
+
+fn config() -> TieredConfig {
+    TieredConfig {
+        redis_timeout: Duration::from_millis(100),
+        breaker_open_for: Duration::from_millis(200),
+        touch_flush_every: Duration::from_secs(3600),
+        journal_poll_every: Duration::from_millis(100),
+        ..TieredConfig::default()
+    }
+}
+
+impl World {
+    fn new() -> Self {
+        World {
+            redis: Arc::new(MemoryStore::default()),
+            redis_ctl: Arc::default(),
+            db: Arc::new(MemoryStore::default()),
+            db_ctl: Arc::default(),
+            journal: Arc::new(MemoryJournal::default()),
+        }
+    }
+
+    /// A new application instance (its own connections, breaker and buffers).
+    async fn instance(&self) -> TieredStore {
+        let t = TieredStore::new(
+            Faulty::new(self.redis.clone(), self.redis_ctl.clone()),
+            Faulty::new(self.db.clone(), self.db_ctl.clone()),
+            self.journal.clone(),
+            None,
+            config(),
+        );
+        assert!(t.recover_now().await, "a fresh instance replays and closes");
+        t
+    }
+}
+
+fn record(user: &str) -> Record {
+    Record::new(
+        Some(user.into()),
+        now_ms(),
+        Duration::from_secs(600),
+        Duration::from_secs(3600),
+    )
+}
+
+async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sessions_keep_working_while_redis_is_down() {
+    let w = World::new();
+    let t = w.instance().await;
+    let k = Token::generate().key();
+    t.create(&k, &record("u")).await.unwrap();
+    assert!(
+        w.redis.load(&k).await.unwrap().is_some(),
+        "written through to Redis"
+    );
+
+    w.redis_ctl.set(DOWN);
+    assert!(
+        t.load(&k).await.unwrap().is_some(),
+        "read from the database"
+    );
+    t.apply(&k, &Delta::default().set("a", b"1".to_vec()))
+        .await
+        .unwrap();
+    let k2 = Token::generate().key();
+    t.create(&k2, &record("u")).await.unwrap();
+    assert_eq!(t.load(&k).await.unwrap().unwrap().attrs["a"], b"1");
+    assert!(t.health().fallbacks >= 2);
+    assert_eq!(t.health().breaker, BreakerState::Open);
+}
+
+#[tokio::test]
+async fn a_hung_redis_costs_one_timeout_per_window_not_one_per_request() {
+    let w = World::new();
+    let t = w.instance().await;
+    let k = Token::generate().key();
+    t.create(&k, &record("u")).await.unwrap();
+    w.redis_ctl.set(HANG);
+    let calls_before = w.redis_ctl.calls();
+    let started = Instant::now();
+    for _ in 0..50 {
+        assert!(t.load(&k).await.unwrap().is_some());
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(180),
+        "50 reads took {took:?}: at most one 100 ms timeout"
+    );
+    assert_eq!(
+        w.redis_ctl.calls() - calls_before,
+        1,
+        "only the first request waited on Redis"
+    );
+}
+
+#[tokio::test]
+async fn redis_returning_empty_logs_nobody_out_and_is_repopulated() {
+    let w = World::new();
+    let t = w.instance().await;
+    let keys: Vec<_> = (0..20).map(|_| Token::generate().key()).collect();
+    for k in &keys {
+        t.create(k, &record("u")).await.unwrap();
+    }
+    // Redis dies and comes back empty.
+    w.redis_ctl.set(DOWN);
+    for k in &keys {
+        w.redis.destroy(k).await.unwrap();
+    }
+    w.redis_ctl.restart();
+    for k in &keys {
+        // The first call after the restart may see the reset connection; never an error.
+        assert!(t.load(k).await.unwrap().is_some(), "nobody is logged out");
+    }
+    wait_for("recovery", async || t.recover_now().await).await;
+    for k in &keys {
+        assert!(t.load(k).await.unwrap().is_some());
+    }
+    let back = futures_count(&w.redis, &keys).await;
+    assert_eq!(back, keys.len(), "reads repopulated Redis");
+}
+
+async fn futures_count(store: &MemoryStore, keys: &[ratatoskr_core::SessionKey]) -> usize {
+    let mut n = 0;
+    for k in keys {
+        n += usize::from(store.load(k).await.unwrap().is_some());
+    }
+    n
+}
+
+#[tokio::test]
+async fn a_revocation_during_an_outage_survives_redis_returning_with_old_data() {
+    let w = World::new();
+    let a = w.instance().await;
+    let b = w.instance().await;
+    let k = Token::generate().key();
+    let other = Token::generate().key();
+    a.create(&k, &record("victim")).await.unwrap();
+    a.create(&other, &record("victim")).await.unwrap();
+    assert!(b.load(&k).await.unwrap().is_some());
+
+    // Redis becomes unreachable; instance A revokes one session and the whole user.
+    w.redis_ctl.set(DOWN);
+    assert!(a.destroy(&k).await.unwrap());
+    a.destroy_user("victim", None).await.unwrap();
+    assert!(
+        w.journal.len().await.unwrap() >= 2,
+        "the revocations are journalled"
+    );
+    // A stops before Redis returns.
+    drop(a);
+
+    // Redis returns WITH its old data (as from a snapshot taken before the revocation).
+    assert!(
+        w.redis.load(&k).await.unwrap().is_some(),
+        "Redis still holds the old session"
+    );
+    w.redis_ctl.restart();
+
+    // B never sees the revoked sessions, not even on its first read after the return.
+    for _ in 0..20 {
+        assert!(
+            b.load(&k).await.unwrap().is_none(),
+            "revoked session came back"
+        );
+        assert!(
+            b.load(&other).await.unwrap().is_none(),
+            "revoked-all session came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for("journal replay", async || {
+        w.journal.len().await.unwrap() == 0
+    })
+    .await;
+    assert!(
+        w.redis.load(&k).await.unwrap().is_none(),
+        "replay removed it from Redis"
+    );
+    assert!(w.redis.load(&other).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_instance_that_never_saw_the_outage_stops_reading_redis_once_the_journal_has_entries() {
+    let w = World::new();
+    let b = w.instance().await;
+    let k = Token::generate().key();
+    b.create(&k, &record("u")).await.unwrap();
+    // Another instance (not modelled) destroyed k in the database but could not reach Redis.
+    w.db.destroy(&k).await.unwrap();
+    w.journal
+        .append(&[JournalTarget::Session(k)])
+        .await
+        .unwrap();
+    // Within one poll interval B replays the journal.
+    wait_for("replay by the poller", async || {
+        b.load(&k).await.unwrap().is_none()
+    })
+    .await;
+    assert_eq!(w.journal.len().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_new_instance_replays_the_journal_before_it_reads_redis() {
+    let w = World::new();
+    let k = Token::generate().key();
+    // Redis holds a session the database no longer has, and the journal says so.
+    w.redis.create(&k, &record("u")).await.unwrap();
+    w.journal
+        .append(&[JournalTarget::Session(k)])
+        .await
+        .unwrap();
+    let t = TieredStore::new(
+        Faulty::new(w.redis.clone(), w.redis_ctl.clone()),
+        Faulty::new(w.db.clone(), w.db_ctl.clone()),
+        w.journal.clone(),
+        None,
+        config(),
+    );
+    // No waiting: the very first read must not come from Redis.
+    assert!(t.load(&k).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn touches_reach_the_database_in_batches() {
+    let w = World::new();
+    let t = w.instance().await;
+    let k = Token::generate().key();
+    let r = record("u");
+    t.create(&k, &r).await.unwrap();
+    let later = r.last_seen + 5_000;
+    assert!(t.touch(&k, &r.meta, later).await.unwrap());
+    assert_eq!(
+        w.redis.load(&k).await.unwrap().unwrap().last_seen,
+        later,
+        "Redis at once"
+    );
+    assert_eq!(
+        w.db.load(&k).await.unwrap().unwrap().last_seen,
+        r.last_seen,
+        "database later"
+    );
+    assert_eq!(t.health().touches_pending, 1);
+    t.flush_touches().await.unwrap();
+    assert_eq!(w.db.load(&k).await.unwrap().unwrap().last_seen, later);
+}
+
+#[tokio::test]
+async fn with_the_database_down_reads_work_and_writes_fail_loudly_without_touching_redis() {
+    let w = World::new();
+    let t = w.instance().await;
+    let k = Token::generate().key();
+    t.create(&k, &record("u")).await.unwrap();
+    w.db_ctl.set(DOWN);
+    assert!(
+        t.load(&k).await.unwrap().is_some(),
+        "reads are served by Redis"
+    );
+    let err = t
+        .apply(&k, &Delta::default().set("a", b"1".to_vec()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Backend { .. }), "{err:?}");
+    assert!(
+        !w.redis
+            .load(&k)
+            .await
+            .unwrap()
+            .unwrap()
+            .attrs
+            .contains_key("a"),
+        "a write the database refused is not applied to Redis either"
+    );
+    assert!(
+        t.create(&Token::generate().key(), &record("u"))
+            .await
+            .is_err()
+    );
+    assert!(t.ping().await.is_ok(), "still ready: sessions can be read");
+}
