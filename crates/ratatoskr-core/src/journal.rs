@@ -47,7 +47,7 @@ pub trait OutageJournal: Send + Sync + 'static {
     /// Remove the given entries after they were replayed.
     async fn acknowledge(&self, ids: &[i64]) -> StoreResult<()>;
     /// How many entries are pending.
-    async fn len(&self) -> StoreResult<u64>;
+    async fn pending_count(&self) -> StoreResult<u64>;
 }
 
 /// An in-memory journal, for tests of the tiered store's logic.
@@ -81,7 +81,7 @@ impl OutageJournal for MemoryJournal {
         Ok(())
     }
 
-    async fn len(&self) -> StoreResult<u64> {
+    async fn pending_count(&self) -> StoreResult<u64> {
         Ok(self.0.lock().unwrap_or_else(|e| e.into_inner()).1.len() as u64)
     }
 }

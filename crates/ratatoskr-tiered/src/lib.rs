@@ -495,7 +495,7 @@ async fn poll_journal(inner: Weak<Inner>) {
         tick.tick().await;
         let Some(i) = inner.upgrade() else { return };
         metrics::gauge!("ratatoskr_breaker_state").set(i.breaker.state().as_gauge());
-        let Ok(n) = i.journal.len().await else {
+        let Ok(n) = i.journal.pending_count().await else {
             continue;
         };
         i.counters.journal_pending.store(n, Relaxed);
@@ -561,11 +561,10 @@ impl SessionStore for TieredStore {
         let now = now_ms();
         if let Some(cache) = &i.cache
             && i.breaker.state() == BreakerState::Closed
+            && let Some(r) = cache.get(key, now)
         {
-            if let Some(r) = cache.get(key, now) {
-                metrics::counter!("ratatoskr_tier_hits_total", "tier" => "near").increment(1);
-                return Ok(Some(r));
-            }
+            metrics::counter!("ratatoskr_tier_hits_total", "tier" => "near").increment(1);
+            return Ok(Some(r));
         }
         let epoch = i.cache.as_ref().map(|c| c.epoch(key));
         let redis_ok = match self.via_redis(true, "load", i.fast.load(key)).await {
