@@ -1,0 +1,12 @@
+-- Ratatoskr audit trail, PostgreSQL, version 2.
+CREATE TABLE ratatoskr_audit (
+    id      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at      BIGINT NOT NULL,
+    kind    TEXT   NOT NULL,
+    handle  TEXT,
+    user_id TEXT,
+    detail  TEXT
+);
+
+CREATE INDEX ratatoskr_audit_at ON ratatoskr_audit (at);
+CREATE INDEX ratatoskr_audit_user ON ratatoskr_audit (user_id, at) WHERE user_id IS NOT NULL;
