@@ -308,3 +308,17 @@ async fn with_the_database_down_reads_work_and_writes_fail_loudly_without_touchi
     );
     assert!(t.ping().await.is_ok(), "still ready: sessions can be read");
 }
+
+#[test]
+fn the_fault_harness_can_run_its_own_redis_and_postgres() {
+    let mut r = support::procs::RedisProcess::start();
+    r.freeze();
+    r.thaw();
+    r.kill();
+    r.restart();
+    let pg = support::procs::PgProcess::start();
+    pg.stop();
+    pg.restart();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", pg.port)).is_ok());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", r.port)).is_ok());
+}
