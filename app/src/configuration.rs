@@ -16,7 +16,11 @@ pub struct Settings {
     pub bind: SocketAddr,
 
     /// `sqlite://…` or `postgres://…`: the durable store (sessions and the application's tables).
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://./data/ratatoskr.db")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://./data/ratatoskr.db"
+    )]
     pub database_url: String,
 
     /// `redis://host:port/db` for a standalone Redis tier; unset = no Redis tier.
@@ -46,7 +50,8 @@ pub struct Settings {
 
 /// Parse a humantime duration (`90s`, `30m`, `2h`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 90s, 30m or 2h: {e}"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 90s, 30m or 2h: {e}"))
 }
 
 impl Settings {
@@ -65,7 +70,10 @@ impl Settings {
         if self.max_sessions_per_user == 0 {
             return Err("RATATOSKR_MAX_SESSIONS_PER_USER must be at least 1".into());
         }
-        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres:") || self.database_url.starts_with("postgresql:")) {
+        if !(self.database_url.starts_with("sqlite:")
+            || self.database_url.starts_with("postgres:")
+            || self.database_url.starts_with("postgresql:"))
+        {
             return Err(format!(
                 "DATABASE_URL must start with sqlite:// or postgres:// (got `{}`)",
                 redact_url(&self.database_url)
@@ -81,7 +89,12 @@ pub fn redact_url(url: &str) -> String {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let creds = &url[scheme_end + 3..at];
             match creds.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &creds[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
                 None => url.to_owned(),
             }
         }
@@ -95,7 +108,10 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted_from_urls() {
-        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite://./data/x.db"), "sqlite://./data/x.db");
     }

@@ -6,7 +6,11 @@ use ratatoskr::startup::Application;
 use ratatoskr::telemetry;
 
 #[derive(Parser)]
-#[command(name = "ratatoskr", version, about = "Server-side sessions, Redis first, with a database that really is a fallback.")]
+#[command(
+    name = "ratatoskr",
+    version,
+    about = "Server-side sessions, Redis first, with a database that really is a fallback."
+)]
 struct Cli {
     #[command(flatten)]
     settings: Settings,

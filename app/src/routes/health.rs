@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 
 use crate::state::AppState;
@@ -23,7 +23,9 @@ pub async fn livez() -> impl IntoResponse {
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let store = state.sessions.store();
     match tokio::time::timeout(READY_TIMEOUT, store.ping()).await {
-        Ok(Ok(())) => Json(json!({"status": "ready", "store": store.backend_name()})).into_response(),
+        Ok(Ok(())) => {
+            Json(json!({"status": "ready", "store": store.backend_name()})).into_response()
+        }
         Ok(Err(e)) => not_ready(&e.to_string()),
         Err(_) => not_ready("the session store did not answer in time"),
     }
