@@ -108,8 +108,8 @@ use async_trait::async_trait;
 use ratatoskr_core::codec::{self, CodecError, Limits};
 use ratatoskr_core::store::log_undecodable;
 use ratatoskr_core::{
-    Delta, Meta, Millis, Record, SessionKey, SessionStore, SessionSummary, StoreError,
-    StoreResult, now_ms,
+    Delta, Meta, Millis, Record, SessionKey, SessionStore, SessionSummary, StoreError, StoreResult,
+    now_ms,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisResult, Value};
@@ -247,6 +247,9 @@ impl RedisStore {
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.response_timeout))
+            // Fail fast while Redis is down (one quick retry, then the error; the next call
+            // tries again) rather than keep callers waiting on a long backoff.
+            .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
         let con = ConnectionManager::new_lazy_with_config(client, manager).map_err(backend)?;
         Ok(RedisStore { con, config })
@@ -665,7 +668,12 @@ mod tests {
 
     #[test]
     fn last_seen_is_derived_from_the_expiry_unless_stored() {
-        let r = Record::new(None, 1_000, Duration::from_millis(500), Duration::from_secs(9));
+        let r = Record::new(
+            None,
+            1_000,
+            Duration::from_millis(500),
+            Duration::from_secs(9),
+        );
         assert_eq!(last_seen(&r.meta, None, 1_700), Ok(1_200));
         assert_eq!(last_seen(&r.meta, Some(b""), 1_700), Ok(1_200));
         assert_eq!(last_seen(&r.meta, Some(b"1234"), 10_000), Ok(1_234));

@@ -1,0 +1,646 @@
+//! Behaviours of the Redis store beyond the shared suite: its layout, its memory footprint,
+//! its limits and its failure modes.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ratatoskr_core::codec::{self, CodecError, Limits};
+use ratatoskr_core::token::random_bytes;
+use ratatoskr_core::{Delta, Record, SessionKey, SessionStore, StoreError, Token, now_ms};
+use ratatoskr_redis::{LAST_SEEN_FIELD, META_FIELD, RedisConfig, RedisStore};
+use redis::aio::MultiplexedConnection;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn key() -> SessionKey {
+    Token::generate().key()
+}
+
+fn record(user: Option<&str>, idle: Duration, absolute: Duration) -> Record {
+    Record::new(user.map(str::to_owned), now_ms(), idle, absolute)
+}
+
+async fn query<T: redis::FromRedisValue>(con: &mut MultiplexedConnection, cmd: &redis::Cmd) -> T {
+    cmd.query_async(con).await.unwrap()
+}
+
+fn cmd(name: &str) -> redis::Cmd {
+    redis::cmd(name)
+}
+
+/// Every key under `prefix` (SCAN MATCH, allowed in tests only).
+async fn keys_under(con: &mut MultiplexedConnection, prefix: &str) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<Vec<u8>>) = query(
+            con,
+            cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}*"))
+                .arg("COUNT")
+                .arg(1000),
+        )
+        .await;
+        out.extend(batch);
+        if next == 0 {
+            return out;
+        }
+        cursor = next;
+    }
+}
+
+/// `MEMORY USAGE key SAMPLES 0` (every element counted).
+async fn memory_usage(con: &mut MultiplexedConnection, key: &[u8]) -> i64 {
+    query(
+        con,
+        cmd("MEMORY").arg("USAGE").arg(key).arg("SAMPLES").arg(0),
+    )
+    .await
+}
+
+async fn uses_jemalloc(con: &mut MultiplexedConnection) -> bool {
+    let info: String = query(con, cmd("INFO").arg("memory")).await;
+    info.contains("mem_allocator:jemalloc")
+}
+
+/// A random prefix exactly as long as the default `rt:`, so measured sizes are the default's
+/// without writing under the default prefix of a shared Redis.
+fn prefix_like_default() -> String {
+    loop {
+        let b: [u8; 2] = random_bytes();
+        let p = format!(
+            "{}{}:",
+            char::from(b'a' + b[0] % 26),
+            char::from(b'a' + b[1] % 26)
+        );
+        if p != "rt:" {
+            return p;
+        }
+    }
+}
+
+/// The figure docs/redis.md quotes: a logged-in session (user "42", the manager's default 2 h
+/// idle / 24 h absolute timeouts) holding one small counter, under the default-length prefix.
+///
+/// 152 bytes = 16 (robj) + 64 (listpack of 59 bytes: 7 header/end, meta field 3 + value 38,
+/// "counter" 9 + "1" 2) + 48 (key sds: 3 header + 35 + NUL) + 24 (dict entry), with jemalloc
+/// size classes. Any extra field (a stored last_seen, a field-name prefix) crosses the next
+/// size class (80), so the bound is tight on purpose: it fails if the layout grows.
+#[tokio::test]
+async fn memory_usage_per_session_is_reported() {
+    let prefix = prefix_like_default();
+    assert_eq!(prefix.len(), RedisConfig::default().key_prefix.len());
+    let store = common::store(&prefix).await;
+    let mut con = common::raw_connection().await;
+    let user = format!("{}", 10 + random_bytes::<1>()[0] % 90); // two digits, like "42"
+
+    let k = key();
+    let mut r = record(
+        Some(&user),
+        Duration::from_secs(2 * 3600),
+        Duration::from_secs(24 * 3600),
+    );
+    r.attrs.insert("counter".into(), b"1".to_vec());
+    store.create(&k, &r).await.unwrap();
+    let name = store.session_key_name(&k);
+
+    let bytes = memory_usage(&mut con, &name).await;
+    let encoding: String = query(&mut con, cmd("OBJECT").arg("ENCODING").arg(&name)).await;
+    let meta_len = codec::encode_meta(&r.meta, &Limits::default())
+        .unwrap()
+        .len();
+    let index = memory_usage(&mut con, &store.user_index_key_name(&user)).await;
+    let live = memory_usage(&mut con, &store.live_index_key_name()).await;
+    eprintln!(
+        "MEMORY USAGE of a session (user {user:?}, counter=1, prefix of {} bytes): {bytes} bytes \
+         ({encoding}, meta {meta_len} bytes); user index with 1 entry: {index} bytes; \
+         live index with 1 entry: {live} bytes",
+        prefix.len()
+    );
+    assert_eq!(encoding, "listpack");
+    let stored_seen: bool = query(&mut con, cmd("HEXISTS").arg(&name).arg(LAST_SEEN_FIELD)).await;
+    assert!(
+        !stored_seen,
+        "last_seen is derived from the expiry, not stored"
+    );
+
+    // A touch keeps the footprint: it moves the expiry, it adds no field.
+    store.touch(&k, &r.meta, now_ms()).await.unwrap();
+    assert_eq!(memory_usage(&mut con, &name).await, bytes);
+
+    if uses_jemalloc(&mut con).await {
+        assert!(bytes <= 152, "a session takes {bytes} bytes, more than 152");
+    } else {
+        // Other allocators round differently; still far below a hashtable-encoded hash.
+        assert!(bytes <= 200, "a session takes {bytes} bytes");
+    }
+
+    // In its last idle window (expiry capped by the absolute deadline) last_seen is stored.
+    let k2 = key();
+    let mut r2 = record(
+        Some(&user),
+        Duration::from_secs(2 * 3600),
+        Duration::from_secs(3600),
+    );
+    r2.attrs.insert("counter".into(), b"1".to_vec());
+    store.create(&k2, &r2).await.unwrap();
+    let capped = memory_usage(&mut con, &store.session_key_name(&k2)).await;
+    eprintln!("MEMORY USAGE of the same session in its last idle window: {capped} bytes");
+    assert_eq!(store.load(&k2).await.unwrap(), Some(r2));
+
+    store.destroy(&k).await.unwrap();
+    store.destroy(&k2).await.unwrap();
+    assert!(keys_under(&mut con, &prefix).await.is_empty());
+}
+
+/// What the indexes cost per session once they outgrow the compact encodings, for the docs.
+#[tokio::test]
+async fn index_memory_per_session_is_reported() {
+    let prefix = common::random_prefix();
+    let store = common::store(&prefix).await;
+    let mut con = common::raw_connection().await;
+    let n = 300; // past zset-max-listpack-entries (128): a skiplist
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let k = key();
+        let user = if i < 100 { Some("u") } else { None };
+        store
+            .create(&k, &record(user, MINUTE, 10 * MINUTE))
+            .await
+            .unwrap();
+        keys.push(k);
+    }
+    assert_eq!(store.count().await.unwrap(), n);
+    let live = memory_usage(&mut con, &store.live_index_key_name()).await;
+    let index = memory_usage(&mut con, &store.user_index_key_name("u")).await;
+    eprintln!(
+        "live index: {live} bytes for {n} sessions ({} per session); user index: {index} bytes \
+         for 100 sessions ({} per session)",
+        live / n as i64,
+        index / 100
+    );
+    assert!(
+        live / (n as i64) < 160,
+        "live index entries cost {live}/{n}"
+    );
+    assert!(index / 100 < 80, "user index entries cost {index}/100");
+    for k in &keys {
+        assert!(store.destroy(k).await.unwrap());
+    }
+    assert_eq!(store.count().await.unwrap(), 0);
+    assert!(keys_under(&mut con, &prefix).await.is_empty());
+}
+
+/// No key the store writes outlives the sessions it serves: after any mix of operations every
+/// key has a TTL, and once the sessions are gone only the revocation marker remains.
+#[tokio::test]
+async fn every_key_the_store_writes_expires() {
+    let prefix = common::random_prefix();
+    let store = common::store(&prefix).await;
+    let mut con = common::raw_connection().await;
+    let (a, ra) = (key(), record(Some("a"), MINUTE, 10 * MINUTE));
+    store.create(&a, &ra).await.unwrap();
+    let anon = key();
+    store
+        .create(&anon, &record(None, MINUTE, 10 * MINUTE))
+        .await
+        .unwrap();
+    let b = key();
+    let mut meta = ra.meta.clone();
+    meta.user_id = Some("b".into());
+    store.rotate(&anon, &b, &meta, now_ms()).await.unwrap();
+    store.touch(&a, &ra.meta, now_ms()).await.unwrap();
+    store
+        .apply(&a, &Delta::default().set("x", b"1".to_vec()))
+        .await
+        .unwrap();
+    store.list_user("a").await.unwrap();
+    store.destroy_user("a", None).await.unwrap();
+    store.reap().await.unwrap();
+
+    let keys = keys_under(&mut con, &prefix).await;
+    assert!(!keys.is_empty());
+    for k in &keys {
+        let ttl: i64 = query(&mut con, cmd("PTTL").arg(k)).await;
+        assert!(ttl > 0, "{:?} has no TTL", String::from_utf8_lossy(k));
+    }
+    assert!(store.destroy(&b).await.unwrap());
+    let left = keys_under(&mut con, &prefix).await;
+    assert_eq!(
+        left,
+        vec![store.revocation_key_name("a")],
+        "only the marker is left"
+    );
+}
+
+/// last_seen costs a field only while the expiry is capped by the absolute deadline; otherwise
+/// it is the key's expiry minus the idle timeout, exactly.
+#[tokio::test]
+async fn last_seen_is_stored_only_while_the_expiry_is_capped() {
+    let store = common::store(&common::random_prefix()).await;
+    let mut con = common::raw_connection().await;
+
+    let k = key();
+    let r = record(None, MINUTE, 10 * MINUTE);
+    store.create(&k, &r).await.unwrap();
+    let name = store.session_key_name(&k);
+    let seen: bool = query(&mut con, cmd("HEXISTS").arg(&name).arg(LAST_SEEN_FIELD)).await;
+    let expire_at: i64 = query(&mut con, cmd("PEXPIRETIME").arg(&name)).await;
+    assert!(!seen);
+    assert_eq!(expire_at, r.last_seen + r.meta.idle_timeout);
+
+    // Touch into the last idle window: the field appears and the expiry is the deadline.
+    let late = r.meta.absolute_deadline - r.meta.idle_timeout + 1;
+    assert!(store.touch(&k, &r.meta, late).await.unwrap());
+    let seen: bool = query(&mut con, cmd("HEXISTS").arg(&name).arg(LAST_SEEN_FIELD)).await;
+    let expire_at: i64 = query(&mut con, cmd("PEXPIRETIME").arg(&name)).await;
+    assert!(seen);
+    assert_eq!(expire_at, r.meta.absolute_deadline);
+    assert_eq!(store.load(&k).await.unwrap().unwrap().last_seen, late);
+
+    // A touch never moves last_seen backwards (requests finish out of order).
+    assert!(store.touch(&k, &r.meta, r.last_seen).await.unwrap());
+    assert_eq!(store.load(&k).await.unwrap().unwrap().last_seen, late);
+}
+
+/// The size limit is the codec's, counted exactly from what is stored: a record of exactly
+/// the limit fits, one byte more is refused with its size, on apply and on rotate.
+#[tokio::test]
+async fn the_size_limit_is_exact() {
+    let limit = 300;
+    let mut config = common::config(&common::random_prefix());
+    config.limits = Limits {
+        max_record_bytes: limit,
+        ..Limits::default()
+    };
+    let store = RedisStore::connect(config).await.unwrap();
+    let k = key();
+    let mut r = record(Some("u"), MINUTE, 10 * MINUTE);
+    r.attrs.insert("a".into(), b"xyz".to_vec());
+    store.create(&k, &r).await.unwrap();
+
+    let meta_len = codec::encode_meta(&r.meta, &Limits::default())
+        .unwrap()
+        .len();
+    let size_with = |b_len: usize| {
+        let mut attrs = r.attrs.clone();
+        attrs.insert("b".into(), vec![0; b_len]);
+        codec::record_size(meta_len, &attrs)
+    };
+    let fits = (0..limit).rev().find(|&n| size_with(n) <= limit).unwrap();
+    assert_eq!(size_with(fits), limit);
+    match store
+        .apply(&k, &Delta::default().set("b", vec![b'y'; fits + 1]))
+        .await
+    {
+        Err(StoreError::Codec(CodecError::TooLarge { size, limit: l })) => {
+            assert_eq!((size, l), (limit + 1, limit));
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    store
+        .apply(&k, &Delta::default().set("b", vec![b'y'; fits]))
+        .await
+        .unwrap();
+    // Replacing a value counts the new one only; removing makes room.
+    store
+        .apply(&k, &Delta::default().set("b", vec![b'z'; fits]))
+        .await
+        .unwrap();
+    store
+        .apply(
+            &k,
+            &Delta::default()
+                .remove("a")
+                .set("b", vec![b'z'; fits + 3 + 5]),
+        )
+        .await
+        .unwrap();
+
+    // Rotation onto a longer user id would overflow: refused, and nothing moved.
+    let new = key();
+    let mut meta = r.meta.clone();
+    meta.user_id = Some("a-much-longer-user-id".into());
+    assert!(matches!(
+        store.rotate(&k, &new, &meta, now_ms()).await,
+        Err(StoreError::Codec(CodecError::TooLarge { .. }))
+    ));
+    assert!(store.load(&new).await.unwrap().is_none());
+    assert_eq!(store.list_user("u").await.unwrap().len(), 1);
+}
+
+/// Attribute names are stored as they are: any UTF-8 name, including ones that look like the
+/// reserved fields, round-trips, and many attributes are written in batches.
+#[tokio::test]
+async fn any_attribute_name_round_trips_and_many_attributes_fit() {
+    let store = common::store(&common::random_prefix()).await;
+    let k = key();
+    let mut r = record(Some("u"), MINUTE, 10 * MINUTE);
+    for name in ["", "\u{ff}", "\u{fe}", "m", "l", "ÿ-x"] {
+        r.attrs.insert(name.into(), name.as_bytes().to_vec());
+    }
+    r.attrs.insert("long".into(), vec![7; 1000]); // past the listpack value limit
+    for i in 0..600 {
+        r.attrs.insert(format!("n{i}"), i.to_string().into_bytes());
+    }
+    store.create(&k, &r).await.unwrap();
+    assert_eq!(store.load(&k).await.unwrap(), Some(r.clone()));
+
+    let mut delta = Delta::default();
+    for i in 0..300 {
+        delta = delta.remove(format!("n{i}"));
+    }
+    for i in 300..700 {
+        delta = delta.set(format!("n{i}"), b"new".to_vec());
+    }
+    // Removed then set in the same delta: the value wins, as in Record::apply.
+    delta = delta.remove("m").set("m", b"kept".to_vec());
+    store.apply(&k, &delta).await.unwrap();
+    r.apply(&delta);
+    assert_eq!(store.load(&k).await.unwrap(), Some(r));
+}
+
+/// Creates prune other users' indexes that are due, a couple at a time: without any reaper,
+/// an index whose user never comes back still shrinks to its live entries.
+#[tokio::test]
+async fn creates_prune_indexes_of_users_who_do_not_come_back() {
+    let store = common::store(&common::random_prefix()).await;
+    let mut con = common::raw_connection().await;
+    for _ in 0..3 {
+        store
+            .create(
+                &key(),
+                &record(Some("gone"), Duration::from_millis(200), MINUTE),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .create(&key(), &record(Some("gone"), MINUTE, 10 * MINUTE))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let zcard = |con: &mut MultiplexedConnection, user: &str| {
+        let name = store.user_index_key_name(user);
+        let mut con = con.clone();
+        async move { query::<usize>(&mut con, cmd("ZCARD").arg(name)).await }
+    };
+    assert_eq!(zcard(&mut con, "gone").await, 4, "nothing pruned it yet");
+    store
+        .create(&key(), &record(Some("other"), MINUTE, 10 * MINUTE))
+        .await
+        .unwrap();
+    assert_eq!(
+        zcard(&mut con, "gone").await,
+        1,
+        "another user's create pruned it"
+    );
+    assert_eq!(store.reap().await.unwrap(), 0, "nothing left to reap");
+    assert_eq!(store.count().await.unwrap(), 2);
+}
+
+/// A destroyed undecodable session is gone (and reported as not live), and a touch or a delta
+/// treat it as absent, as the memory store does.
+#[tokio::test]
+async fn undecodable_sessions_are_absent_for_every_operation() {
+    let store = common::store(&common::random_prefix()).await;
+    let mut con = common::raw_connection().await;
+    let k = key();
+    let r = record(Some("u"), MINUTE, 10 * MINUTE);
+    store.create(&k, &r).await.unwrap();
+    let _: () = query(
+        &mut con,
+        cmd("HSET")
+            .arg(store.session_key_name(&k))
+            .arg(META_FIELD)
+            .arg(&b"\x07garbage"[..]),
+    )
+    .await;
+    assert!(store.load(&k).await.unwrap().is_none());
+    assert!(!store.touch(&k, &r.meta, now_ms()).await.unwrap());
+    assert!(matches!(
+        store
+            .apply(&k, &Delta::default().set("a", b"1".to_vec()))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.rotate(&k, &key(), &r.meta, now_ms()).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(!store.destroy(&k).await.unwrap());
+    let exists: bool = query(&mut con, cmd("EXISTS").arg(store.session_key_name(&k))).await;
+    assert!(!exists);
+}
+
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+    // dropped here: nothing listens on the port any more
+}
+
+fn unreachable_config(port: u16, timeout: Duration) -> RedisConfig {
+    RedisConfig {
+        url: format!("redis://127.0.0.1:{port}/"),
+        key_prefix: common::random_prefix(),
+        response_timeout: timeout,
+        connect_timeout: timeout,
+        ..RedisConfig::default()
+    }
+}
+
+/// Assert that an operation fails with a backend error naming Redis, within `bound`.
+macro_rules! fails_within {
+    ($bound:expr, $op:literal, $fut:expr) => {{
+        let err = timed($bound, $op, $fut).await.unwrap_err();
+        assert!(err.is_backend(), "{}: {err:?}", $op);
+        assert!(err.to_string().contains("redis"), "{}: {err}", $op);
+    }};
+}
+
+/// Every operation of `store` fails with a backend error, each within `bound` (concurrently,
+/// as a busy application would call them).
+async fn every_operation_fails_within(store: &RedisStore, bound: Duration) {
+    let k = key();
+    let r = record(Some("u"), MINUTE, MINUTE);
+    let delta = Delta::default().set("a", b"1".to_vec());
+    tokio::join!(
+        async { fails_within!(bound, "ping", store.ping()) },
+        async { fails_within!(bound, "load", store.load(&k)) },
+        async { fails_within!(bound, "create", store.create(&k, &r)) },
+        async { fails_within!(bound, "apply", store.apply(&k, &delta)) },
+        async { fails_within!(bound, "touch", store.touch(&k, &r.meta, now_ms())) },
+        async { fails_within!(bound, "rotate", store.rotate(&k, &key(), &r.meta, now_ms())) },
+        async { fails_within!(bound, "destroy", store.destroy(&k)) },
+        async { fails_within!(bound, "list_user", store.list_user("u")) },
+        async { fails_within!(bound, "destroy_user", store.destroy_user("u", None)) },
+        async { fails_within!(bound, "count", store.count()) },
+        async { fails_within!(bound, "reap", store.reap()) },
+    );
+}
+
+async fn timed<T>(bound: Duration, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    let start = Instant::now();
+    let out = fut.await;
+    let took = start.elapsed();
+    assert!(took < bound, "{what} took {took:?}, over {bound:?}");
+    out
+}
+
+/// A Redis that is not there: connecting fails with a backend error within the connect
+/// timeout, and a lazily connected store fails every operation within the response timeout.
+#[tokio::test]
+async fn an_unreachable_redis_is_a_backend_error_within_the_timeout() {
+    let timeout = Duration::from_millis(300);
+    let bound = timeout + Duration::from_millis(700);
+    let config = unreachable_config(closed_port(), timeout);
+
+    let err = timed(bound, "connect", RedisStore::connect(config.clone()))
+        .await
+        .unwrap_err();
+    assert!(err.is_backend(), "{err:?}");
+
+    let store = RedisStore::connect_lazy(config).unwrap();
+    // Twice: the first pass meets the initial connection attempt, the second a reconnection.
+    every_operation_fails_within(&store, bound).await;
+    every_operation_fails_within(&store, bound).await;
+}
+
+/// A Redis that accepts connections but never answers (a hung server, a black-holed proxy):
+/// every call still ends within the timeout with a backend error, never a hang.
+#[tokio::test]
+async fn a_silent_redis_is_a_backend_error_within_the_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket); // read nothing, answer nothing, close nothing
+        }
+    });
+    let timeout = Duration::from_millis(300);
+    let bound = timeout + Duration::from_millis(700);
+    let config = unreachable_config(port, timeout);
+
+    let err = timed(bound, "connect", RedisStore::connect(config.clone()))
+        .await
+        .unwrap_err();
+    assert!(err.is_backend(), "{err:?}");
+    let store = RedisStore::connect_lazy(config).unwrap();
+    every_operation_fails_within(&store, bound).await;
+    every_operation_fails_within(&store, bound).await;
+    silent.abort();
+}
+
+/// An invalid URL is a backend error, not a panic.
+#[tokio::test]
+async fn an_invalid_url_is_a_backend_error() {
+    let err = RedisStore::connect(RedisConfig::new("not a url"))
+        .await
+        .unwrap_err();
+    assert!(err.is_backend(), "{err:?}");
+}
+
+/// A child `redis-server` on a free port, killed when dropped.
+struct OwnRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Option<Self> {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(OwnRedis { child, port })
+    }
+
+    async fn wait_ready(&self) {
+        let url = format!("redis://127.0.0.1:{}/", self.port);
+        for _ in 0..100 {
+            if let Ok(client) = redis::Client::open(url.as_str())
+                && let Ok(mut con) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING").query_async::<()>(&mut con).await.is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server on port {} did not start", self.port);
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Redis restarts empty (it keeps nothing on disk): the store fails fast while it is down,
+/// then reconnects by itself and reloads its scripts, with no new store needed.
+#[tokio::test]
+async fn the_store_reconnects_and_reloads_its_scripts_after_a_redis_restart() {
+    let port = closed_port();
+    let Some(redis) = OwnRedis::start(port) else {
+        eprintln!("redis-server is not installed; skipping");
+        return;
+    };
+    redis.wait_ready().await;
+    let timeout = Duration::from_millis(500);
+    let config = RedisConfig {
+        url: format!("redis://127.0.0.1:{port}/"),
+        response_timeout: timeout,
+        connect_timeout: timeout,
+        ..RedisConfig::default()
+    };
+    let store = RedisStore::connect(config).await.unwrap();
+    let k = key();
+    store
+        .create(&k, &record(Some("u"), MINUTE, MINUTE))
+        .await
+        .unwrap();
+    assert!(store.load(&k).await.unwrap().is_some());
+
+    drop(redis);
+    let bound = timeout + Duration::from_millis(700);
+    let err = timed(bound, "load while down", store.load(&k))
+        .await
+        .unwrap_err();
+    assert!(err.is_backend(), "{err:?}");
+
+    let redis = OwnRedis::start(port).expect("restart");
+    redis.wait_ready().await;
+    let start = Instant::now();
+    let mut back = false;
+    while start.elapsed() < Duration::from_secs(10) {
+        if store.ping().await.is_ok() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "the store did not reconnect");
+    eprintln!("reconnected {:?} after the restart", start.elapsed());
+    // The restart emptied Redis: the session is gone, and the scripts load again on demand.
+    assert!(store.load(&k).await.unwrap().is_none());
+    let k2 = key();
+    let r2 = record(Some("u"), MINUTE, MINUTE);
+    store.create(&k2, &r2).await.unwrap();
+    store
+        .apply(&k2, &Delta::default().set("a", b"1".to_vec()))
+        .await
+        .unwrap();
+    let mut want = r2.clone();
+    want.attrs = BTreeMap::from([("a".to_owned(), b"1".to_vec())]);
+    assert_eq!(store.load(&k2).await.unwrap(), Some(want));
+    assert_eq!(store.list_user("u").await.unwrap().len(), 1);
+}
