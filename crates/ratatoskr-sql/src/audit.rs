@@ -104,34 +104,30 @@ impl SqlAudit {
     pub async fn try_record(&self, e: &AuditEvent) -> StoreResult<()> {
         let handle = e.handle.map(|h| h.to_string());
         match &self.0 {
-            Pool::Sqlite(pool) => {
-                sqlx::query(
-                    "INSERT INTO ratatoskr_audit (at, kind, handle, user_id, detail)
+            Pool::Sqlite(pool) => sqlx::query(
+                "INSERT INTO ratatoskr_audit (at, kind, handle, user_id, detail)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .bind(e.at)
-                .bind(e.kind.as_str())
-                .bind(handle)
-                .bind(e.user_id.as_deref())
-                .bind(e.detail.as_deref())
-                .execute(pool)
-                .await
-                .map(drop)
-            }
-            Pool::Postgres(pool) => {
-                sqlx::query(
-                    "INSERT INTO ratatoskr_audit (at, kind, handle, user_id, detail)
+            )
+            .bind(e.at)
+            .bind(e.kind.as_str())
+            .bind(handle)
+            .bind(e.user_id.as_deref())
+            .bind(e.detail.as_deref())
+            .execute(pool)
+            .await
+            .map(drop),
+            Pool::Postgres(pool) => sqlx::query(
+                "INSERT INTO ratatoskr_audit (at, kind, handle, user_id, detail)
                      VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(e.at)
-                .bind(e.kind.as_str())
-                .bind(handle)
-                .bind(e.user_id.as_deref())
-                .bind(e.detail.as_deref())
-                .execute(pool)
-                .await
-                .map(drop)
-            }
+            )
+            .bind(e.at)
+            .bind(e.kind.as_str())
+            .bind(handle)
+            .bind(e.user_id.as_deref())
+            .bind(e.detail.as_deref())
+            .execute(pool)
+            .await
+            .map(drop),
         }
         .map_err(self.be())?;
         Ok(())
@@ -178,7 +174,10 @@ impl SqlAudit {
             .into_iter()
             .filter_map(|(at, kind, handle, user_id, detail)| {
                 let Some(kind) = AuditKind::parse(&kind) else {
-                    tracing::debug!(kind, "skipping an audit event of a kind this build does not know");
+                    tracing::debug!(
+                        kind,
+                        "skipping an audit event of a kind this build does not know"
+                    );
                     return None;
                 };
                 Some(AuditEvent {
@@ -242,20 +241,16 @@ impl SqlAudit {
     /// Delete events older than `before`; returns how many were deleted.
     pub async fn prune(&self, before: Millis) -> StoreResult<u64> {
         let done = match &self.0 {
-            Pool::Sqlite(pool) => {
-                sqlx::query("DELETE FROM ratatoskr_audit WHERE at < ?1")
-                    .bind(before)
-                    .execute(pool)
-                    .await
-                    .map(|r| r.rows_affected())
-            }
-            Pool::Postgres(pool) => {
-                sqlx::query("DELETE FROM ratatoskr_audit WHERE at < $1")
-                    .bind(before)
-                    .execute(pool)
-                    .await
-                    .map(|r| r.rows_affected())
-            }
+            Pool::Sqlite(pool) => sqlx::query("DELETE FROM ratatoskr_audit WHERE at < ?1")
+                .bind(before)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
+            Pool::Postgres(pool) => sqlx::query("DELETE FROM ratatoskr_audit WHERE at < $1")
+                .bind(before)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
         };
         done.map_err(self.be())
     }

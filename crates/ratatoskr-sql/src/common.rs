@@ -50,11 +50,9 @@ pub(crate) fn record_size_from_lengths(
     let base = codec::record_size(meta_len, &empty);
     let one: BTreeMap<String, Vec<u8>> = [(String::new(), Vec::new())].into_iter().collect();
     let per_attr = codec::record_size(meta_len, &one) - base;
-    attrs
-        .into_iter()
-        .fold(base, |acc, (name_len, value_len)| {
-            acc + name_len + value_len + per_attr
-        })
+    attrs.into_iter().fold(base, |acc, (name_len, value_len)| {
+        acc + name_len + value_len + per_attr
+    })
 }
 
 /// Check a record that would result from `current` attributes (name, value length) after

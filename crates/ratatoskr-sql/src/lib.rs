@@ -178,7 +178,9 @@ impl SqlStore {
             "sqlite" => Ok(SqlStore::Sqlite(
                 SqliteStore::connect_with(url, options).await?,
             )),
-            _ => Ok(SqlStore::Postgres(PgStore::connect_with(url, options).await?)),
+            _ => Ok(SqlStore::Postgres(
+                PgStore::connect_with(url, options).await?,
+            )),
         }
     }
 
@@ -252,6 +254,11 @@ mod tests {
         assert!(!text.contains("hunter2"), "{text}");
         assert!(err.is_backend());
         assert!(scheme("").is_err());
-        assert!(scheme("just-a-path.db").unwrap_err().to_string().contains("(none)"));
+        assert!(
+            scheme("just-a-path.db")
+                .unwrap_err()
+                .to_string()
+                .contains("(none)")
+        );
     }
 }

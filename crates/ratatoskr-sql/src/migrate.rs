@@ -112,7 +112,8 @@ pub(crate) async fn sqlite(pool: &SqlitePool) -> StoreResult<()> {
     const B: &str = "sqlite";
     let be = |e: sqlx::Error| StoreError::backend(B, format!("migration failed: {e}"));
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(be)?;
-    (&mut *tx).execute(sqlx::raw_sql(CREATE_TABLE_SQLITE))
+    (&mut *tx)
+        .execute(sqlx::raw_sql(CREATE_TABLE_SQLITE))
         .await
         .map_err(be)?;
     let applied = applied(
@@ -127,7 +128,10 @@ pub(crate) async fn sqlite(pool: &SqlitePool) -> StoreResult<()> {
         if applied.iter().any(|(v, _)| *v == m.version) {
             continue;
         }
-        (&mut *tx).execute(sqlx::raw_sql(m.sqlite)).await.map_err(be)?;
+        (&mut *tx)
+            .execute(sqlx::raw_sql(m.sqlite))
+            .await
+            .map_err(be)?;
         sqlx::query(
             "INSERT INTO ratatoskr_schema_migrations (version, description, checksum, applied_at)
              VALUES (?1, ?2, ?3, ?4)",
@@ -156,7 +160,8 @@ pub(crate) async fn postgres(pool: &PgPool) -> StoreResult<()> {
         .execute(&mut *tx)
         .await
         .map_err(be)?;
-    (&mut *tx).execute(sqlx::raw_sql(CREATE_TABLE_POSTGRES))
+    (&mut *tx)
+        .execute(sqlx::raw_sql(CREATE_TABLE_POSTGRES))
         .await
         .map_err(be)?;
     let applied = applied(
@@ -171,7 +176,8 @@ pub(crate) async fn postgres(pool: &PgPool) -> StoreResult<()> {
         if applied.iter().any(|(v, _)| *v == m.version) {
             continue;
         }
-        (&mut *tx).execute(sqlx::raw_sql(m.postgres))
+        (&mut *tx)
+            .execute(sqlx::raw_sql(m.postgres))
             .await
             .map_err(be)?;
         sqlx::query(

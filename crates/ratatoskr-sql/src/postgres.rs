@@ -156,7 +156,10 @@ impl PgStore {
     }
 
     /// Serialize this transaction with every other create, rotate and revoke-all of `user`.
-    async fn lock_user(tx: &mut Transaction<'static, Postgres>, user: Option<&str>) -> StoreResult<()> {
+    async fn lock_user(
+        tx: &mut Transaction<'static, Postgres>,
+        user: Option<&str>,
+    ) -> StoreResult<()> {
         if let Some(user) = user {
             sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
                 .bind(USER_LOCK_NS)
@@ -196,12 +199,13 @@ impl PgStore {
         at: Millis,
     ) -> StoreResult<()> {
         let Some(user) = user else { return Ok(()) };
-        let revoked: Option<i64> =
-            sqlx::query_scalar("SELECT revoked_at FROM ratatoskr_user_revocations WHERE user_id = $1")
-                .bind(user)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(be)?;
+        let revoked: Option<i64> = sqlx::query_scalar(
+            "SELECT revoked_at FROM ratatoskr_user_revocations WHERE user_id = $1",
+        )
+        .bind(user)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(be)?;
         match revoked {
             Some(t) if t >= at => Err(StoreError::Revoked),
             _ => Ok(()),

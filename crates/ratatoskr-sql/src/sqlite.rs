@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -220,12 +218,13 @@ impl SqliteStore {
         at: Millis,
     ) -> StoreResult<()> {
         let Some(user) = user else { return Ok(()) };
-        let revoked: Option<i64> =
-            sqlx::query_scalar("SELECT revoked_at FROM ratatoskr_user_revocations WHERE user_id = ?1")
-                .bind(user)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(be)?;
+        let revoked: Option<i64> = sqlx::query_scalar(
+            "SELECT revoked_at FROM ratatoskr_user_revocations WHERE user_id = ?1",
+        )
+        .bind(user)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(be)?;
         match revoked {
             Some(t) if t >= at => Err(StoreError::Revoked),
             _ => Ok(()),

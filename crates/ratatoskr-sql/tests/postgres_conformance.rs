@@ -28,19 +28,22 @@ impl Harness for Postgres {
     }
 
     async fn corrupt(&self, key: &SessionKey) {
-        sqlx::query("UPDATE ratatoskr_sessions SET meta = '\\x01ffff'::bytea WHERE session_key = $1")
-            .bind(&key.as_bytes()[..])
-            .execute(self.store.pool())
-            .await
-            .expect("corrupt");
+        sqlx::query(
+            "UPDATE ratatoskr_sessions SET meta = '\\x01ffff'::bytea WHERE session_key = $1",
+        )
+        .bind(&key.as_bytes()[..])
+        .execute(self.store.pool())
+        .await
+        .expect("corrupt");
     }
 
     async fn index_entries(&self, user_id: &str) -> usize {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM ratatoskr_sessions WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_one(self.store.pool())
-            .await
-            .expect("count index entries");
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM ratatoskr_sessions WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_one(self.store.pool())
+                .await
+                .expect("count index entries");
         n as usize
     }
 }

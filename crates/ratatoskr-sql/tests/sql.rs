@@ -49,11 +49,17 @@ async fn sqlite_migrations_are_idempotent() {
     let db = TempDb::new();
     let first = db.store().await;
     let key = Token::generate().key();
-    first.create(&key, &record(Some("u"), MINUTE)).await.unwrap();
+    first
+        .create(&key, &record(Some("u"), MINUTE))
+        .await
+        .unwrap();
     drop(first);
     let second = db.store().await;
     assert_eq!(applied_versions_sqlite(&second).await, all_versions());
-    assert!(second.load(&key).await.unwrap().is_some(), "data survives a reconnect");
+    assert!(
+        second.load(&key).await.unwrap().is_some(),
+        "data survives a reconnect"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +122,10 @@ async fn sqlite_in_memory_works_for_tests() {
     let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
     assert_eq!(store.journal_mode().await.unwrap(), "memory");
     let key = Token::generate().key();
-    store.create(&key, &record(Some("u"), MINUTE)).await.unwrap();
+    store
+        .create(&key, &record(Some("u"), MINUTE))
+        .await
+        .unwrap();
     assert!(store.load(&key).await.unwrap().is_some());
     assert_eq!(store.list_user("u").await.unwrap().len(), 1);
 }
@@ -161,7 +170,9 @@ async fn sqlite_limits_are_configurable() {
         },
         ..SqlOptions::default()
     };
-    let store = SqliteStore::connect_with(&db.url(), &options).await.unwrap();
+    let store = SqliteStore::connect_with(&db.url(), &options)
+        .await
+        .unwrap();
     assert_eq!(store.limits().max_record_bytes, 200);
     let key = Token::generate().key();
     store.create(&key, &record(None, MINUTE)).await.unwrap();
@@ -186,7 +197,10 @@ async fn pg_migrations_are_idempotent() {
     let schema = PgSchema::new().await;
     let first = schema.store().await;
     let key = Token::generate().key();
-    first.create(&key, &record(Some("u"), MINUTE)).await.unwrap();
+    first
+        .create(&key, &record(Some("u"), MINUTE))
+        .await
+        .unwrap();
     let second = schema.store().await;
     assert_eq!(applied_versions_pg(&second).await, all_versions());
     assert!(second.load(&key).await.unwrap().is_some());
@@ -267,9 +281,11 @@ async fn unreachable_postgres_is_a_backend_error_quickly() {
         ..SqlOptions::default()
     };
     let started = Instant::now();
-    let result =
-        PgStore::connect_with(&format!("postgres://postgres@127.0.0.1:{port}/test"), &options)
-            .await;
+    let result = PgStore::connect_with(
+        &format!("postgres://postgres@127.0.0.1:{port}/test"),
+        &options,
+    )
+    .await;
     let elapsed = started.elapsed();
     match result {
         Err(StoreError::Backend { backend, .. }) => assert_eq!(backend, "postgres"),
@@ -281,7 +297,11 @@ async fn unreachable_postgres_is_a_backend_error_quickly() {
     let started = Instant::now();
     let result = connect_any(&format!("postgres://postgres@127.0.0.1:{port}/test")).await;
     assert!(matches!(result, Err(StoreError::Backend { .. })));
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -293,13 +313,19 @@ async fn connect_any_dispatches_on_the_scheme_and_rejects_others() {
         Err(e @ StoreError::Backend { .. }) => {
             let text = e.to_string();
             assert!(text.contains("mysql"), "{text}");
-            assert!(!text.contains("secret"), "the URL's password is not echoed: {text}");
+            assert!(
+                !text.contains("secret"),
+                "the URL's password is not echoed: {text}"
+            );
         }
         Err(e) => panic!("expected a backend error, got {e:?}"),
         Ok(_) => panic!("mysql accepted"),
     }
     let db = TempDb::new();
-    assert_eq!(connect_any(&db.url()).await.unwrap().backend_name(), "sqlite");
+    assert_eq!(
+        connect_any(&db.url()).await.unwrap().backend_name(),
+        "sqlite"
+    );
     let schema = PgSchema::new().await;
     let pg = connect_any(&schema.url()).await.unwrap();
     assert_eq!(pg.backend_name(), "postgres");
@@ -327,10 +353,8 @@ async fn find_by_handle_finds_live_sessions(
 async fn find_by_handle_on_both_backends() {
     let db = TempDb::new();
     let sqlite = db.store().await;
-    find_by_handle_finds_live_sessions(&sqlite, async |h| {
-        sqlite.find_by_handle(h).await.unwrap()
-    })
-    .await;
+    find_by_handle_finds_live_sessions(&sqlite, async |h| sqlite.find_by_handle(h).await.unwrap())
+        .await;
     let schema = PgSchema::new().await;
     let pg = schema.store().await;
     find_by_handle_finds_live_sessions(&pg, async |h| pg.find_by_handle(h).await.unwrap()).await;
@@ -422,7 +446,9 @@ async fn audit_log_round_trips_and_counts_by_hour_on_sqlite() {
     let store = db.store().await;
     audit_round_trips(store.audit()).await;
     // A sink over a pool of the application's own also works (and migrates).
-    let other = SqlAudit::from_sqlite_pool(store.pool().clone()).await.unwrap();
+    let other = SqlAudit::from_sqlite_pool(store.pool().clone())
+        .await
+        .unwrap();
     assert_eq!(other.backend(), "sqlite");
 }
 
@@ -442,19 +468,30 @@ async fn audit_failures_are_logged_not_raised() {
     store.pool().close().await;
     // Must return (and not panic) although the database is gone.
     audit.record(AuditEvent::new(AuditKind::Created)).await;
-    assert!(audit.try_record(&AuditEvent::new(AuditKind::Created)).await.is_err());
+    assert!(
+        audit
+            .try_record(&AuditEvent::new(AuditKind::Created))
+            .await
+            .is_err()
+    );
 }
 
 async fn reaper_removes_expired_rows(store: Arc<dyn SessionStore>, rows: impl AsyncFn() -> i64) {
     let user = random_name("reaped");
     for _ in 0..5 {
         store
-            .create(&Token::generate().key(), &record(Some(&user), Duration::from_millis(100)))
+            .create(
+                &Token::generate().key(),
+                &record(Some(&user), Duration::from_millis(100)),
+            )
             .await
             .unwrap();
     }
     let live = Token::generate().key();
-    store.create(&live, &record(Some(&user), MINUTE)).await.unwrap();
+    store
+        .create(&live, &record(Some(&user), MINUTE))
+        .await
+        .unwrap();
     assert_eq!(rows().await, 6);
     let reaper = spawn_reaper(Arc::clone(&store), Duration::from_millis(100));
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -36,11 +36,12 @@ impl Harness for Sqlite {
     }
 
     async fn index_entries(&self, user_id: &str) -> usize {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM ratatoskr_sessions WHERE user_id = ?1")
-            .bind(user_id)
-            .fetch_one(self.store.pool())
-            .await
-            .expect("count index entries");
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM ratatoskr_sessions WHERE user_id = ?1")
+                .bind(user_id)
+                .fetch_one(self.store.pool())
+                .await
+                .expect("count index entries");
         n as usize
     }
 }

@@ -43,7 +43,9 @@ impl TempDb {
     }
 
     pub async fn store(&self) -> SqliteStore {
-        SqliteStore::connect(&self.url()).await.expect("open sqlite store")
+        SqliteStore::connect(&self.url())
+            .await
+            .expect("open sqlite store")
     }
 }
 
@@ -120,8 +122,14 @@ impl Drop for PgSchema {
             };
             rt.block_on(async move {
                 let work = async {
-                    let mut admin = PgConnectOptions::from_str(&pg_url()).ok()?.connect().await.ok()?;
-                    let _ = sqlx::query("SET lock_timeout = '5s'").execute(&mut admin).await;
+                    let mut admin = PgConnectOptions::from_str(&pg_url())
+                        .ok()?
+                        .connect()
+                        .await
+                        .ok()?;
+                    let _ = sqlx::query("SET lock_timeout = '5s'")
+                        .execute(&mut admin)
+                        .await;
                     let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
                         .execute(&mut admin)
                         .await;
