@@ -63,6 +63,24 @@
 //! # drop((audit, reaper)); Ok(()) }
 //! ```
 //!
+//! An in-memory SQLite database is handy in tests (one connection; gone when the store is):
+//!
+//! ```
+//! use std::time::Duration;
+//! use ratatoskr_core::{Delta, Record, SessionStore, Token, now_ms};
+//! use ratatoskr_sql::SqliteStore;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let store = SqliteStore::connect("sqlite::memory:").await?;
+//! let key = Token::generate().key();
+//! let record = Record::new(None, now_ms(), Duration::from_secs(60), Duration::from_secs(600));
+//! store.create(&key, &record).await?;
+//! store.apply(&key, &Delta::default().set("theme", b"dark".to_vec())).await?;
+//! assert_eq!(store.load(&key).await?.unwrap().attrs["theme"], b"dark");
+//! # Ok::<(), ratatoskr_core::StoreError>(())
+//! # }).unwrap();
+//! ```
+//!
 //! ## Errors
 //!
 //! Database failures are [`StoreError::Backend`] naming the backend (`"sqlite"` or
