@@ -300,6 +300,23 @@ impl PgStore {
     }
 }
 
+/// End a transaction: commit on success; on failure roll back at once (releasing its locks
+/// now rather than when the pool next tests the connection) and return the original error.
+async fn finish<T>(tx: Transaction<'static, Postgres>, result: StoreResult<T>) -> StoreResult<T> {
+    match result {
+        Ok(value) => {
+            tx.commit().await.map_err(be)?;
+            Ok(value)
+        }
+        Err(e) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::debug!(backend = BACKEND, error = %rollback, "rollback failed");
+            }
+            Err(e)
+        }
+    }
+}
+
 #[async_trait]
 impl SessionStore for PgStore {
     fn backend_name(&self) -> &'static str {
@@ -311,20 +328,26 @@ impl SessionStore for PgStore {
         codec::check_record(record, &self.limits)?;
         let user = record.meta.user_id.as_deref();
         let mut tx = self.begin().await?;
-        Self::lock_user(&mut tx, user).await?;
-        let now = now_ms();
-        Self::prune(&mut tx, key, user, now).await?;
-        if !Self::insert_session(&mut tx, key, &record.meta, &meta_blob, record.last_seen).await? {
-            return Err(StoreError::Collision);
+        let result = async {
+            Self::lock_user(&mut tx, user).await?;
+            let now = now_ms();
+            Self::prune(&mut tx, key, user, now).await?;
+            if !Self::insert_session(&mut tx, key, &record.meta, &meta_blob, record.last_seen)
+                .await?
+            {
+                return Err(StoreError::Collision);
+            }
+            Self::check_revoked(&mut tx, user, record.meta.created_at).await?;
+            Self::upsert_attrs(
+                &mut tx,
+                key,
+                record.attrs.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+            )
+            .await?;
+            Ok(())
         }
-        Self::check_revoked(&mut tx, user, record.meta.created_at).await?;
-        Self::upsert_attrs(
-            &mut tx,
-            key,
-            record.attrs.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
-        )
-        .await?;
-        tx.commit().await.map_err(be)
+        .await;
+        finish(tx, result).await
     }
 
     async fn load(&self, key: &SessionKey) -> StoreResult<Option<Record>> {
@@ -366,22 +389,26 @@ impl SessionStore for PgStore {
         common::check_names(delta, &self.limits)?;
         let delta = common::normalize(delta);
         let mut tx = self.begin().await?;
-        let (meta_len, current) = Self::lock_sizes(&mut tx, key, now_ms())
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        common::check_size_after(meta_len, current, &delta, &self.limits)?;
-        if !delta.remove.is_empty() {
-            sqlx::query(
-                "DELETE FROM ratatoskr_session_attrs WHERE session_key = $1 AND name = ANY($2::text[])",
-            )
-            .bind(&key.as_bytes()[..])
-            .bind(&delta.remove)
-            .execute(&mut *tx)
-            .await
-            .map_err(be)?;
+        let result = async {
+            let (meta_len, current) = Self::lock_sizes(&mut tx, key, now_ms())
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            common::check_size_after(meta_len, current, &delta, &self.limits)?;
+            if !delta.remove.is_empty() {
+                sqlx::query(
+                    "DELETE FROM ratatoskr_session_attrs WHERE session_key = $1 AND name = ANY($2::text[])",
+                )
+                .bind(&key.as_bytes()[..])
+                .bind(&delta.remove)
+                .execute(&mut *tx)
+                .await
+                .map_err(be)?;
+            }
+            Self::upsert_attrs(&mut tx, key, delta.set.iter().map(|(n, v)| (*n, *v))).await?;
+            Ok(())
         }
-        Self::upsert_attrs(&mut tx, key, delta.set.iter().map(|(n, v)| (*n, *v))).await?;
-        tx.commit().await.map_err(be)
+        .await;
+        finish(tx, result).await
     }
 
     async fn touch(&self, key: &SessionKey, _meta: &Meta, last_seen: Millis) -> StoreResult<bool> {
@@ -416,37 +443,41 @@ impl SessionStore for PgStore {
         let meta_blob = codec::encode_meta(meta, &self.limits)?;
         let user = meta.user_id.as_deref();
         let mut tx = self.begin().await?;
-        // The user lock first, row locks after: the same order as create and destroy_user.
-        Self::lock_user(&mut tx, user).await?;
-        let clock = now_ms();
-        let (_, attrs) = Self::lock_sizes(&mut tx, old, clock)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        Self::prune(&mut tx, new, user, clock).await?;
-        if !Self::insert_session(&mut tx, new, meta, &meta_blob, now).await? {
-            return Err(StoreError::Collision);
-        }
-        Self::check_revoked(&mut tx, user, now).await?;
-        common::check_size(
-            meta_blob.len(),
-            attrs.iter().map(|(n, l)| (n.len(), *l)),
-            &self.limits,
-        )?;
-        sqlx::query(
-            "INSERT INTO ratatoskr_session_attrs (session_key, name, value)
-             SELECT $1, name, value FROM ratatoskr_session_attrs WHERE session_key = $2",
-        )
-        .bind(&new.as_bytes()[..])
-        .bind(&old.as_bytes()[..])
-        .execute(&mut *tx)
-        .await
-        .map_err(be)?;
-        sqlx::query("DELETE FROM ratatoskr_sessions WHERE session_key = $1")
+        let result = async {
+            // The user lock first, row locks after: the same order as create and destroy_user.
+            Self::lock_user(&mut tx, user).await?;
+            let clock = now_ms();
+            let (_, attrs) = Self::lock_sizes(&mut tx, old, clock)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            Self::prune(&mut tx, new, user, clock).await?;
+            if !Self::insert_session(&mut tx, new, meta, &meta_blob, now).await? {
+                return Err(StoreError::Collision);
+            }
+            Self::check_revoked(&mut tx, user, now).await?;
+            common::check_size(
+                meta_blob.len(),
+                attrs.iter().map(|(n, l)| (n.len(), *l)),
+                &self.limits,
+            )?;
+            sqlx::query(
+                "INSERT INTO ratatoskr_session_attrs (session_key, name, value)
+                 SELECT $1, name, value FROM ratatoskr_session_attrs WHERE session_key = $2",
+            )
+            .bind(&new.as_bytes()[..])
             .bind(&old.as_bytes()[..])
             .execute(&mut *tx)
             .await
             .map_err(be)?;
-        tx.commit().await.map_err(be)
+            sqlx::query("DELETE FROM ratatoskr_sessions WHERE session_key = $1")
+                .bind(&old.as_bytes()[..])
+                .execute(&mut *tx)
+                .await
+                .map_err(be)?;
+            Ok(())
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn destroy(&self, key: &SessionKey) -> StoreResult<bool> {
@@ -484,30 +515,33 @@ impl SessionStore for PgStore {
 
     async fn destroy_user(&self, user_id: &str, except: Option<&SessionKey>) -> StoreResult<u64> {
         let mut tx = self.begin().await?;
-        Self::lock_user(&mut tx, Some(user_id)).await?;
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO ratatoskr_user_revocations (user_id, revoked_at) VALUES ($1, $2)
-             ON CONFLICT (user_id) DO UPDATE
-                 SET revoked_at = GREATEST(ratatoskr_user_revocations.revoked_at, EXCLUDED.revoked_at)",
-        )
-        .bind(user_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(be)?;
-        let deleted: Vec<i64> = sqlx::query_scalar(
-            "DELETE FROM ratatoskr_sessions
-             WHERE user_id = $1 AND ($2::bytea IS NULL OR session_key <> $2::bytea)
-             RETURNING expires_at",
-        )
-        .bind(user_id)
-        .bind(except.map(|k| &k.as_bytes()[..]))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(be)?;
-        tx.commit().await.map_err(be)?;
-        Ok(deleted.iter().filter(|&&t| t > now).count() as u64)
+        let result = async {
+            Self::lock_user(&mut tx, Some(user_id)).await?;
+            let now = now_ms();
+            sqlx::query(
+                "INSERT INTO ratatoskr_user_revocations (user_id, revoked_at) VALUES ($1, $2)
+                 ON CONFLICT (user_id) DO UPDATE
+                     SET revoked_at = GREATEST(ratatoskr_user_revocations.revoked_at, EXCLUDED.revoked_at)",
+            )
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(be)?;
+            let deleted: Vec<i64> = sqlx::query_scalar(
+                "DELETE FROM ratatoskr_sessions
+                 WHERE user_id = $1 AND ($2::bytea IS NULL OR session_key <> $2::bytea)
+                 RETURNING expires_at",
+            )
+            .bind(user_id)
+            .bind(except.map(|k| &k.as_bytes()[..]))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(be)?;
+            Ok(deleted.iter().filter(|&&t| t > now).count() as u64)
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn count(&self) -> StoreResult<u64> {

@@ -367,6 +367,23 @@ fn is_busy(e: &sqlx::Error) -> bool {
         })
 }
 
+/// End a transaction: commit on success; on failure roll back at once (releasing its locks
+/// now rather than when the pool next tests the connection) and return the original error.
+async fn finish<T>(tx: Transaction<'static, Sqlite>, result: StoreResult<T>) -> StoreResult<T> {
+    match result {
+        Ok(value) => {
+            tx.commit().await.map_err(be)?;
+            Ok(value)
+        }
+        Err(e) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::debug!(backend = BACKEND, error = %rollback, "rollback failed");
+            }
+            Err(e)
+        }
+    }
+}
+
 #[async_trait]
 impl SessionStore for SqliteStore {
     fn backend_name(&self) -> &'static str {
@@ -379,15 +396,21 @@ impl SessionStore for SqliteStore {
         let user = record.meta.user_id.as_deref();
         let now = now_ms();
         let (_turn, mut tx) = self.write().await?;
-        Self::prune(&mut tx, key, user, now).await?;
-        if !Self::insert_session(&mut tx, key, &record.meta, &meta_blob, record.last_seen).await? {
-            return Err(StoreError::Collision);
+        let result = async {
+            Self::prune(&mut tx, key, user, now).await?;
+            if !Self::insert_session(&mut tx, key, &record.meta, &meta_blob, record.last_seen)
+                .await?
+            {
+                return Err(StoreError::Collision);
+            }
+            Self::check_revoked(&mut tx, user, record.meta.created_at).await?;
+            for (name, value) in &record.attrs {
+                Self::upsert_attr(&mut tx, key, name, value).await?;
+            }
+            Ok(())
         }
-        Self::check_revoked(&mut tx, user, record.meta.created_at).await?;
-        for (name, value) in &record.attrs {
-            Self::upsert_attr(&mut tx, key, name, value).await?;
-        }
-        tx.commit().await.map_err(be)
+        .await;
+        finish(tx, result).await
     }
 
     async fn load(&self, key: &SessionKey) -> StoreResult<Option<Record>> {
@@ -430,22 +453,28 @@ impl SessionStore for SqliteStore {
         let delta = common::normalize(delta);
         let now = now_ms();
         let (_turn, mut tx) = self.write().await?;
-        let (meta_len, current) = Self::sizes(&mut tx, key, now)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        common::check_size_after(meta_len, current, &delta, &self.limits)?;
-        for name in &delta.remove {
-            sqlx::query("DELETE FROM ratatoskr_session_attrs WHERE session_key = ?1 AND name = ?2")
+        let result = async {
+            let (meta_len, current) = Self::sizes(&mut tx, key, now)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            common::check_size_after(meta_len, current, &delta, &self.limits)?;
+            for name in &delta.remove {
+                sqlx::query(
+                    "DELETE FROM ratatoskr_session_attrs WHERE session_key = ?1 AND name = ?2",
+                )
                 .bind(&key.as_bytes()[..])
                 .bind(*name)
                 .execute(&mut *tx)
                 .await
                 .map_err(be)?;
+            }
+            for (name, value) in &delta.set {
+                Self::upsert_attr(&mut tx, key, name, value).await?;
+            }
+            Ok(())
         }
-        for (name, value) in &delta.set {
-            Self::upsert_attr(&mut tx, key, name, value).await?;
-        }
-        tx.commit().await.map_err(be)
+        .await;
+        finish(tx, result).await
     }
 
     async fn touch(&self, key: &SessionKey, _meta: &Meta, last_seen: Millis) -> StoreResult<bool> {
@@ -482,34 +511,38 @@ impl SessionStore for SqliteStore {
         let user = meta.user_id.as_deref();
         let clock = now_ms();
         let (_turn, mut tx) = self.write().await?;
-        let (_, attrs) = Self::sizes(&mut tx, old, clock)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        Self::prune(&mut tx, new, user, clock).await?;
-        if !Self::insert_session(&mut tx, new, meta, &meta_blob, now).await? {
-            return Err(StoreError::Collision);
-        }
-        Self::check_revoked(&mut tx, user, now).await?;
-        common::check_size(
-            meta_blob.len(),
-            attrs.iter().map(|(n, l)| (n.len(), *l)),
-            &self.limits,
-        )?;
-        sqlx::query(
-            "INSERT INTO ratatoskr_session_attrs (session_key, name, value)
-             SELECT ?1, name, value FROM ratatoskr_session_attrs WHERE session_key = ?2",
-        )
-        .bind(&new.as_bytes()[..])
-        .bind(&old.as_bytes()[..])
-        .execute(&mut *tx)
-        .await
-        .map_err(be)?;
-        sqlx::query("DELETE FROM ratatoskr_sessions WHERE session_key = ?1")
+        let result = async {
+            let (_, attrs) = Self::sizes(&mut tx, old, clock)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            Self::prune(&mut tx, new, user, clock).await?;
+            if !Self::insert_session(&mut tx, new, meta, &meta_blob, now).await? {
+                return Err(StoreError::Collision);
+            }
+            Self::check_revoked(&mut tx, user, now).await?;
+            common::check_size(
+                meta_blob.len(),
+                attrs.iter().map(|(n, l)| (n.len(), *l)),
+                &self.limits,
+            )?;
+            sqlx::query(
+                "INSERT INTO ratatoskr_session_attrs (session_key, name, value)
+                 SELECT ?1, name, value FROM ratatoskr_session_attrs WHERE session_key = ?2",
+            )
+            .bind(&new.as_bytes()[..])
             .bind(&old.as_bytes()[..])
             .execute(&mut *tx)
             .await
             .map_err(be)?;
-        tx.commit().await.map_err(be)
+            sqlx::query("DELETE FROM ratatoskr_sessions WHERE session_key = ?1")
+                .bind(&old.as_bytes()[..])
+                .execute(&mut *tx)
+                .await
+                .map_err(be)?;
+            Ok(())
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn destroy(&self, key: &SessionKey) -> StoreResult<bool> {
@@ -548,28 +581,31 @@ impl SessionStore for SqliteStore {
 
     async fn destroy_user(&self, user_id: &str, except: Option<&SessionKey>) -> StoreResult<u64> {
         let (_turn, mut tx) = self.write().await?;
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO ratatoskr_user_revocations (user_id, revoked_at) VALUES (?1, ?2)
-             ON CONFLICT (user_id) DO UPDATE SET revoked_at = max(revoked_at, excluded.revoked_at)",
-        )
-        .bind(user_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(be)?;
-        let deleted: Vec<i64> = sqlx::query_scalar(
-            "DELETE FROM ratatoskr_sessions
-             WHERE user_id = ?1 AND (?2 IS NULL OR session_key <> ?2)
-             RETURNING expires_at",
-        )
-        .bind(user_id)
-        .bind(except.map(|k| &k.as_bytes()[..]))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(be)?;
-        tx.commit().await.map_err(be)?;
-        Ok(deleted.iter().filter(|&&t| t > now).count() as u64)
+        let result = async {
+            let now = now_ms();
+            sqlx::query(
+                "INSERT INTO ratatoskr_user_revocations (user_id, revoked_at) VALUES (?1, ?2)
+                 ON CONFLICT (user_id) DO UPDATE SET revoked_at = max(revoked_at, excluded.revoked_at)",
+            )
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(be)?;
+            let deleted: Vec<i64> = sqlx::query_scalar(
+                "DELETE FROM ratatoskr_sessions
+                 WHERE user_id = ?1 AND (?2 IS NULL OR session_key <> ?2)
+                 RETURNING expires_at",
+            )
+            .bind(user_id)
+            .bind(except.map(|k| &k.as_bytes()[..]))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(be)?;
+            Ok(deleted.iter().filter(|&&t| t > now).count() as u64)
+        }
+        .await;
+        finish(tx, result).await
     }
 
     async fn count(&self) -> StoreResult<u64> {
