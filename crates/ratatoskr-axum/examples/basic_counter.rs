@@ -24,7 +24,9 @@ async fn main() {
         .route("/", get(count))
         .route("/health", get(|| async { "ok" }))
         .layer(layer);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000")
+        .await
+        .unwrap();
     println!("listening on http://localhost:3000");
     axum::serve(listener, app).await.unwrap();
 }

@@ -5,10 +5,10 @@
 //! note. Remove the hidden field with the browser's dev tools and the post is refused with 403.
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::Form;
 use axum::response::{Html, Redirect};
 use axum::routing::{get, post};
-use axum::Router;
 use ratatoskr_axum::{CsrfConfig, CsrfToken, Session, SessionConfig, SessionError, SessionLayer};
 use ratatoskr_core::{ManagerConfig, MemoryStore, SessionManager};
 use serde::Deserialize;
@@ -26,11 +26,16 @@ async fn page(session: Session, CsrfToken(token): CsrfToken) -> Result<Html<Stri
         ),
         _ => "<form method=post action=/login><button>Log in as alice</button></form>".to_owned(),
     };
-    Ok(Html(format!("<!doctype html><title>CSRF demo</title>{body}")))
+    Ok(Html(format!(
+        "<!doctype html><title>CSRF demo</title>{body}"
+    )))
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 async fn login(session: Session) -> Result<Redirect, SessionError> {
@@ -57,7 +62,8 @@ async fn webhook() -> &'static str {
 #[tokio::main]
 async fn main() {
     let manager = SessionManager::new(Arc::new(MemoryStore::default()), ManagerConfig::default());
-    let config = SessionConfig::default().with_csrf(CsrfConfig::default().exempt("/hooks/{provider}"));
+    let config =
+        SessionConfig::default().with_csrf(CsrfConfig::default().exempt("/hooks/{provider}"));
     let layer = SessionLayer::new(manager, config).expect("valid config");
     let app = Router::new()
         .route("/", get(page))
@@ -65,7 +71,9 @@ async fn main() {
         .route("/note", post(save_note))
         .route("/hooks/{provider}", post(webhook))
         .layer(layer);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000")
+        .await
+        .unwrap();
     println!("listening on http://localhost:3000");
     axum::serve(listener, app).await.unwrap();
 }

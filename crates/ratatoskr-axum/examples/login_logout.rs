@@ -26,10 +26,17 @@ struct Credentials {
     remember: bool,
 }
 
-async fn login(session: Session, Form(c): Form<Credentials>) -> Result<impl IntoResponse, SessionError> {
+async fn login(
+    session: Session,
+    Form(c): Form<Credentials>,
+) -> Result<impl IntoResponse, SessionError> {
     // Stand-in for a real password check.
     if c.username != "alice" || c.password != "wonderland" {
-        return Ok(json_error(StatusCode::UNAUTHORIZED, "bad_credentials", "wrong username or password"));
+        return Ok(json_error(
+            StatusCode::UNAUTHORIZED,
+            "bad_credentials",
+            "wrong username or password",
+        ));
     }
     session.login(&c.username).await?; // new token, new CSRF secret, limit enforced
     session.set_remember_me(c.remember).await?;
@@ -62,7 +69,9 @@ async fn main() {
         .route("/logout", post(logout))
         .route("/sessions/revoke-others", post(revoke_others))
         .layer(layer);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000")
+        .await
+        .unwrap();
     println!("listening on http://localhost:3000");
     axum::serve(listener, app).await.unwrap();
 }

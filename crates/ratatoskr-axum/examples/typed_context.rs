@@ -9,7 +9,9 @@ use axum::http::{StatusCode, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ratatoskr_axum::{AuthUser, Session, SessionConfig, SessionError, SessionLayer, SessionValue, json_error};
+use ratatoskr_axum::{
+    AuthUser, Session, SessionConfig, SessionError, SessionLayer, SessionValue, json_error,
+};
 use ratatoskr_core::{ManagerConfig, MemoryStore, SessionManager};
 use serde::{Deserialize, Serialize};
 
@@ -29,10 +31,16 @@ impl SessionValue for ActivePlatform {
 impl<S: Send + Sync> FromRequestParts<S> for ActivePlatform {
     type Rejection = Response;
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        let session = Session::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+        let session = Session::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
         match session.get_value::<ActivePlatform>().await {
             Ok(Some(p)) => Ok(p),
-            Ok(None) => Err(json_error(StatusCode::CONFLICT, "no_active_platform", "choose a platform first")),
+            Ok(None) => Err(json_error(
+                StatusCode::CONFLICT,
+                "no_active_platform",
+                "choose a platform first",
+            )),
             Err(e) => Err(e.into_response()),
         }
     }
@@ -40,7 +48,11 @@ impl<S: Send + Sync> FromRequestParts<S> for ActivePlatform {
 
 async fn switch(user: AuthUser, Path(id): Path<i64>) -> Result<StatusCode, SessionError> {
     // A real app checks in its database that platform `id` belongs to `user.user_id`.
-    let platform = ActivePlatform { id, kind: "mastodon".into(), instance_url: "https://example.social".into() };
+    let platform = ActivePlatform {
+        id,
+        kind: "mastodon".into(),
+        instance_url: "https://example.social".into(),
+    };
     user.session.set_value(&platform).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -63,7 +75,9 @@ async fn main() {
         .route("/platforms/{id}/switch", post(switch))
         .route("/timeline", get(timeline))
         .layer(layer);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000")
+        .await
+        .unwrap();
     println!("listening on http://localhost:3000");
     axum::serve(listener, app).await.unwrap();
 }

@@ -72,7 +72,11 @@ impl SessionControl {
 
     /// End one session of `user_id` by handle, as an administrator. `false` if the user has no
     /// such session.
-    pub async fn revoke_handle(&self, user_id: &str, handle: &Handle) -> Result<bool, SessionError> {
+    pub async fn revoke_handle(
+        &self,
+        user_id: &str,
+        handle: &Handle,
+    ) -> Result<bool, SessionError> {
         let ended = self.0.manager.revoke_handle(user_id, handle).await?;
         if ended {
             metrics::ended("revoked_by_admin", 1);
@@ -98,7 +102,11 @@ pub(crate) async fn revoke_all(
     let sessions = shared.manager.list_user(user_id).await?;
     let n = shared.manager.revoke_user(user_id, None).await?;
     metrics::ended(
-        if reason == RevokeReason::Admin { "revoked_by_admin" } else { "revoked_all" },
+        if reason == RevokeReason::Admin {
+            "revoked_by_admin"
+        } else {
+            "revoked_all"
+        },
         n,
     );
     for s in sessions {

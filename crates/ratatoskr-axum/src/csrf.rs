@@ -125,7 +125,8 @@ pub fn check_origin<'a>(
     }
     match single(sec_fetch_site) {
         Single::None => {}
-        Single::One(v) if v.eq_ignore_ascii_case(b"same-origin") || v.eq_ignore_ascii_case(b"none") => {}
+        Single::One(v)
+            if v.eq_ignore_ascii_case(b"same-origin") || v.eq_ignore_ascii_case(b"none") => {}
         Single::One(v) if v.eq_ignore_ascii_case(b"same-site") && policy.allow_same_site => {}
         // cross-site, same-site when not allowed, and values no browser sends.
         Single::One(_) | Single::Conflict => return Err(Refusal::CrossSite),

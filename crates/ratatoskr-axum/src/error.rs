@@ -96,7 +96,9 @@ impl From<StoreError> for SessionError {
             StoreError::Codec(c) => SessionError::TooLarge(c),
             // Collision survives the manager's retries only if the random source is broken;
             // like a backend failure, nothing the client did.
-            e @ (StoreError::Backend { .. } | StoreError::Collision) => SessionError::Unavailable(e),
+            e @ (StoreError::Backend { .. } | StoreError::Collision) => {
+                SessionError::Unavailable(e)
+            }
         }
     }
 }

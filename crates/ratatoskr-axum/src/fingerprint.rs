@@ -84,7 +84,10 @@ mod tests {
             v6,
             compute(b"UA", Some("2001:db8:1:2:ffff::9".parse().unwrap()), P)
         );
-        assert_ne!(v6, compute(b"UA", Some("2001:db8:1:3::1".parse().unwrap()), P));
+        assert_ne!(
+            v6,
+            compute(b"UA", Some("2001:db8:1:3::1".parse().unwrap()), P)
+        );
         // Without IP binding only the User-Agent counts.
         assert_eq!(
             compute(b"UA", Some("192.0.2.1".parse().unwrap()), IpBinding::Off),

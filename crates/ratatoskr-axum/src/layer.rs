@@ -19,9 +19,9 @@ use crate::control::SessionControl;
 use crate::cookie::{CookieLookup, find_session_cookie};
 use crate::csrf::{self, Refusal};
 use crate::error::json_error;
+use crate::fingerprint;
 use crate::metrics;
 use crate::session::{Session, Shared};
-use crate::fingerprint;
 
 /// The header a script sends the CSRF token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -148,7 +148,10 @@ where
         CookieLookup::Absent => None,
         other => {
             metrics::cookie_refused(other.as_str());
-            tracing::debug!(reason = other.as_str(), "session cookie refused before any store call");
+            tracing::debug!(
+                reason = other.as_str(),
+                "session cookie refused before any store call"
+            );
             None
         }
     };
@@ -172,9 +175,7 @@ where
     req.extensions_mut().insert(SessionControl(shared.clone()));
     let Ok(mut response) = inner.call(req).await;
 
-    let outcome = session
-        .finish(response.status().is_server_error())
-        .await;
+    let outcome = session.finish(response.status().is_server_error()).await;
     if let Some(err) = outcome.error {
         response = err.into_response();
     }
@@ -220,7 +221,11 @@ fn add_vary(headers: &mut HeaderMap) {
 }
 
 fn values<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Vec<&'a [u8]> {
-    headers.get_all(name).iter().map(HeaderValue::as_bytes).collect()
+    headers
+        .get_all(name)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect()
 }
 
 /// The CSRF checks for an unsafe request. Hands the request back (its body rebuilt if it was
@@ -276,10 +281,22 @@ async fn csrf_check(
         _ => (Some(Vec::new()), req),
     };
     match presented {
-        None => Err(refuse(shared, Refusal::TokenMissing, Some(handle), Some(&user), req.headers()).await),
-        Some(t) if !csrf::verify_token(&t, &secret) => {
-            Err(refuse(shared, Refusal::TokenInvalid, Some(handle), Some(&user), req.headers()).await)
-        }
+        None => Err(refuse(
+            shared,
+            Refusal::TokenMissing,
+            Some(handle),
+            Some(&user),
+            req.headers(),
+        )
+        .await),
+        Some(t) if !csrf::verify_token(&t, &secret) => Err(refuse(
+            shared,
+            Refusal::TokenInvalid,
+            Some(handle),
+            Some(&user),
+            req.headers(),
+        )
+        .await),
         Some(_) => Ok(req),
     }
 }
@@ -288,7 +305,10 @@ fn is_urlencoded_form(h: &HeaderMap) -> bool {
     h.get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
 }
 
 async fn refuse(
@@ -306,7 +326,10 @@ async fn refuse(
         event = event.handle(h);
     }
     shared.audit(event).await;
-    tracing::info!(reason = refusal.code(), "unsafe request refused by CSRF defences");
+    tracing::info!(
+        reason = refusal.code(),
+        "unsafe request refused by CSRF defences"
+    );
     if prefers_html(request_headers) {
         let page = format!(
             "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>403 Forbidden</title>\

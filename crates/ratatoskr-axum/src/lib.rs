@@ -45,7 +45,7 @@
 //!    failure replaces the response with a JSON 503.
 //! 5. A new, rotated or removed cookie is set with `Cache-Control: no-store`.
 //!
-//! Metrics are listed in [`metrics`](crate::metrics#) (module docs); the security mapping to
+//! Metrics are listed in the [`metrics`](crate::metrics) module; the security mapping to
 //! OWASP ASVS is in `docs/security.md`.
 #![warn(missing_docs)]
 

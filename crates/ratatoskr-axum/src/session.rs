@@ -122,7 +122,11 @@ pub(crate) struct Outcome {
 }
 
 impl Session {
-    pub(crate) fn new(shared: Arc<Shared>, cookie: Option<Token>, fingerprint: Option<[u8; 8]>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        cookie: Option<Token>,
+        fingerprint: Option<[u8; 8]>,
+    ) -> Self {
         Session(Arc::new(Inner {
             shared,
             cookie,
@@ -324,10 +328,7 @@ impl Session {
     pub async fn user_id(&self) -> Result<Option<String>, SessionError> {
         let mut st = self.0.state.lock().await;
         self.load(&mut st).await?;
-        Ok(st
-            .live
-            .as_ref()
-            .and_then(|l| l.record.meta.user_id.clone()))
+        Ok(st.live.as_ref().and_then(|l| l.record.meta.user_id.clone()))
     }
 
     /// Public facts about the session; `None` when there is none.
@@ -395,7 +396,11 @@ impl Session {
         if let Some(live) = &st.live
             && live.user().is_some_and(|u| u != user_id)
         {
-            let (key, handle, previous) = (live.token.key(), live.handle(), live.user().map(str::to_owned));
+            let (key, handle, previous) = (
+                live.token.key(),
+                live.handle(),
+                live.user().map(str::to_owned),
+            );
             self.manager().destroy(&key).await?;
             metrics::ended("logout", 1);
             shared
@@ -480,7 +485,10 @@ impl Session {
                 AuditEvent::new(AuditKind::Rotated)
                     .handle(old)
                     .user(record.meta.user_id.as_deref())
-                    .detail(format!("privilege change; new handle {}", token.key().handle())),
+                    .detail(format!(
+                        "privilege change; new handle {}",
+                        token.key().handle()
+                    )),
             )
             .await;
         st.live = Some(Live { token, record });
@@ -585,7 +593,11 @@ impl Session {
                 AuditEvent::new(AuditKind::RevokedByUser)
                     .handle(*handle)
                     .user(Some(&user))
-                    .detail(if current { "own current session" } else { "from another session" }),
+                    .detail(if current {
+                        "own current session"
+                    } else {
+                        "from another session"
+                    }),
             )
             .await;
         if current {
@@ -643,8 +655,8 @@ impl Session {
             CookieAction::Set => st.live.as_ref().map(|l| {
                 let persistent = self.0.shared.config.cookie.persistent
                     || l.record.attrs.get(REMEMBER_ATTR).map(Vec::as_slice) == Some(b"true");
-                let max_age = persistent
-                    .then(|| (l.record.meta.absolute_deadline - now_ms()).max(0) / 1000);
+                let max_age =
+                    persistent.then(|| (l.record.meta.absolute_deadline - now_ms()).max(0) / 1000);
                 spec.set(&l.token, max_age)
             }),
         };

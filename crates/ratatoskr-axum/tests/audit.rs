@@ -11,8 +11,7 @@ async fn lifecycle_events_are_audited_and_no_token_or_key_ever_appears() {
         max_sessions_per_user: Some(2),
         ..ManagerConfig::default()
     };
-    let config =
-        SessionConfig::default().with_fingerprint(FingerprintPolicy::Log, IpBinding::Off);
+    let config = SessionConfig::default().with_fingerprint(FingerprintPolicy::Log, IpBinding::Off);
     let app = spawn_with(routes(), config, mc).await;
     let mut secrets: Vec<String> = Vec::new();
     let remember = |c: &Client, secrets: &mut Vec<String>| {
@@ -84,8 +83,16 @@ async fn lifecycle_events_are_audited_and_no_token_or_key_ever_appears() {
     let text = audit_text(&app.audit);
     assert!(secrets.len() >= 15);
     for s in &secrets {
-        assert!(!text.contains(s.as_str()), "a token, key or CSRF token leaked into the audit trail");
+        assert!(
+            !text.contains(s.as_str()),
+            "a token, key or CSRF token leaked into the audit trail"
+        );
     }
     // Events name sessions by handle.
-    assert!(events.iter().filter(|e| e.kind != AuditKind::CsrfRefused).all(|e| e.handle.is_some()));
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.kind != AuditKind::CsrfRefused)
+            .all(|e| e.handle.is_some())
+    );
 }

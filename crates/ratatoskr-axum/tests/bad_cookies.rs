@@ -12,26 +12,59 @@ fn corpus(valid: &str) -> Vec<(&'static str, Vec<Vec<u8>>)> {
     let t43 = "A".repeat(43);
     vec![
         ("empty value", vec![format!("{COOKIE}=").into_bytes()]),
-        ("truncated", vec![format!("{COOKIE}={}", &valid[..20]).into_bytes()]),
-        ("one char short", vec![format!("{COOKIE}={}", &valid[..42]).into_bytes()]),
-        ("one char long", vec![format!("{COOKIE}={valid}A").into_bytes()]),
-        ("overlong", vec![format!("{COOKIE}={}", "A".repeat(4000)).into_bytes()]),
-        ("padding", vec![format!("{COOKIE}={}=", &valid[..42]).into_bytes()]),
-        ("standard base64", vec![format!("{COOKIE}={}+", &valid[..42]).into_bytes()]),
-        ("non canonical", vec![format!("{COOKIE}={}B", "A".repeat(42)).into_bytes()]),
+        (
+            "truncated",
+            vec![format!("{COOKIE}={}", &valid[..20]).into_bytes()],
+        ),
+        (
+            "one char short",
+            vec![format!("{COOKIE}={}", &valid[..42]).into_bytes()],
+        ),
+        (
+            "one char long",
+            vec![format!("{COOKIE}={valid}A").into_bytes()],
+        ),
+        (
+            "overlong",
+            vec![format!("{COOKIE}={}", "A".repeat(4000)).into_bytes()],
+        ),
+        (
+            "padding",
+            vec![format!("{COOKIE}={}=", &valid[..42]).into_bytes()],
+        ),
+        (
+            "standard base64",
+            vec![format!("{COOKIE}={}+", &valid[..42]).into_bytes()],
+        ),
+        (
+            "non canonical",
+            vec![format!("{COOKIE}={}B", "A".repeat(42)).into_bytes()],
+        ),
         ("quoted", vec![format!("{COOKIE}=\"{t43}\"").into_bytes()]),
-        ("non-ascii utf8", vec![format!("{COOKIE}={}", "é".repeat(21)).into_bytes()]),
+        (
+            "non-ascii utf8",
+            vec![format!("{COOKIE}={}", "é".repeat(21)).into_bytes()],
+        ),
         ("raw high bytes", {
             let mut v = format!("{COOKIE}=").into_bytes();
             v.extend_from_slice(&[0xC3; 43]);
             vec![v]
         }),
-        ("control chars", vec![format!("{COOKIE}={}\u{7f}", &valid[..42]).into_bytes()]),
+        (
+            "control chars",
+            vec![format!("{COOKIE}={}\u{7f}", &valid[..42]).into_bytes()],
+        ),
         ("no equals", vec![COOKIE.as_bytes().to_vec()]),
         ("only separators", vec![b";;;; ; =;=".to_vec()]),
         (
             "two different session cookies",
-            vec![format!("{COOKIE}={valid}; {COOKIE}={}", Token::generate().as_cookie_value()).into_bytes()],
+            vec![
+                format!(
+                    "{COOKIE}={valid}; {COOKIE}={}",
+                    Token::generate().as_cookie_value()
+                )
+                .into_bytes(),
+            ],
         ),
         (
             "duplicated Cookie headers with different values",
@@ -52,7 +85,10 @@ fn corpus(valid: &str) -> Vec<(&'static str, Vec<Vec<u8>>)> {
             "8 KiB of session cookies",
             vec![format!("{COOKIE}={}", "A".repeat(8 * 1024)).into_bytes()],
         ),
-        ("case-variant name", vec![format!("__host-ratatoskr={valid}").into_bytes()]),
+        (
+            "case-variant name",
+            vec![format!("__host-ratatoskr={valid}").into_bytes()],
+        ),
     ]
 }
 
@@ -66,13 +102,23 @@ async fn every_bad_cookie_is_anonymous_and_gets_a_correct_response() {
     let valid = valid.split_once('=').unwrap().1.to_owned();
 
     for (what, headers) in corpus(&valid) {
-        for (method, path) in [("GET", "/api/session"), ("GET", "/me"), ("GET", "/read"), ("POST", "/nothing")] {
+        for (method, path) in [
+            ("GET", "/api/session"),
+            ("GET", "/me"),
+            ("GET", "/read"),
+            ("POST", "/nothing"),
+        ] {
             let mut req = Req::new(method, path);
             for h in &headers {
                 req = req.header("Cookie", h);
             }
             let r = req.send(app.addr).await;
-            assert!(r.status < 500, "{what} {method} {path}: {} {}", r.status, r.body);
+            assert!(
+                r.status < 500,
+                "{what} {method} {path}: {} {}",
+                r.status,
+                r.body
+            );
             if what == "control chars" {
                 // Not a valid header value: the HTTP parser answers 400 before any layer runs.
                 assert_eq!(r.status, 400, "{what}");
@@ -116,7 +162,10 @@ async fn malformed_cookies_never_reach_the_store() {
 async fn a_write_with_a_bad_cookie_gets_a_fresh_server_token() {
     let app = spawn(SessionConfig::default()).await;
     let bad = format!("{COOKIE}={}", "A".repeat(42));
-    let r = Req::get("/count").header("Cookie", &bad).send(app.addr).await;
+    let r = Req::get("/count")
+        .header("Cookie", &bad)
+        .send(app.addr)
+        .await;
     assert_eq!(r.body, "1");
     let pair = r.cookie_pair().unwrap();
     assert_ne!(pair, bad);
@@ -141,7 +190,11 @@ async fn an_expired_token_is_anonymous_and_audited() {
     assert_eq!(r.json()["authenticated"], false);
     let e = app.audit.events().into_iter().last().unwrap();
     assert_eq!(e.kind, AuditKind::Expired);
-    assert_eq!(e.handle, Some(handle), "the audit names the expired session by handle");
+    assert_eq!(
+        e.handle,
+        Some(handle),
+        "the audit names the expired session by handle"
+    );
 }
 
 #[tokio::test]

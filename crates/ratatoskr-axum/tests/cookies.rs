@@ -16,10 +16,17 @@ async fn session_cookie_has_exactly_the_secure_default_attributes() {
     let (name, value) = pair.split_once('=').unwrap();
     assert_eq!(name, COOKIE);
     assert_eq!(value.len(), 43, "256-bit token in base64url");
-    assert!(value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert!(
+        value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
     assert_eq!(attrs, " Path=/; Secure; HttpOnly; SameSite=Lax");
     assert!(!set.to_ascii_lowercase().contains("domain"));
-    assert!(!set.contains("Max-Age"), "browser-session cookie by default");
+    assert!(
+        !set.contains("Max-Age"),
+        "browser-session cookie by default"
+    );
 }
 
 #[tokio::test]
@@ -105,9 +112,8 @@ async fn insecure_cookie_settings_are_refused_unless_loudly_requested() {
         SessionLayer::new(m(), named("bad;name")).unwrap_err(),
         ConfigError::CookieName(_)
     ));
-    let insecure_prefixed = SessionConfig::default().with_cookie(
-        CookieConfig::default().dangerously_insecure_for_plain_http_development(),
-    );
+    let insecure_prefixed = SessionConfig::default()
+        .with_cookie(CookieConfig::default().dangerously_insecure_for_plain_http_development());
     let mut c = insecure_prefixed.cookie.clone();
     c.name = "__Host-x".into();
     assert!(matches!(
@@ -118,9 +124,8 @@ async fn insecure_cookie_settings_are_refused_unless_loudly_requested() {
 
 #[tokio::test]
 async fn insecure_development_mode_drops_secure_and_the_host_prefix() {
-    let config = SessionConfig::default().with_cookie(
-        CookieConfig::default().dangerously_insecure_for_plain_http_development(),
-    );
+    let config = SessionConfig::default()
+        .with_cookie(CookieConfig::default().dangerously_insecure_for_plain_http_development());
     let app = spawn(config).await;
     let mut c = app.client();
     let r = c.get("/count").await;
@@ -185,4 +190,3 @@ async fn logout_sends_a_removal_cookie_with_the_same_attributes() {
         )
     );
 }
-

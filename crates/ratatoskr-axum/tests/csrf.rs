@@ -109,7 +109,10 @@ async fn trusted_origins_pass_the_origin_checks_but_still_need_the_token() {
             .header("Sec-Fetch-Site", "cross-site")
             .header("Origin", "https://partner.example")
     };
-    assert_eq!(base().send(app.addr).await.error_code(), "csrf_token_missing");
+    assert_eq!(
+        base().send(app.addr).await.error_code(),
+        "csrf_token_missing"
+    );
     let r = base()
         .header("X-CSRF-Token", c.csrf.clone().unwrap())
         .send(app.addr)
@@ -130,10 +133,16 @@ async fn a_configured_own_origin_replaces_the_host_comparison() {
     c.absorb(&r);
     let with_origin = |o: &str| {
         bare_post(&c, "/count")
-            .header("Origin", o.to_owned())
+            .header("Origin", o)
             .header("X-CSRF-Token", c.csrf.clone().unwrap())
     };
-    assert_eq!(with_origin("https://app.example").send(app.addr).await.status, 200);
+    assert_eq!(
+        with_origin("https://app.example")
+            .send(app.addr)
+            .await
+            .status,
+        200
+    );
     let r = with_origin(&app.origin()).send(app.addr).await;
     assert_eq!(r.error_code(), "origin_mismatch");
 }
@@ -161,7 +170,10 @@ async fn a_token_from_another_session_or_garbage_is_invalid() {
         c
     };
     alice.csrf = bob.csrf.clone();
-    assert_eq!(alice.post("/count").await.error_code(), "csrf_token_invalid");
+    assert_eq!(
+        alice.post("/count").await.error_code(),
+        "csrf_token_invalid"
+    );
     for garbage in ["x", &"A".repeat(43), &"é".repeat(30), &"A".repeat(5000)] {
         alice.csrf = Some(garbage.to_owned());
         let r = alice.post("/count").await;
@@ -172,7 +184,10 @@ async fn a_token_from_another_session_or_garbage_is_invalid() {
     let good = {
         let mut c = app.client();
         c.cookie = alice.cookie.clone();
-        c.get("/api/session").await.json()["csrf_token"].as_str().unwrap().to_owned()
+        c.get("/api/session").await.json()["csrf_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     };
     let r = bare_post(&alice, "/count")
         .header("X-CSRF-Token", &good)
@@ -243,7 +258,9 @@ async fn an_urlencoded_form_may_carry_the_token_and_its_body_reaches_the_handler
     assert_eq!(r.body, "hello world");
     let r = c.send(Req::post("/form").form("msg=hi")).await;
     assert_eq!(r.error_code(), "csrf_token_missing");
-    let r = c.send(Req::post("/form").form("msg=hi&csrf_token=nope")).await;
+    let r = c
+        .send(Req::post("/form").form("msg=hi&csrf_token=nope"))
+        .await;
     assert_eq!(r.error_code(), "csrf_token_invalid");
 }
 
@@ -273,7 +290,10 @@ async fn anonymous_unsafe_requests_get_the_origin_checks_against_login_csrf() {
     assert_eq!(r.status, 403);
     assert_eq!(r.error_code(), "cross_site_request");
     assert_eq!(r.set_cookie(), None);
-    assert_eq!(app.store.creates.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(
+        app.store.creates.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
     // The same login from the app's own page works without a token (there is no session yet).
     let r = Req::post("/login/alice")
         .header("Sec-Fetch-Site", "same-origin")
@@ -289,7 +309,12 @@ async fn refusals_are_audited_counted_and_name_the_reason_without_tokens() {
     let mut c = logged_in(&app).await;
     c.csrf = None;
     c.post("/count").await;
-    let e = app.audit.events().into_iter().find(|e| e.kind == AuditKind::CsrfRefused).unwrap();
+    let e = app
+        .audit
+        .events()
+        .into_iter()
+        .find(|e| e.kind == AuditKind::CsrfRefused)
+        .unwrap();
     assert_eq!(e.detail.as_deref(), Some("csrf_token_missing"));
     assert_eq!(e.user_id.as_deref(), Some("alice"));
     assert!(e.handle.is_some());
@@ -348,7 +373,8 @@ async fn every_unsafe_method_is_checked_and_safe_methods_are_not() {
 
 #[tokio::test]
 async fn an_exempt_route_skips_every_check_and_other_routes_stay_protected() {
-    let config = SessionConfig::default().with_csrf(CsrfConfig::default().exempt("/hooks/{provider}"));
+    let config =
+        SessionConfig::default().with_csrf(CsrfConfig::default().exempt("/hooks/{provider}"));
     let app = spawn(config).await;
     let c = logged_in(&app).await;
     // Cross-site, no token, with an authenticated cookie: passes on the exempt route…
@@ -368,7 +394,9 @@ async fn an_exempt_route_skips_every_check_and_other_routes_stay_protected() {
     let r = bare_post(&c, "/count").send(app.addr).await;
     assert_eq!(r.error_code(), "csrf_token_missing");
     // The pattern is the route, not a prefix: a look-alike path is not exempt.
-    let r = bare_post(&c, "/hooks/github/../../count").send(app.addr).await;
+    let r = bare_post(&c, "/hooks/github/../../count")
+        .send(app.addr)
+        .await;
     assert_ne!(r.status, 200);
 }
 

@@ -34,7 +34,12 @@ async fn policy_log_audits_a_mismatch_and_keeps_the_session() {
     let app = spawn(config(FingerprintPolicy::Log, IpBinding::Off)).await;
     let mut c = app.client();
     c.login("alice").await;
-    assert!(app.control.list_user("alice").await.unwrap()[0].meta.fingerprint.is_some());
+    assert!(
+        app.control.list_user("alice").await.unwrap()[0]
+            .meta
+            .fingerprint
+            .is_some()
+    );
     assert_eq!(c.get("/me").await.body, "alice");
     assert!(mismatches(&app).is_empty(), "same User-Agent: no mismatch");
     c.user_agent = "Stolen/1.0".into();
@@ -96,7 +101,10 @@ async fn ip_binding_uses_the_configured_prefix_of_the_client_address() {
     let layer = ratatoskr_axum::SessionLayer::new(
         manager,
         SessionConfig::default()
-            .with_fingerprint(FingerprintPolicy::Revoke, IpBinding::Prefix { v4: 24, v6: 64 })
+            .with_fingerprint(
+                FingerprintPolicy::Revoke,
+                IpBinding::Prefix { v4: 24, v6: 64 },
+            )
             .with_audit(audit.clone()),
     )
     .unwrap();
@@ -109,8 +117,17 @@ async fn ip_binding_uses_the_configured_prefix_of_the_client_address() {
     let login = Req::post("/login/alice").header("X-Test-Client-IP", "192.0.2.10");
     let r = c.send(login).await;
     assert_eq!(r.status, 200);
-    let me = |ip: &str| Req::get("/me").header("X-Test-Client-IP", ip.to_owned());
+    let me = |ip: &str| Req::get("/me").header("X-Test-Client-IP", ip);
     assert_eq!(c.send(me("192.0.2.77")).await.body, "alice", "same /24");
-    assert_eq!(c.send(me("198.51.100.7")).await.status, 401, "another network");
-    assert!(audit.events().iter().any(|e| e.kind == AuditKind::FingerprintMismatch));
+    assert_eq!(
+        c.send(me("198.51.100.7")).await.status,
+        401,
+        "another network"
+    );
+    assert!(
+        audit
+            .events()
+            .iter()
+            .any(|e| e.kind == AuditKind::FingerprintMismatch)
+    );
 }

@@ -22,7 +22,10 @@ async fn a_session_is_created_on_first_write_and_kept_across_requests() {
     let cookie = c.cookie.clone();
     assert_eq!(c.get("/count").await.body, "2");
     assert_eq!(c.get("/count").await.body, "3");
-    assert_eq!(c.cookie, cookie, "the token does not change without a reason");
+    assert_eq!(
+        c.cookie, cookie,
+        "the token does not change without a reason"
+    );
     assert_eq!(app.store.creates.load(SeqCst), 1);
     assert_eq!(kinds(&app), [AuditKind::Created]);
 }
@@ -83,7 +86,10 @@ async fn a_store_outage_is_a_json_503_never_an_empty_500() {
     ] {
         assert_eq!(r.status, 503, "{}", r.body);
         assert_eq!(r.error_code(), "session_store_unavailable");
-        assert!(!r.body.contains("injected"), "backend detail stays in the log");
+        assert!(
+            !r.body.contains("injected"),
+            "backend detail stays in the log"
+        );
     }
     // A cookieless write fails at creation, after the handler: still a JSON 503, no cookie.
     let r = Req::get("/count").send(app.addr).await;
@@ -109,10 +115,16 @@ async fn login_changes_the_token_and_the_pre_login_token_is_dead() {
     assert_eq!(c.get("/read").await.body, "1");
     assert_eq!(c.get("/me").await.body, "alice");
     // The old cookie is anonymous now (session fixation defeated).
-    let old = Req::get("/me").header("Cookie", &before).send(app.addr).await;
+    let old = Req::get("/me")
+        .header("Cookie", &before)
+        .send(app.addr)
+        .await;
     assert_eq!(old.status, 401);
     assert_eq!(old.error_code(), "unauthenticated");
-    let old = Req::get("/read").header("Cookie", &before).send(app.addr).await;
+    let old = Req::get("/read")
+        .header("Cookie", &before)
+        .send(app.addr)
+        .await;
     assert_eq!(old.body, "none");
     assert!(kinds(&app).contains(&AuditKind::Rotated));
 }
@@ -137,7 +149,11 @@ async fn logging_in_as_another_user_starts_a_fresh_session() {
     c.get("/count").await;
     c.login("mallory").await;
     assert_eq!(c.get("/me").await.body, "mallory");
-    assert_eq!(c.get("/read").await.body, "none", "alice's data does not carry over");
+    assert_eq!(
+        c.get("/read").await.body,
+        "none",
+        "alice's data does not carry over"
+    );
 }
 
 #[tokio::test]
@@ -150,7 +166,10 @@ async fn privilege_change_rotates_the_token() {
     assert_eq!(r.status, 200);
     assert_ne!(c.cookie.clone().unwrap(), before);
     assert_eq!(c.get("/me").await.body, "alice");
-    let old = Req::get("/me").header("Cookie", &before).send(app.addr).await;
+    let old = Req::get("/me")
+        .header("Cookie", &before)
+        .send(app.addr)
+        .await;
     assert_eq!(old.status, 401);
 }
 
@@ -162,14 +181,24 @@ async fn replaying_the_cookie_after_logout_is_anonymous() {
     let cookie = c.cookie.clone().unwrap();
     assert_eq!(c.post("/logout").await.status, 204);
     assert_eq!(c.cookie, None, "the browser dropped the cookie");
-    let r = Req::get("/me").header("Cookie", &cookie).send(app.addr).await;
+    let r = Req::get("/me")
+        .header("Cookie", &cookie)
+        .send(app.addr)
+        .await;
     assert_eq!(r.status, 401);
-    let r = Req::get("/api/session").header("Cookie", &cookie).send(app.addr).await;
+    let r = Req::get("/api/session")
+        .header("Cookie", &cookie)
+        .send(app.addr)
+        .await;
     assert_eq!(r.json()["authenticated"], false);
     assert_eq!(r.set_cookie(), None);
     let k = kinds(&app);
     assert!(k.contains(&AuditKind::Destroyed));
-    assert_eq!(k.last(), Some(&AuditKind::Expired), "the dead cookie is audited");
+    assert_eq!(
+        k.last(),
+        Some(&AuditKind::Expired),
+        "the dead cookie is audited"
+    );
 }
 
 #[tokio::test]
@@ -177,13 +206,22 @@ async fn an_unknown_token_is_never_adopted() {
     let app = spawn(SessionConfig::default()).await;
     let forged = Token::generate().as_cookie_value();
     let cookie = format!("{COOKIE}={forged}");
-    let r = Req::get("/count").header("Cookie", &cookie).send(app.addr).await;
+    let r = Req::get("/count")
+        .header("Cookie", &cookie)
+        .send(app.addr)
+        .await;
     assert_eq!(r.body, "1");
     let issued = r.cookie_pair().unwrap();
-    assert_ne!(issued, cookie, "a fresh server-generated token, not the one presented");
+    assert_ne!(
+        issued, cookie,
+        "a fresh server-generated token, not the one presented"
+    );
     // A read with the forged token stays anonymous and creates nothing.
     let before = app.store.creates.load(SeqCst);
-    let r = Req::get("/read").header("Cookie", &cookie).send(app.addr).await;
+    let r = Req::get("/read")
+        .header("Cookie", &cookie)
+        .send(app.addr)
+        .await;
     assert_eq!(r.body, "none");
     assert_eq!(r.set_cookie(), None);
     assert_eq!(app.store.creates.load(SeqCst), before);
@@ -200,11 +238,20 @@ fn short_timeouts(idle_ms: u64, absolute_ms: u64) -> ManagerConfig {
 
 #[tokio::test]
 async fn the_idle_timeout_is_enforced_by_the_server() {
-    let app = spawn_with(routes(), SessionConfig::default(), short_timeouts(600, 60_000)).await;
+    let app = spawn_with(
+        routes(),
+        SessionConfig::default(),
+        short_timeouts(600, 60_000),
+    )
+    .await;
     let mut c = app.client();
     c.login("alice").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(c.get("/me").await.body, "alice", "use within the idle timeout");
+    assert_eq!(
+        c.get("/me").await.body,
+        "alice",
+        "use within the idle timeout"
+    );
     tokio::time::sleep(Duration::from_millis(900)).await;
     let r = c.get("/me").await;
     assert_eq!(r.status, 401, "idle for longer than the timeout");
@@ -213,7 +260,12 @@ async fn the_idle_timeout_is_enforced_by_the_server() {
 
 #[tokio::test]
 async fn activity_extends_the_idle_deadline_with_a_rate_limited_touch() {
-    let app = spawn_with(routes(), SessionConfig::default(), short_timeouts(800, 60_000)).await;
+    let app = spawn_with(
+        routes(),
+        SessionConfig::default(),
+        short_timeouts(800, 60_000),
+    )
+    .await;
     let mut c = app.client();
     c.login("alice").await;
     let touches = app.store.touches.load(SeqCst);
@@ -227,12 +279,20 @@ async fn activity_extends_the_idle_deadline_with_a_rate_limited_touch() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(c.get("/me").await.body, "alice");
     }
-    assert!(app.store.touches.load(SeqCst) > touches, "touches were written");
+    assert!(
+        app.store.touches.load(SeqCst) > touches,
+        "touches were written"
+    );
 }
 
 #[tokio::test]
 async fn the_absolute_timeout_ends_even_an_active_session() {
-    let app = spawn_with(routes(), SessionConfig::default(), short_timeouts(60_000, 1_200)).await;
+    let app = spawn_with(
+        routes(),
+        SessionConfig::default(),
+        short_timeouts(60_000, 1_200),
+    )
+    .await;
     let mut c = app.client();
     c.login("alice").await;
     let info = c.get("/api/session").await.json();
@@ -293,15 +353,25 @@ async fn a_user_can_list_sessions_and_revoke_one_of_them() {
         .as_str()
         .unwrap()
         .to_owned();
-    let r = laptop.send(Req::new("DELETE", &format!("/sessions/{other}"))).await;
+    let r = laptop
+        .send(Req::new("DELETE", &format!("/sessions/{other}")))
+        .await;
     assert_eq!(r.status, 204);
     assert_eq!(phone.get("/me").await.status, 401);
     assert_eq!(laptop.get("/me").await.body, "alice");
     // Someone else's handle is a 404, and nothing happens to it.
     let mut bob = app.client();
     bob.login("bob").await;
-    let mine = laptop.get("/sessions").await.json()[0]["handle"].as_str().unwrap().to_owned();
-    assert_eq!(bob.send(Req::new("DELETE", &format!("/sessions/{mine}"))).await.status, 404);
+    let mine = laptop.get("/sessions").await.json()[0]["handle"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        bob.send(Req::new("DELETE", &format!("/sessions/{mine}")))
+            .await
+            .status,
+        404
+    );
     assert_eq!(laptop.get("/me").await.body, "alice");
     assert!(kinds(&app).contains(&AuditKind::RevokedByUser));
 }
@@ -378,11 +448,25 @@ async fn an_admin_can_revoke_a_users_sessions_from_outside_a_request() {
     a.login("alice").await;
     b.login("alice").await;
     let sessions = app.control.list_user("alice").await.unwrap();
-    assert!(app.control.revoke_handle("alice", &sessions[0].handle).await.unwrap());
-    assert!(!app.control.revoke_handle("bob", &sessions[1].handle).await.unwrap());
+    assert!(
+        app.control
+            .revoke_handle("alice", &sessions[0].handle)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !app.control
+            .revoke_handle("bob", &sessions[1].handle)
+            .await
+            .unwrap()
+    );
     assert_eq!(a.get("/me").await.status, 401);
     assert_eq!(b.get("/me").await.body, "alice");
-    let n = app.control.revoke_user("alice", RevokeReason::AccountDisabled).await.unwrap();
+    let n = app
+        .control
+        .revoke_user("alice", RevokeReason::AccountDisabled)
+        .await
+        .unwrap();
     assert_eq!(n, 1);
     assert_eq!(b.get("/me").await.status, 401);
     // The account is disabled: an old cookie cannot come back either.
@@ -396,7 +480,11 @@ async fn anonymous_requests_to_authenticated_extractors_get_a_json_401() {
     let r = Req::get("/me").send(app.addr).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.error_code(), "unauthenticated");
-    assert!(r.header("content-type").unwrap().starts_with("application/json"));
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("application/json")
+    );
 }
 
 #[tokio::test]
@@ -420,7 +508,10 @@ async fn a_write_to_a_session_revoked_while_the_handler_runs_is_refused_not_resu
     let cookie = c.cookie.clone().unwrap();
     let addr = app.addr;
     let pending = tokio::spawn(async move {
-        Req::get("/slow-write").header("Cookie", cookie).send(addr).await
+        Req::get("/slow-write")
+            .header("Cookie", cookie)
+            .send(addr)
+            .await
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let handle = app.control.list_user("alice").await.unwrap()[0].handle;

@@ -26,14 +26,21 @@ impl metrics::CounterFn for Cell {
 }
 
 fn render(key: &Key) -> String {
-    let mut labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+    let mut labels: Vec<String> = key
+        .labels()
+        .map(|l| format!("{}={}", l.key(), l.value()))
+        .collect();
     labels.sort();
     format!("{}{{{}}}", key.name(), labels.join(","))
 }
 
 impl Counts {
     fn get(&self, name: &str) -> u64 {
-        self.0.lock().unwrap().get(name).map_or(0, |c| c.0.load(Ordering::SeqCst))
+        self.0
+            .lock()
+            .unwrap()
+            .get(name)
+            .map_or(0, |c| c.0.load(Ordering::SeqCst))
     }
 }
 
@@ -44,7 +51,14 @@ impl Recorder for Rec {
     fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        let cell = self.0 .0.lock().unwrap().entry(render(key)).or_default().clone();
+        let cell = self
+            .0
+            .0
+            .lock()
+            .unwrap()
+            .entry(render(key))
+            .or_default()
+            .clone();
         Counter::from_arc(cell)
     }
     fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
@@ -67,8 +81,14 @@ async fn loads_creations_saves_errors_and_csrf_refusals_are_counted() {
     c.login("alice").await; // rotation (login)
     c.csrf = None;
     c.post("/count").await; // CSRF refusal: token missing
-    Req::post("/count").header("Sec-Fetch-Site", "cross-site").send(app.addr).await;
-    Req::get("/read").header("Cookie", format!("{COOKIE}=bad")).send(app.addr).await;
+    Req::post("/count")
+        .header("Sec-Fetch-Site", "cross-site")
+        .send(app.addr)
+        .await;
+    Req::get("/read")
+        .header("Cookie", format!("{COOKIE}=bad"))
+        .send(app.addr)
+        .await;
     app.store.fail.store(true, Ordering::SeqCst);
     c.get("/read").await; // load error → 503
     app.store.fail.store(false, Ordering::SeqCst);
@@ -77,9 +97,24 @@ async fn loads_creations_saves_errors_and_csrf_refusals_are_counted() {
     assert!(counts.get("ratatoskr_session_loads_total{result=hit}") >= 2);
     assert_eq!(counts.get("ratatoskr_session_loads_total{result=error}"), 1);
     assert_eq!(counts.get("ratatoskr_session_saves_total{result=ok}"), 2);
-    assert_eq!(counts.get("ratatoskr_session_rotations_total{cause=login}"), 1);
-    assert_eq!(counts.get("ratatoskr_csrf_refusals_total{reason=csrf_token_missing}"), 1);
-    assert_eq!(counts.get("ratatoskr_csrf_refusals_total{reason=cross_site_request}"), 1);
-    assert_eq!(counts.get("ratatoskr_session_cookies_refused_total{reason=malformed}"), 1);
-    assert_eq!(counts.get("ratatoskr_session_errors_total{code=session_store_unavailable}"), 1);
+    assert_eq!(
+        counts.get("ratatoskr_session_rotations_total{cause=login}"),
+        1
+    );
+    assert_eq!(
+        counts.get("ratatoskr_csrf_refusals_total{reason=csrf_token_missing}"),
+        1
+    );
+    assert_eq!(
+        counts.get("ratatoskr_csrf_refusals_total{reason=cross_site_request}"),
+        1
+    );
+    assert_eq!(
+        counts.get("ratatoskr_session_cookies_refused_total{reason=malformed}"),
+        1
+    );
+    assert_eq!(
+        counts.get("ratatoskr_session_errors_total{code=session_store_unavailable}"),
+        1
+    );
 }

@@ -156,7 +156,9 @@ async fn set_attr(
 }
 
 async fn get_attr(session: Session, Path(name): Path<String>) -> Result<Json<Value>, SessionError> {
-    Ok(Json(session.get::<Value>(&name).await?.unwrap_or(Value::Null)))
+    Ok(Json(
+        session.get::<Value>(&name).await?.unwrap_or(Value::Null),
+    ))
 }
 
 async fn del_attr(session: Session, Path(name): Path<String>) -> Result<StatusCode, SessionError> {
@@ -166,7 +168,9 @@ async fn del_attr(session: Session, Path(name): Path<String>) -> Result<StatusCo
 
 async fn login(session: Session, Path(user): Path<String>) -> Result<Json<Value>, SessionError> {
     session.login(&user).await?;
-    Ok(Json(json!({ "user": user, "csrf_token": session.csrf_token().await? })))
+    Ok(Json(
+        json!({ "user": user, "csrf_token": session.csrf_token().await? }),
+    ))
 }
 
 async fn login_remember(
@@ -212,7 +216,9 @@ async fn list_sessions(user: AuthUser) -> Result<Json<Value>, SessionError> {
     let list = user.session.list_user_sessions().await?;
     Ok(Json(Value::Array(
         list.iter()
-            .map(|s| json!({ "handle": s.handle.to_string(), "current": Some(s.handle) == current }))
+            .map(
+                |s| json!({ "handle": s.handle.to_string(), "current": Some(s.handle) == current }),
+            )
             .collect(),
     )))
 }
@@ -360,7 +366,9 @@ impl Req {
         self.header("Content-Type", "application/x-www-form-urlencoded")
     }
     fn has(&self, name: &str) -> bool {
-        self.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+        self.headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(name))
     }
     pub async fn send(&self, addr: SocketAddr) -> Resp {
         let mut raw = format!("{} {} HTTP/1.1\r\n", self.method, self.path).into_bytes();
@@ -374,7 +382,11 @@ impl Req {
             raw.extend_from_slice(b"\r\n");
         }
         raw.extend_from_slice(
-            format!("Content-Length: {}\r\nConnection: close\r\n\r\n", self.body.len()).as_bytes(),
+            format!(
+                "Content-Length: {}\r\nConnection: close\r\n\r\n",
+                self.body.len()
+            )
+            .as_bytes(),
         );
         raw.extend_from_slice(&self.body);
         send_raw(addr, &raw).await
@@ -440,7 +452,14 @@ fn parse_response(buf: &[u8]) -> Resp {
         .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(buf)));
     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
     let mut lines = head.split("\r\n");
-    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
@@ -521,7 +540,9 @@ impl Client {
                 self.cookie = Some(pair.to_owned());
             }
         }
-        if resp.header("content-type").is_some_and(|c| c.contains("json"))
+        if resp
+            .header("content-type")
+            .is_some_and(|c| c.contains("json"))
             && let Ok(v) = serde_json::from_str::<Value>(&resp.body)
             && let Some(t) = v.get("csrf_token").and_then(Value::as_str)
         {
