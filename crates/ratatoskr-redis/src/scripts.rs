@@ -39,40 +39,37 @@ local function before_now() return '(' .. int(NOW) end
 local function uidx(user) return P .. 'u:' .. user end
 
 -- The fixed part as codec::encode_meta writes it (format 1), or nil if it does not parse:
--- format, flags, varint version, created, idle, absolute offset, 16 csrf, [8 fp], [len user].
+-- format, flags, varints version, created, idle, absolute offset, 16 csrf, [8 fp],
+-- [varint length, user]. The header (at most 76 bytes) is read with one string.byte call.
 local function parse_meta(m)
-  if type(m) ~= 'string' or #m < 2 or m:byte(1) ~= 1 then return nil end
-  local flags = m:byte(2)
-  if flags > 3 then return nil end
-  local pos = 3
-  local function varint()
-    local v, mul = 0, 1
-    for _ = 1, 10 do
-      local b = m:byte(pos)
-      if not b then return nil end
-      pos = pos + 1
-      if b < 128 then return v + b * mul end
-      v = v + (b - 128) * mul
-      mul = mul * 128
+  if type(m) ~= 'string' or #m < 2 then return nil end
+  local b = { string.byte(m, 1, 90) }
+  if b[1] ~= 1 or b[2] > 3 then return nil end
+  local flags, pos, f = b[2], 3, {}
+  for i = 1, 5 do
+    if i == 5 then
+      pos = pos + 16
+      if flags >= 2 then pos = pos + 8 end
+      if flags % 2 == 0 then break end
     end
-    return nil
+    local v, mul = 0, 1
+    repeat
+      local x = b[pos]
+      if not x or mul > 2^63 then return nil end
+      pos = pos + 1
+      v = v + (x % 128) * mul
+      mul = mul * 128
+    until x < 128
+    f[i] = v
   end
-  local version = varint()
-  local created = version and varint()
-  local idle = created and varint()
-  local offset = idle and varint()
-  if not offset then return nil end
-  pos = pos + 16
-  if flags >= 2 then pos = pos + 8 end
   local user = false
   if flags % 2 == 1 then
-    local n = varint()
-    if not n or pos + n - 1 > #m then return nil end
-    user = m:sub(pos, pos + n - 1)
-    pos = pos + n
+    user = m:sub(pos, pos + f[5] - 1)
+    if #user ~= f[5] then return nil end
+    pos = pos + f[5]
   end
   if pos - 1 ~= #m then return nil end
-  return { user = user, created = created, idle = idle, abs = created + offset }
+  return { user = user, created = f[2], idle = f[3], abs = f[2] + f[4] }
 end
 
 -- Whether a hash field is reserved for the store: one byte that is not valid UTF-8 on its own.
@@ -100,27 +97,51 @@ local function batched(cmd, key, list, step)
   end
 end
 
+-- Make `key` live at least until `exp` (a key without a TTL gets one; a missing key stays so).
+local function extend(key, exp)
+  if redis.call('PEXPIREAT', key, int(exp), 'GT') == 0 and redis.call('PTTL', key) == -1 then
+    redis.call('PEXPIREAT', key, int(exp))
+  end
+end
+
 -- The global index of live sessions (for count): a 12-byte prefix of the session key,
--- scored by its expiry. 96 bits never collide among live sessions in practice.
-local function live_set(raw, exp) redis.call('ZADD', LIVE, int(exp), raw:sub(1, 12)) end
+-- scored by its expiry. 96 bits never collide among live sessions in practice. It lives as
+-- long as its latest session, and an empty sorted set is deleted by Redis itself.
+local function live_set(raw, exp)
+  redis.call('ZADD', LIVE, int(exp), raw:sub(1, 12))
+  extend(LIVE, exp)
+end
 local function live_del(raw) redis.call('ZREM', LIVE, raw:sub(1, 12)) end
 local function live_prune() return redis.call('ZREMRANGEBYSCORE', LIVE, '-inf', before_now()) end
 
--- After a user's index changed: drop its expired entries, let the index key expire with its
--- last member, and file the user in the registry under its earliest expiry (the time its
--- index next needs pruning), or take it out when the index is empty. Returns how many
--- entries were pruned.
+-- File session `raw` (expiring at `exp`) in its user's index, prune the index, let it live as
+-- long as its latest entry, and keep the user in the registry of indexes no later than `exp`.
+-- The registry score of a user is never later than the earliest expiry in the user's index,
+-- so reap visits every index that has something to prune (and sometimes one that has not).
+local function index_set(user, raw, exp)
+  local ik = uidx(user)
+  redis.call('ZADD', ik, int(exp), raw)
+  redis.call('ZREMRANGEBYSCORE', ik, '-inf', before_now())
+  extend(ik, exp)
+  redis.call('ZADD', USERS, 'LT', int(exp), user)
+  extend(USERS, exp)
+end
+
+-- After entries left a user's index: drop its expired entries, let the index expire with its
+-- last member, and file the user in the registry under its earliest expiry, or take it out
+-- when the index is empty. Returns how many entries were pruned.
 local function tidy(user)
   local ik = uidx(user)
   local n = redis.call('ZREMRANGEBYSCORE', ik, '-inf', before_now())
-  local hi = redis.call('ZRANGE', ik, -1, -1, 'WITHSCORES')
-  if #hi == 0 then
+  local lo = redis.call('ZRANGE', ik, 0, 0, 'WITHSCORES')
+  if #lo == 0 then
     redis.call('ZREM', USERS, user)
-  else
-    redis.call('PEXPIREAT', ik, hi[2])
-    local lo = redis.call('ZRANGE', ik, 0, 0, 'WITHSCORES')
-    redis.call('ZADD', USERS, lo[2], user)
+    return n
   end
+  local hi = redis.call('ZRANGE', ik, -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', ik, hi[2])
+  redis.call('ZADD', USERS, lo[2], user)
+  extend(USERS, tonumber(hi[2]))
   return n
 end
 
@@ -131,17 +152,6 @@ local function reap_users(limit)
   local due = redis.call('ZRANGEBYSCORE', USERS, '-inf', before_now(), 'LIMIT', 0, limit)
   for _, user in ipairs(due) do n = n + tidy(user) end
   return n, #due
-end
-
--- The global index and the registry live exactly as long as the latest session.
-local function seal()
-  local hi = redis.call('ZRANGE', LIVE, -1, -1, 'WITHSCORES')
-  if #hi == 0 then
-    redis.call('DEL', LIVE, USERS)
-  else
-    redis.call('PEXPIREAT', LIVE, hi[2])
-    redis.call('PEXPIREAT', USERS, hi[2])
-  end
 end
 
 -- Write a session's expiry and, when it is capped by the absolute deadline, its last_seen
@@ -179,12 +189,8 @@ local exp = set_expiry(key, meta, tonumber(ARGV[3]), false)
 local raw = key:sub(#P + 1)
 live_prune()
 live_set(raw, exp)
-if meta.user then
-  redis.call('ZADD', uidx(meta.user), int(exp), raw)
-  tidy(meta.user)
-end
+if meta.user then index_set(meta.user, raw, exp) end
 reap_users(2)
-seal()
 return 1
 "#;
 
@@ -228,14 +234,10 @@ if not cur then
 end
 local exp = set_expiry(key, meta, math.max(cur, tonumber(ARGV[2])), v[2])
 local raw = key:sub(#P + 1)
+-- The session exists (checked above, atomically), so re-adding index entries that were
+-- missing can only repair the indexes, never resurrect a session.
 live_set(raw, exp)
-if meta.user then
-  -- The session exists (checked above, atomically), so adding the entry if it were missing
-  -- can only repair the index, never resurrect a session.
-  redis.call('ZADD', uidx(meta.user), int(exp), raw)
-  tidy(meta.user)
-end
-seal()
+if meta.user then index_set(meta.user, raw, exp) end
 return 1
 "#;
 
@@ -265,12 +267,8 @@ if oldmeta.user then
   redis.call('ZREM', uidx(oldmeta.user), oldraw)
   tidy(oldmeta.user)
 end
-if meta.user then
-  redis.call('ZADD', uidx(meta.user), int(exp), newraw)
-  tidy(meta.user)
-end
+if meta.user then index_set(meta.user, newraw, exp) end
 reap_users(2)
-seal()
 return { 1 }
 "#;
 
@@ -285,7 +283,6 @@ if meta and meta.user then
   redis.call('ZREM', uidx(meta.user), raw)
   tidy(meta.user)
 end
-seal()
 return meta and 1 or 0
 "#;
 
@@ -310,7 +307,6 @@ for _, raw in ipairs(redis.call('ZRANGE', ik, 0, -1)) do
 end
 batched('ZREM', ik, gone, 200)
 tidy(user)
-seal()
 return n
 "#;
 

@@ -644,3 +644,93 @@ async fn the_store_reconnects_and_reloads_its_scripts_after_a_redis_restart() {
     assert_eq!(store.load(&k2).await.unwrap(), Some(want));
     assert_eq!(store.list_user("u").await.unwrap().len(), 1);
 }
+
+/// Server time and round-trip latency per operation, on a private `redis-server` (so its
+/// command statistics are ours alone). Run with `--ignored --nocapture`; docs/redis.md quotes
+/// it.
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn latency_report() {
+    let port = closed_port();
+    let Some(redis) = OwnRedis::start(port) else {
+        eprintln!("redis-server is not installed; skipping");
+        return;
+    };
+    redis.wait_ready().await;
+    let url = format!("redis://127.0.0.1:{port}/");
+    let store = RedisStore::connect(RedisConfig::new(url.clone()))
+        .await
+        .unwrap();
+    let mut con = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let n = 2_000;
+    // Background population: 10,000 sessions, 1 in 4 logged in, so the indexes are skiplists.
+    for i in 0..10_000 {
+        let user = (i % 4 == 0).then(|| format!("user-{}", i % 2_000));
+        let mut r = record(user.as_deref(), MINUTE * 120, MINUTE * 1440);
+        r.attrs.insert("counter".into(), b"1".to_vec());
+        store.create(&key(), &r).await.unwrap();
+    }
+    let keys: Vec<(SessionKey, Record)> = (0..n)
+        .map(|_| (key(), record(Some("42"), MINUTE * 120, MINUTE * 1440)))
+        .collect();
+
+    async fn stats(con: &mut MultiplexedConnection) -> String {
+        let info: String = query(con, cmd("INFO").arg("commandstats")).await;
+        info.lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha") || l.starts_with("cmdstat_exec"))
+            .map(|l| {
+                let usec = l.split("usec_per_call=").nth(1).unwrap_or("?");
+                let usec = usec.split(',').next().unwrap_or("?");
+                format!("{} {usec} µs/call", l.split(':').next().unwrap_or(""))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+    macro_rules! phase {
+        ($name:literal, |$k:ident, $r:ident| $op:expr) => {{
+            let _: () = query(&mut con, cmd("CONFIG").arg("RESETSTAT")).await;
+            let start = Instant::now();
+            for ($k, $r) in &keys {
+                $op.await.unwrap();
+            }
+            let each = start.elapsed() / n as u32;
+            eprintln!(
+                "{:<12} {each:>10.1?} round trip; server: {}",
+                $name,
+                stats(&mut con).await
+            );
+        }};
+    }
+    phase!("create", |k, r| store.create(k, r));
+    phase!("load", |k, _r| store.load(k));
+    phase!("apply", |k, _r| store
+        .apply(k, &Delta::default().set("counter", b"2".to_vec())));
+    phase!("touch", |k, r| store.touch(k, &r.meta, now_ms()));
+    phase!("list_user", |_k, _r| store.list_user("user-1"));
+    phase!("count", |_k, _r| store.count());
+    let rotated: Vec<(SessionKey, Record)> = keys.iter().map(|(_, r)| (key(), r.clone())).collect();
+    let _: () = query(&mut con, cmd("CONFIG").arg("RESETSTAT")).await;
+    let start = Instant::now();
+    for ((old, r), (new, _)) in keys.iter().zip(&rotated) {
+        store.rotate(old, new, &r.meta, now_ms()).await.unwrap();
+    }
+    eprintln!(
+        "{:<12} {:>10.1?} round trip; server: {}",
+        "rotate",
+        start.elapsed() / n as u32,
+        stats(&mut con).await
+    );
+    let _: () = query(&mut con, cmd("CONFIG").arg("RESETSTAT")).await;
+    let start = Instant::now();
+    let gone = store.destroy_user("42", None).await.unwrap();
+    eprintln!(
+        "destroy_user of {gone} sessions: {:?}; server: {}",
+        start.elapsed(),
+        stats(&mut con).await
+    );
+    drop(redis);
+}
