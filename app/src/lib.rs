@@ -9,4 +9,5 @@ pub mod configuration;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod stores;
 pub mod telemetry;

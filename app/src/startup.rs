@@ -3,17 +3,17 @@
 //! Tests build the same [`Application`] on a random port with their own database, so what they
 //! exercise is what `cargo run --release` runs.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use ratatoskr_core::{ManagerConfig, SessionManager, SessionStore};
+use ratatoskr_core::{ManagerConfig, SessionManager};
 use tokio::net::TcpListener;
 
-use crate::configuration::{Settings, redact_url};
+use crate::configuration::Settings;
 use crate::routes;
 use crate::state::AppState;
+use crate::stores::Stores;
 
 /// A built application, bound to its listener but not yet serving.
 pub struct Application {
@@ -26,9 +26,9 @@ impl Application {
     /// Open the stores, build the router and bind the listener (port 0 picks a free port).
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         settings.validate().map_err(anyhow::Error::msg)?;
-        let store = open_store(settings).await?;
+        let stores = Stores::open(settings).await?;
         let manager = SessionManager::new(
-            store.clone(),
+            stores.sessions.clone(),
             ManagerConfig {
                 idle_timeout: settings.idle_timeout,
                 absolute_timeout: settings.absolute_timeout,
@@ -36,7 +36,7 @@ impl Application {
                 ..ManagerConfig::default()
             },
         );
-        let reaper = ratatoskr_sql::spawn_reaper(store, Duration::from_secs(60));
+        let reaper = ratatoskr_sql::spawn_reaper(stores.sessions.clone(), Duration::from_secs(60));
         let state = AppState { sessions: manager };
         let router = router(state);
         let listener = TcpListener::bind(settings.bind).await?;
@@ -62,28 +62,6 @@ impl Application {
         self.reaper.abort();
         Ok(result?)
     }
-}
-
-/// The durable store named by `DATABASE_URL`.
-async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn SessionStore>> {
-    if let Some(path) = settings
-        .database_url
-        .strip_prefix("sqlite://")
-        .map(|p| p.split('?').next().unwrap_or(p))
-        && let Some(parent) = std::path::Path::new(path).parent()
-        && !parent.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(parent)?;
-    }
-    let store = ratatoskr_sql::connect_any(&settings.database_url)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot open the database {}: {e}",
-                redact_url(&settings.database_url)
-            )
-        })?;
-    Ok(store)
 }
 
 /// Every route of the application.
