@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use ratatoskr_core::SessionStore;
 use ratatoskr_sql::{SqlAudit, SqlStore};
+use ratatoskr_tiered::TieredStore;
 
 use crate::configuration::{Settings, redact_url};
 
@@ -20,6 +21,8 @@ pub struct Stores {
     pub sql: SqlStore,
     /// The audit log, in the database.
     pub audit: SqlAudit,
+    /// The tiered store when Redis is configured (for health: breaker, journal, near cache).
+    pub tiered: Option<TieredStore>,
 }
 
 impl Stores {
@@ -46,6 +49,7 @@ impl Stores {
             sessions: sql.store(),
             audit: sql.audit(),
             sql,
+            tiered: None,
         })
     }
 }
