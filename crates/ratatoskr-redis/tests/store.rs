@@ -734,3 +734,49 @@ async fn latency_report() {
     );
     drop(redis);
 }
+
+/// The scripts read the user and the deadlines out of the stored fixed part themselves; every
+/// shape of it (empty, multi-byte and 256-byte user ids, with and without fingerprint, large
+/// timeouts) must give the same answer as the Rust codec.
+#[tokio::test]
+async fn every_shape_of_user_id_is_indexed_touched_and_revoked() {
+    let store = common::store(&common::random_prefix()).await;
+    let users = [
+        String::new(),
+        "42".to_owned(),
+        "Ærøskøbing 🐿".to_owned(),
+        "x".repeat(127),
+        "y".repeat(128),
+        "z".repeat(256),
+    ];
+    for (i, user) in users.iter().enumerate() {
+        let mut r = record(Some(user), 3000 * MINUTE, 100_000 * MINUTE);
+        if i % 2 == 0 {
+            r.meta.fingerprint = Some(random_bytes());
+        }
+        r.meta.version = 1 << (7 * i);
+        let k = key();
+        store.create(&k, &r).await.unwrap();
+        let listed = store.list_user(user).await.unwrap();
+        assert_eq!(listed.len(), 1, "user {user:?}");
+        assert_eq!(listed[0].meta, r.meta);
+        assert_eq!(listed[0].last_seen, r.last_seen);
+        let later = r.last_seen + 5;
+        assert!(store.touch(&k, &r.meta, later).await.unwrap());
+        assert_eq!(store.load(&k).await.unwrap().unwrap().last_seen, later);
+        assert_eq!(store.list_user(user).await.unwrap()[0].last_seen, later);
+        assert_eq!(
+            store.destroy_user(user, None).await.unwrap(),
+            1,
+            "user {user:?}"
+        );
+        assert!(store.load(&k).await.unwrap().is_none());
+    }
+    assert_eq!(store.count().await.unwrap(), 0);
+    // One byte over the user id limit is refused before anything is sent.
+    let r = record(Some(&"u".repeat(257)), MINUTE, MINUTE);
+    assert!(matches!(
+        store.create(&key(), &r).await,
+        Err(StoreError::Codec(CodecError::NameTooLong { .. }))
+    ));
+}
