@@ -90,6 +90,11 @@ impl SessionLayer {
     pub fn control(&self) -> SessionControl {
         SessionControl(self.shared.clone())
     }
+
+    /// The manager underneath.
+    pub fn manager(&self) -> &SessionManager {
+        &self.shared.manager
+    }
 }
 
 impl<S> Layer<S> for SessionLayer {
@@ -356,13 +361,5 @@ fn prefers_html(h: &HeaderMap) -> bool {
         (Some(_), None) => true,
         (Some(html), Some(json)) => html < json,
         _ => false,
-    }
-}
-
-/// The session manager a layer was built with.
-impl SessionLayer {
-    /// The manager underneath.
-    pub fn manager(&self) -> &SessionManager {
-        &self.shared.manager
     }
 }
