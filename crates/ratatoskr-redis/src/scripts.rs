@@ -205,11 +205,14 @@ local nrem = tonumber(ARGV[3])
 local change = {}
 for i = 4, 3 + nrem do change[ARGV[i]] = false end
 for i = 4 + nrem, #ARGV, 2 do change[ARGV[i]] = #ARGV[i + 1] end
-local size = #m + 12 + attrs_size(key, change)
-for f, len in pairs(change) do
-  if len then size = size + #f + len + 4 end
+-- Removals alone can only shrink the record: the size is checked when something is set.
+if #ARGV > 3 + nrem then
+  local size = #m + 12 + attrs_size(key, change)
+  for f, len in pairs(change) do
+    if len then size = size + #f + len + 4 end
+  end
+  if size > tonumber(ARGV[2]) then return { -4, size } end
 end
-if size > tonumber(ARGV[2]) then return { -4, size } end
 local dels = {}
 for f, len in pairs(change) do
   if not len then dels[#dels + 1] = f end
