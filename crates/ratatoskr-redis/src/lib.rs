@@ -38,8 +38,8 @@
 //! | `rt:<32 raw key bytes>` | hash | one session | at its idle/absolute deadline |
 //! | `rt:u:<user id>` | sorted set | the user's sessions: raw key → expiry | with its last member |
 //! | `rt:r:<user id>` | string | when the user's sessions were last revoked (ms) | ≥ [`RedisConfig::revocation_ttl`] |
-//! | `rt:live` | sorted set | every session: first 12 key bytes → expiry (for `count`) | with its last member |
-//! | `rt:users` | sorted set | users with an index → earliest expiry in it (for `reap`) | with the last session |
+//! | `rt:live` | sorted set | every session: first 12 key bytes → expiry (for `count`) | at the latest expiry added to it; at once when empty |
+//! | `rt:users` | sorted set | users with an index → earliest expiry in it (for `reap`) | at the latest indexed session's expiry; at once when empty |
 //!
 //! The session hash has one field per attribute, named by the attribute itself, plus two
 //! reserved fields whose names are single bytes that are not valid UTF-8 on their own, so no
