@@ -33,7 +33,12 @@ fn key() -> SessionKey {
     Token::generate().key()
 }
 
-async fn create(store: &dyn SessionStore, user: Option<&str>, idle: Duration, abs: Duration) -> (SessionKey, Record) {
+async fn create(
+    store: &dyn SessionStore,
+    user: Option<&str>,
+    idle: Duration,
+    abs: Duration,
+) -> (SessionKey, Record) {
     let k = key();
     let r = record(user, idle, abs);
     store.create(&k, &r).await.expect("create");
@@ -85,10 +90,19 @@ pub async fn idle_timeout_expires_an_unused_session(h: &impl Harness) {
     let s = h.store();
     let (k, _) = create(&*s, Some("u"), ms(600), MINUTE).await;
     sleep(150).await;
-    assert!(s.load(&k).await.unwrap().is_some(), "alive well before the idle deadline");
+    assert!(
+        s.load(&k).await.unwrap().is_some(),
+        "alive well before the idle deadline"
+    );
     sleep(1_000).await;
-    assert!(s.load(&k).await.unwrap().is_none(), "gone after the idle deadline");
-    assert!(s.list_user("u").await.unwrap().is_empty(), "not listed after expiry");
+    assert!(
+        s.load(&k).await.unwrap().is_none(),
+        "gone after the idle deadline"
+    );
+    assert!(
+        s.list_user("u").await.unwrap().is_empty(),
+        "not listed after expiry"
+    );
 }
 
 /// Touching keeps the idle deadline away, but the absolute deadline still ends the session.
@@ -97,11 +111,17 @@ pub async fn absolute_timeout_expires_a_session_in_constant_use(h: &impl Harness
     let (k, r) = create(&*s, None, ms(800), ms(1_200)).await;
     for _ in 0..5 {
         sleep(200).await;
-        assert!(s.touch(&k, &r.meta, now_ms()).await.unwrap(), "alive while in use");
+        assert!(
+            s.touch(&k, &r.meta, now_ms()).await.unwrap(),
+            "alive while in use"
+        );
     }
     // ~1,000 ms in: still alive; at 2,000 ms: past the absolute deadline despite the touches.
     sleep(1_000).await;
-    assert!(s.load(&k).await.unwrap().is_none(), "gone after the absolute deadline");
+    assert!(
+        s.load(&k).await.unwrap().is_none(),
+        "gone after the absolute deadline"
+    );
     assert!(!s.touch(&k, &r.meta, now_ms()).await.unwrap());
 }
 
@@ -115,9 +135,15 @@ pub async fn touch_extends_the_idle_deadline(h: &impl Harness) {
     let loaded = s.load(&k).await.unwrap().expect("alive after touch");
     assert_eq!(loaded.last_seen, t, "touch records last_seen");
     sleep(700).await; // 1,300 ms after creation: past the original idle deadline
-    assert!(s.load(&k).await.unwrap().is_some(), "the touch extended the idle deadline");
+    assert!(
+        s.load(&k).await.unwrap().is_some(),
+        "the touch extended the idle deadline"
+    );
     sleep(1_200).await; // 1,900 ms after the touch
-    assert!(s.load(&k).await.unwrap().is_none(), "gone one idle timeout after the touch");
+    assert!(
+        s.load(&k).await.unwrap().is_none(),
+        "gone one idle timeout after the touch"
+    );
 }
 
 /// A touch near the end of a session's life extends it only to the absolute deadline.
@@ -144,7 +170,9 @@ pub async fn touch_of_a_missing_session_creates_nothing(h: &impl Harness) {
 pub async fn touch_does_not_rewrite_attributes(h: &impl Harness) {
     let s = h.store();
     let (k, r) = create(&*s, None, MINUTE, 10 * MINUTE).await;
-    s.apply(&k, &Delta::default().set("a", b"1".to_vec())).await.unwrap();
+    s.apply(&k, &Delta::default().set("a", b"1".to_vec()))
+        .await
+        .unwrap();
     // The touch comes from a request that loaded the session before "a" was set.
     assert!(s.touch(&k, &r.meta, now_ms()).await.unwrap());
     let loaded = s.load(&k).await.unwrap().unwrap();
@@ -177,7 +205,9 @@ pub async fn delta_writes_only_what_changed(h: &impl Harness) {
     assert_eq!(got.attrs, want);
     assert_eq!(got.meta, r.meta, "a delta leaves the fixed part alone");
     // Removing an attribute that is not there is not an error.
-    s.apply(&k, &Delta::default().remove("never-was")).await.unwrap();
+    s.apply(&k, &Delta::default().remove("never-was"))
+        .await
+        .unwrap();
 }
 
 /// A delta against a destroyed session fails with `NotFound` and does not bring it back.
@@ -185,7 +215,10 @@ pub async fn delta_after_destroy_is_refused_and_resurrects_nothing(h: &impl Harn
     let s = h.store();
     let (k, _) = create(&*s, Some("u"), MINUTE, 10 * MINUTE).await;
     assert!(s.destroy(&k).await.unwrap());
-    match s.apply(&k, &Delta::default().set("late", b"write".to_vec())).await {
+    match s
+        .apply(&k, &Delta::default().set("late", b"write".to_vec()))
+        .await
+    {
         Err(StoreError::NotFound) => {}
         other => panic!("expected NotFound, got {other:?}"),
     }
@@ -198,7 +231,10 @@ pub async fn delta_after_expiry_is_refused(h: &impl Harness) {
     let s = h.store();
     let (k, _) = create(&*s, None, ms(300), MINUTE).await;
     sleep(700).await;
-    match s.apply(&k, &Delta::default().set("late", b"write".to_vec())).await {
+    match s
+        .apply(&k, &Delta::default().set("late", b"write".to_vec()))
+        .await
+    {
         Err(StoreError::NotFound) => {}
         other => panic!("expected NotFound, got {other:?}"),
     }
@@ -212,8 +248,11 @@ pub async fn fifty_parallel_deltas_on_different_attributes_all_land(h: &impl Har
     let writes = (0..50).map(|i| {
         let s = Arc::clone(&s);
         tokio::spawn(async move {
-            s.apply(&k, &Delta::default().set(format!("attr-{i}"), i.to_string().into_bytes()))
-                .await
+            s.apply(
+                &k,
+                &Delta::default().set(format!("attr-{i}"), i.to_string().into_bytes()),
+            )
+            .await
         })
     });
     for r in join_all(writes).await {
@@ -230,7 +269,9 @@ pub async fn fifty_parallel_deltas_on_different_attributes_all_land(h: &impl Har
 pub async fn rotation_keeps_data_and_kills_the_old_key(h: &impl Harness) {
     let s = h.store();
     let (old, r) = create(&*s, None, MINUTE, 10 * MINUTE).await;
-    s.apply(&old, &Delta::default().set("cart", b"3 items".to_vec())).await.unwrap();
+    s.apply(&old, &Delta::default().set("cart", b"3 items".to_vec()))
+        .await
+        .unwrap();
     let new = key();
     let mut meta = r.meta.clone();
     meta.user_id = Some("alice".into());
@@ -245,7 +286,8 @@ pub async fn rotation_keeps_data_and_kills_the_old_key(h: &impl Harness) {
     assert_eq!(got.attrs["cart"], b"3 items");
     assert!(s.load(&old).await.unwrap().is_none(), "old key dead");
     assert!(matches!(
-        s.apply(&old, &Delta::default().set("x", b"y".to_vec())).await,
+        s.apply(&old, &Delta::default().set("x", b"y".to_vec()))
+            .await,
         Err(StoreError::NotFound)
     ));
     assert!(!s.touch(&old, &r.meta, now_ms()).await.unwrap());
@@ -285,7 +327,10 @@ pub async fn destroy_is_final(h: &impl Harness) {
     let (k, r) = create(&*s, Some("u"), MINUTE, 10 * MINUTE).await;
     assert!(s.destroy(&k).await.unwrap());
     assert!(s.load(&k).await.unwrap().is_none());
-    assert!(!s.destroy(&k).await.unwrap(), "second destroy reports nothing was there");
+    assert!(
+        !s.destroy(&k).await.unwrap(),
+        "second destroy reports nothing was there"
+    );
     assert!(!s.touch(&k, &r.meta, now_ms()).await.unwrap());
     assert!(s.load(&k).await.unwrap().is_none());
     assert!(s.list_user("u").await.unwrap().is_empty());
@@ -350,8 +395,9 @@ pub async fn no_session_created_during_a_revoke_all_survives_it(h: &impl Harness
         create(&*s, Some("victim"), MINUTE, 10 * MINUTE).await;
     }
     // Records built (creation begun) before the revoke starts.
-    let pending: Vec<(SessionKey, Record)> =
-        (0..40).map(|_| (key(), record(Some("victim"), MINUTE, 10 * MINUTE))).collect();
+    let pending: Vec<(SessionKey, Record)> = (0..40)
+        .map(|_| (key(), record(Some("victim"), MINUTE, 10 * MINUTE)))
+        .collect();
     sleep(3).await;
     let creates = pending.iter().cloned().map(|(k, r)| {
         let s = Arc::clone(&s);
@@ -377,7 +423,10 @@ pub async fn no_session_created_during_a_revoke_all_survives_it(h: &impl Harness
         }
     }
     for (k, _) in &pending {
-        assert!(s.load(k).await.unwrap().is_none(), "a session created during revoke-all survived");
+        assert!(
+            s.load(k).await.unwrap().is_none(),
+            "a session created during revoke-all survived"
+        );
     }
     assert!(s.list_user("victim").await.unwrap().is_empty());
 }
@@ -421,7 +470,11 @@ pub async fn reap_removes_expired_sessions_and_prunes_the_index(h: &impl Harness
     let (live, _) = create(&*s, Some("u"), MINUTE, 10 * MINUTE).await;
     sleep(700).await;
     s.reap().await.unwrap();
-    assert_eq!(h.index_entries("u").await, 1, "index pruned to the live session");
+    assert_eq!(
+        h.index_entries("u").await,
+        1,
+        "index pruned to the live session"
+    );
     assert_eq!(s.count().await.unwrap(), 1);
     assert_eq!(s.list_user("u").await.unwrap()[0].key, live);
 }
@@ -439,7 +492,11 @@ pub async fn user_index_never_grows_past_live_sessions(h: &impl Harness) {
     let n = h.index_entries("churn").await;
     assert!(n <= 1, "index holds {n} entries for 1 live session");
     assert!(s.destroy(&k).await.unwrap());
-    assert_eq!(h.index_entries("churn").await, 0, "destroy removes the index entry");
+    assert_eq!(
+        h.index_entries("churn").await,
+        0,
+        "destroy removes the index entry"
+    );
 }
 
 /// Records over the size limit are refused with `TooLarge`, on create and on delta, and the
@@ -475,7 +532,11 @@ pub async fn oversized_records_are_a_typed_error_and_change_nothing(h: &impl Har
         s.apply(&k, &long_name).await,
         Err(StoreError::Codec(CodecError::NameTooLong { .. }))
     ));
-    assert_eq!(s.load(&k).await.unwrap(), Some(r), "nothing partial was written");
+    assert_eq!(
+        s.load(&k).await.unwrap(),
+        Some(r),
+        "nothing partial was written"
+    );
 }
 
 /// A stored record that does not decode is treated as absent (not an error for the client) and
@@ -493,13 +554,19 @@ pub async fn undecodable_records_are_absent_and_logged_by_handle(h: &impl Harnes
         .with_ansi(false)
         .finish();
     let loaded = s.load(&k).with_subscriber(subscriber).await;
-    assert!(matches!(loaded, Ok(None)), "undecodable record loads as absent: {loaded:?}");
+    assert!(
+        matches!(loaded, Ok(None)),
+        "undecodable record loads as absent: {loaded:?}"
+    );
     let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
     assert!(
         text.contains(&k.handle().to_string()),
         "log names the handle: {text:?}"
     );
-    assert!(!text.contains(&k.to_hex()), "log does not show the storage key");
+    assert!(
+        !text.contains(&k.to_hex()),
+        "log does not show the storage key"
+    );
 }
 
 struct LogWriter(Arc<Mutex<Vec<u8>>>);
@@ -520,7 +587,9 @@ pub async fn a_second_instance_sees_the_same_sessions(h: &impl Harness) {
     let b = h.other_instance().await;
     let (k, r) = create(&*a, Some("u"), MINUTE, 10 * MINUTE).await;
     assert_eq!(b.load(&k).await.unwrap(), Some(r));
-    b.apply(&k, &Delta::default().set("from-b", b"1".to_vec())).await.unwrap();
+    b.apply(&k, &Delta::default().set("from-b", b"1".to_vec()))
+        .await
+        .unwrap();
     assert_eq!(a.load(&k).await.unwrap().unwrap().attrs["from-b"], b"1");
     assert!(b.destroy(&k).await.unwrap());
     assert!(a.load(&k).await.unwrap().is_none());

@@ -190,7 +190,12 @@ pub fn check_attr_name(name: &str, limits: &Limits) -> Result<(), CodecError> {
 
 /// The size a record counts against [`Limits::max_record_bytes`]: its encoded size.
 pub fn record_size(meta_len: usize, attrs: &BTreeMap<String, Vec<u8>>) -> usize {
-    meta_len + 12 + attrs.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>()
+    meta_len
+        + 12
+        + attrs
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 4)
+            .sum::<usize>()
 }
 
 /// Check a whole record against the limits without encoding it.

@@ -30,9 +30,9 @@ pub mod token;
 
 pub use audit::{AuditEvent, AuditKind, AuditSink};
 pub use codec::{CodecError, Limits};
+pub use journal::{JournalEntry, JournalTarget, MemoryJournal, OutageJournal};
 pub use manager::{ManagerConfig, SessionManager};
 pub use memory::MemoryStore;
 pub use record::{Delta, Meta, Millis, Record, SessionSummary, now_ms};
-pub use journal::{JournalEntry, JournalTarget, MemoryJournal, OutageJournal};
 pub use store::{Invalidation, SessionStore, StoreError, StoreResult};
 pub use token::{Handle, SessionKey, Token, TokenError};

@@ -271,7 +271,11 @@ impl SessionManager {
 
     /// Revoke all of a user's sessions except `except` (log out other sessions, or everywhere
     /// with `None`).
-    pub async fn revoke_user(&self, user_id: &str, except: Option<&SessionKey>) -> StoreResult<u64> {
+    pub async fn revoke_user(
+        &self,
+        user_id: &str,
+        except: Option<&SessionKey>,
+    ) -> StoreResult<u64> {
         self.store.destroy_user(user_id, except).await
     }
 }

@@ -190,10 +190,7 @@ impl SessionStore for MemoryStore {
         now: Millis,
     ) -> StoreResult<()> {
         let mut g = self.lock();
-        let attrs = g
-            .live(old, now_ms())
-            .ok_or(StoreError::NotFound)?
-            .attrs;
+        let attrs = g.live(old, now_ms()).ok_or(StoreError::NotFound)?.attrs;
         if g.live(new, now_ms()).is_some() {
             return Err(StoreError::Collision);
         }
@@ -261,7 +258,10 @@ impl SessionStore for MemoryStore {
     async fn count(&self) -> StoreResult<u64> {
         let g = self.lock();
         let now = now_ms();
-        Ok(g.sessions.keys().filter(|k| g.live(k, now).is_some()).count() as u64)
+        Ok(g.sessions
+            .keys()
+            .filter(|k| g.live(k, now).is_some())
+            .count() as u64)
     }
 
     async fn reap(&self) -> StoreResult<u64> {

@@ -240,7 +240,10 @@ mod tests {
         assert_eq!(Token::parse(""), Err(TokenError::Length(0)));
         assert_eq!(Token::parse(&"A".repeat(42)), Err(TokenError::Length(42)));
         assert_eq!(Token::parse(&"A".repeat(44)), Err(TokenError::Length(44)));
-        assert_eq!(Token::parse(&"A".repeat(8192)), Err(TokenError::Length(8192)));
+        assert_eq!(
+            Token::parse(&"A".repeat(8192)),
+            Err(TokenError::Length(8192))
+        );
         let mut s = "A".repeat(42);
         s.push('=');
         assert_eq!(Token::parse(&s), Err(TokenError::Alphabet));

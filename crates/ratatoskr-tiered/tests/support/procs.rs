@@ -51,7 +51,8 @@ impl RedisProcess {
     /// [`snapshot`](Self::snapshot) is called.
     pub fn start() -> Self {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("ratatoskr-redis-{port}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("ratatoskr-redis-{port}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("redis dir");
         let mut r = RedisProcess {
@@ -98,7 +99,10 @@ impl RedisProcess {
             .args(["-p", &self.port.to_string(), "SAVE"])
             .output()
             .expect("redis-cli runs");
-        assert!(String::from_utf8_lossy(&out.stdout).contains("OK"), "SAVE failed");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("OK"),
+            "SAVE failed"
+        );
     }
 
     /// Forget any snapshot, so the next start is empty.
@@ -138,7 +142,9 @@ impl RedisProcess {
 impl Drop for RedisProcess {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -187,14 +193,20 @@ impl PgProcess {
         let dir = std::env::temp_dir().join(format!("ratatoskr-pg-{port}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("pg dir");
-        let _ = Command::new("chown").args(["postgres:postgres", dir.to_str().unwrap()]).status();
+        let _ = Command::new("chown")
+            .args(["postgres:postgres", dir.to_str().unwrap()])
+            .status();
         let bin = pg_bin();
         let out = as_postgres(&format!(
             "{}/initdb -D {}/data -A trust -U postgres --no-sync >/dev/null",
             bin.display(),
             dir.display()
         ));
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let pg = PgProcess { port, dir, bin };
         pg.start_server();
         pg
@@ -207,7 +219,11 @@ impl PgProcess {
             d = self.dir.display(),
             p = self.port
         ));
-        assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         wait_port(self.port, true, "postgres");
     }
 
