@@ -8,22 +8,23 @@ use ratatoskr_core::{Delta, Meta, Millis, SessionKey, SessionSummary, StoreError
 
 /// A delta reduced to what it does: the names it removes (and does not set again) and the last
 /// value it sets for each name. `Record::apply` removes first and then sets, so a name in both
-/// lists ends up set; a name set twice ends up with the later value.
-pub(crate) struct Normalized<'a> {
-    pub remove: Vec<&'a str>,
-    pub set: BTreeMap<&'a str, &'a [u8]>,
+/// lists ends up set; a name set twice ends up with the later value. Owned, so a write can be
+/// handed to the store's writer task.
+pub(crate) struct Normalized {
+    pub remove: Vec<String>,
+    pub set: BTreeMap<String, Vec<u8>>,
 }
 
-pub(crate) fn normalize(delta: &Delta) -> Normalized<'_> {
+pub(crate) fn normalize(delta: &Delta) -> Normalized {
     let mut set = BTreeMap::new();
     for (name, value) in &delta.set {
-        set.insert(name.as_str(), value.as_slice());
+        set.insert(name.clone(), value.clone());
     }
-    let mut remove: Vec<&str> = delta
+    let mut remove: Vec<String> = delta
         .remove
         .iter()
-        .map(String::as_str)
-        .filter(|n| !set.contains_key(n))
+        .filter(|n| !set.contains_key(n.as_str()))
+        .cloned()
         .collect();
     remove.sort_unstable();
     remove.dedup();
@@ -60,15 +61,15 @@ pub(crate) fn record_size_from_lengths(
 pub(crate) fn check_size_after(
     meta_len: usize,
     current: impl IntoIterator<Item = (String, usize)>,
-    delta: &Normalized<'_>,
+    delta: &Normalized,
     limits: &Limits,
 ) -> Result<(), CodecError> {
     let mut sizes: BTreeMap<String, usize> = current.into_iter().collect();
     for name in &delta.remove {
-        sizes.remove(*name);
+        sizes.remove(name);
     }
     for (name, value) in &delta.set {
-        sizes.insert((*name).to_owned(), value.len());
+        sizes.insert(name.clone(), value.len());
     }
     check_size(meta_len, sizes.iter().map(|(n, l)| (n.len(), *l)), limits)
 }
@@ -190,8 +191,8 @@ mod tests {
             .remove("c");
         let n = normalize(&d);
         assert_eq!(n.remove, ["c"]);
-        assert_eq!(n.set.get("a"), Some(&&b"1"[..]));
-        assert_eq!(n.set.get("b"), Some(&&b"2"[..]));
+        assert_eq!(n.set.get("a").map(Vec::as_slice), Some(&b"1"[..]));
+        assert_eq!(n.set.get("b").map(Vec::as_slice), Some(&b"2"[..]));
     }
 
     #[test]

@@ -97,11 +97,15 @@ use ratatoskr_core::{Limits, SessionStore, StoreError, StoreResult};
 
 mod audit;
 mod common;
+mod group;
+mod journal;
 mod migrate;
 mod postgres;
 mod sqlite;
 
 pub use audit::{HOUR_MS, HourlyCount, SqlAudit};
+pub use group::{GroupCommit, WriteStats};
+pub use journal::SqlJournal;
 pub use migrate::SCHEMA_VERSION;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -135,6 +139,15 @@ pub struct SqlOptions {
     pub acquire_timeout: Duration,
     /// SQLite only: how long a writer waits for another process's write lock.
     pub sqlite_busy_timeout: Duration,
+    /// Group commit: durable writes waiting at the same time share one transaction (on by
+    /// default; [`GroupCommit::off`] for one transaction per write).
+    pub group_commit: GroupCommit,
+    /// PostgreSQL only: the server cancels any statement running longer than this
+    /// (`statement_timeout`, set when each connection starts), so a server that accepts
+    /// connections but stops getting work done fails operations within this bound instead of
+    /// holding them. `None` keeps the server's setting. Not applied to pools passed to
+    /// `from_pool`.
+    pub pg_statement_timeout: Option<Duration>,
 }
 
 impl Default for SqlOptions {
@@ -144,6 +157,8 @@ impl Default for SqlOptions {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(5),
             sqlite_busy_timeout: Duration::from_secs(5),
+            group_commit: GroupCommit::default(),
+            pg_statement_timeout: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -215,6 +230,23 @@ impl SqlStore {
         match self {
             SqlStore::Sqlite(s) => s.audit(),
             SqlStore::Postgres(s) => s.audit(),
+        }
+    }
+
+    /// The outage journal in the same database, for the tiered store (its writes share the
+    /// store's group-commit writer).
+    pub fn journal(&self) -> SqlJournal {
+        match self {
+            SqlStore::Sqlite(s) => s.journal(),
+            SqlStore::Postgres(s) => s.journal(),
+        }
+    }
+
+    /// Write transactions committed and writes carried (see [`WriteStats`]).
+    pub fn write_stats(&self) -> WriteStats {
+        match self {
+            SqlStore::Sqlite(s) => s.write_stats(),
+            SqlStore::Postgres(s) => s.write_stats(),
         }
     }
 

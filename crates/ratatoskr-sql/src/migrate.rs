@@ -41,10 +41,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_audit.sql"),
         postgres: include_str!("../migrations/postgres/0002_audit.sql"),
     },
+    Migration {
+        version: 3,
+        description: "outage journal of Redis invalidations",
+        sqlite: include_str!("../migrations/sqlite/0003_redis_journal.sql"),
+        postgres: include_str!("../migrations/postgres/0003_redis_journal.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const CREATE_TABLE_SQLITE: &str = "CREATE TABLE IF NOT EXISTS ratatoskr_schema_migrations (
     version     INTEGER NOT NULL PRIMARY KEY,

@@ -6,7 +6,9 @@
 //! timeout. Every read-then-write operation runs in a `BEGIN IMMEDIATE` transaction, which takes
 //! the database's single write lock up front, so two writers can never deadlock upgrading a read
 //! lock; within one store instance writers also queue on an in-process lock, so they wait in
-//! order instead of polling SQLite's busy handler.
+//! order instead of polling SQLite's busy handler. With group commit on (the default), the
+//! writes queued meanwhile are made by one writer task in one transaction per turn (see
+//! [`GroupCommit`]).
 
 use std::path::Path;
 use std::str::FromStr;
@@ -15,18 +17,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, Sqlite, Transaction};
-use tokio::sync::{Mutex, MutexGuard};
+use sqlx::{Row, SqliteConnection};
+use tokio::sync::Mutex;
 
 use ratatoskr_core::codec::{self, Limits};
 use ratatoskr_core::{
-    Delta, Handle, Meta, Millis, Record, SessionKey, SessionStore, SessionSummary, StoreError,
-    StoreResult, now_ms,
+    Delta, Handle, JournalTarget, Meta, Millis, Record, SessionKey, SessionStore, SessionSummary,
+    StoreError, StoreResult, now_ms,
 };
 
 use crate::SqlOptions;
 use crate::audit::SqlAudit;
-use crate::common::{self, len_from_db};
+use crate::common::{self, Normalized, len_from_db};
+use crate::group::{
+    Attempt, Batcher, Fail, GroupCommit, Op, OpResult, Stats, WriteStats, Writer, log_rerun,
+};
+use crate::journal::SqlJournal;
 
 const BACKEND: &str = "sqlite";
 
@@ -36,7 +42,7 @@ fn be(e: sqlx::Error) -> StoreError {
 
 /// Sessions in a SQLite database file.
 ///
-/// Cheap to clone (clones share the pool and the writer queue).
+/// Cheap to clone (clones share the pool, the writer queue and the group-commit writer).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), ratatoskr_core::StoreError> {
@@ -55,13 +61,23 @@ fn be(e: sqlx::Error) -> StoreError {
 pub struct SqliteStore {
     pool: SqlitePool,
     limits: Limits,
-    writer: Arc<Mutex<()>>,
+    core: Arc<Core>,
+    writer: Writer,
+}
+
+/// The database side of the writes: the pool, this instance's writer turn, and the counters.
+struct Core {
+    pool: SqlitePool,
+    /// This instance's writers queue here (FIFO) before they take SQLite's write lock.
+    turn: Mutex<()>,
+    stats: Stats,
 }
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore")
             .field("limits", &self.limits)
+            .field("group_commit", &self.writer.config())
             .finish_non_exhaustive()
     }
 }
@@ -110,7 +126,8 @@ impl SqliteStore {
         let pool = pool_options.connect_with(connect).await.map_err(be)?;
         Ok(Self::from_pool(pool)
             .await?
-            .with_limits(options.limits.clone()))
+            .with_limits(options.limits.clone())
+            .with_group_commit(options.group_commit.clone()))
     }
 
     /// Use an existing pool (the application's): switches the file to WAL mode if it is not
@@ -122,11 +139,43 @@ impl SqliteStore {
     pub async fn from_pool(pool: SqlitePool) -> StoreResult<Self> {
         enable_wal(&pool).await?;
         crate::migrate::sqlite(&pool).await?;
+        let core = Arc::new(Core {
+            pool: pool.clone(),
+            turn: Mutex::new(()),
+            stats: Stats::default(),
+        });
+        let writer = Writer::new(BACKEND, core.clone(), &GroupCommit::default(), 1);
         Ok(SqliteStore {
             pool,
             limits: Limits::default(),
-            writer: Arc::new(Mutex::new(())),
+            core,
+            writer,
         })
+    }
+
+    /// Group writes with these settings instead of [`GroupCommit::default`]
+    /// ([`GroupCommit::off`] for one transaction per write). SQLite always uses one lane: the
+    /// file has one writer at a time.
+    pub fn with_group_commit(mut self, config: GroupCommit) -> Self {
+        self.writer = Writer::new(BACKEND, self.core.clone(), &config, 1);
+        self
+    }
+
+    /// The group-commit settings in effect.
+    pub fn group_commit(&self) -> GroupCommit {
+        self.writer.config()
+    }
+
+    /// How many write transactions this store (all its clones) committed, and how many writes
+    /// they carried.
+    pub fn write_stats(&self) -> WriteStats {
+        self.core.stats.snapshot()
+    }
+
+    /// The outage journal in this database (`ratatoskr_redis_journal`), sharing this store's
+    /// pool and writer (its appends are group-committed with the session writes).
+    pub fn journal(&self) -> SqlJournal {
+        SqlJournal::sqlite(self.pool.clone(), self.writer.clone())
     }
 
     /// Enforce these limits instead of [`Limits::default`].
@@ -182,133 +231,416 @@ impl SqliteStore {
             .await
             .map_err(be)
     }
+}
 
-    /// Start a write transaction: wait for this instance's writer turn, then take the
-    /// database's write lock (`BEGIN IMMEDIATE`).
-    async fn write(&self) -> StoreResult<(MutexGuard<'_, ()>, Transaction<'static, Sqlite>)> {
-        let guard = self.writer.lock().await;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(be)?;
-        Ok((guard, tx))
+// ---------------------------------------------------------------------------------------------
+// The writes, each on a connection that is inside a `BEGIN IMMEDIATE` transaction (or, for the
+// single-statement ones, on its own). Each checks before it writes, so a write refused for its
+// own reasons has written nothing and its batch goes on.
+
+fn key_bytes(key: &SessionKey) -> &[u8] {
+    &key.as_bytes()[..]
+}
+
+/// Delete expired rows under `key` or belonging to `user`, so a create may replace an expired
+/// session and the user's index never outgrows the live sessions. (Deleting expired rows is
+/// harmless even when the write it precedes is refused.)
+async fn prune(
+    c: &mut SqliteConnection,
+    key: &SessionKey,
+    user: Option<&str>,
+    now: Millis,
+) -> OpResult<()> {
+    sqlx::query(
+        "DELETE FROM ratatoskr_sessions
+         WHERE expires_at <= ?1 AND (session_key = ?2 OR (?3 IS NOT NULL AND user_id = ?3))",
+    )
+    .bind(now)
+    .bind(key_bytes(key))
+    .bind(user)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+/// Whether `user`'s sessions were revoked at or after `at`.
+async fn revoked_since(c: &mut SqliteConnection, user: Option<&str>, at: Millis) -> OpResult<bool> {
+    let Some(user) = user else { return Ok(false) };
+    let revoked: Option<i64> =
+        sqlx::query_scalar("SELECT revoked_at FROM ratatoskr_user_revocations WHERE user_id = ?1")
+            .bind(user)
+            .fetch_optional(&mut *c)
+            .await?;
+    Ok(revoked.is_some_and(|t| t >= at))
+}
+
+/// Whether a row exists under `key` (after `prune`, a live one).
+async fn exists(c: &mut SqliteConnection, key: &SessionKey) -> OpResult<bool> {
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM ratatoskr_sessions WHERE session_key = ?1")
+            .bind(key_bytes(key))
+            .fetch_optional(&mut *c)
+            .await?;
+    Ok(found.is_some())
+}
+
+/// A refusal, unless the key is taken: a collision is reported first, as if the insert had
+/// been tried.
+async fn refuse(c: &mut SqliteConnection, key: &SessionKey, refusal: StoreError) -> Fail {
+    match exists(c, key).await {
+        Ok(true) => Fail::Refused(StoreError::Collision),
+        Ok(false) => Fail::Refused(refusal),
+        Err(e) => e,
     }
+}
 
-    /// Delete expired rows under `key` or belonging to `user`, so a create may replace an
-    /// expired session and the user's index never outgrows the live sessions.
-    async fn prune(
-        tx: &mut Transaction<'static, Sqlite>,
-        key: &SessionKey,
-        user: Option<&str>,
-        now: Millis,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "DELETE FROM ratatoskr_sessions
-             WHERE expires_at <= ?1 AND (session_key = ?2 OR (?3 IS NOT NULL AND user_id = ?3))",
-        )
-        .bind(now)
-        .bind(&key.as_bytes()[..])
-        .bind(user)
-        .execute(&mut **tx)
-        .await
-        .map_err(be)?;
-        Ok(())
-    }
+/// Insert a session row; `false` if a row with this key exists.
+async fn insert_session(
+    c: &mut SqliteConnection,
+    key: &SessionKey,
+    meta: &Meta,
+    meta_blob: &[u8],
+    last_seen: Millis,
+) -> OpResult<bool> {
+    let done = sqlx::query(
+        "INSERT INTO ratatoskr_sessions (session_key, handle, user_id, created_at, last_seen,
+             idle_timeout, absolute_deadline, expires_at, meta)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (session_key) DO NOTHING",
+    )
+    .bind(key_bytes(key))
+    .bind(key.handle().to_string())
+    .bind(meta.user_id.as_deref())
+    .bind(meta.created_at)
+    .bind(last_seen)
+    .bind(meta.idle_timeout)
+    .bind(meta.absolute_deadline)
+    .bind(meta.idle_deadline(last_seen))
+    .bind(meta_blob)
+    .execute(&mut *c)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
 
-    async fn check_revoked(
-        tx: &mut Transaction<'static, Sqlite>,
-        user: Option<&str>,
-        at: Millis,
-    ) -> StoreResult<()> {
-        let Some(user) = user else { return Ok(()) };
-        let revoked: Option<i64> = sqlx::query_scalar(
-            "SELECT revoked_at FROM ratatoskr_user_revocations WHERE user_id = ?1",
-        )
-        .bind(user)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(be)?;
-        match revoked {
-            Some(t) if t >= at => Err(StoreError::Revoked),
-            _ => Ok(()),
+async fn upsert_attr(
+    c: &mut SqliteConnection,
+    key: &SessionKey,
+    name: &str,
+    value: &[u8],
+) -> OpResult<()> {
+    sqlx::query(
+        "INSERT INTO ratatoskr_session_attrs (session_key, name, value) VALUES (?1, ?2, ?3)
+         ON CONFLICT (session_key, name) DO UPDATE SET value = excluded.value",
+    )
+    .bind(key_bytes(key))
+    .bind(name)
+    .bind(value)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+/// Meta length and (name, value length) of every attribute of a live session, or `None`.
+async fn sizes(
+    c: &mut SqliteConnection,
+    key: &SessionKey,
+    now: Millis,
+) -> OpResult<Option<(usize, Vec<(String, usize)>)>> {
+    let rows = sqlx::query(
+        "SELECT length(s.meta), a.name, length(a.value)
+         FROM ratatoskr_sessions s
+         LEFT JOIN ratatoskr_session_attrs a ON a.session_key = s.session_key
+         WHERE s.session_key = ?1 AND s.expires_at > ?2",
+    )
+    .bind(key_bytes(key))
+    .bind(now)
+    .fetch_all(&mut *c)
+    .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let meta_len = len_from_db(BACKEND, first.try_get::<i64, _>(0)?)?;
+    let mut attrs = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let name: Option<String> = row.try_get(1)?;
+        if let Some(name) = name {
+            let len: i64 = row.try_get(2)?;
+            attrs.push((name, len_from_db(BACKEND, len)?));
         }
     }
+    Ok(Some((meta_len, attrs)))
+}
 
-    /// Insert a session row; `false` if a row with this key exists.
-    async fn insert_session(
-        tx: &mut Transaction<'static, Sqlite>,
-        key: &SessionKey,
-        meta: &Meta,
-        meta_blob: &[u8],
-        last_seen: Millis,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "INSERT INTO ratatoskr_sessions (session_key, handle, user_id, created_at, last_seen,
-                 idle_timeout, absolute_deadline, expires_at, meta)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (session_key) DO NOTHING",
-        )
-        .bind(&key.as_bytes()[..])
-        .bind(key.handle().to_string())
-        .bind(meta.user_id.as_deref())
-        .bind(meta.created_at)
-        .bind(last_seen)
-        .bind(meta.idle_timeout)
-        .bind(meta.absolute_deadline)
-        .bind(meta.idle_deadline(last_seen))
-        .bind(meta_blob)
-        .execute(&mut **tx)
-        .await
-        .map_err(be)?;
-        Ok(done.rows_affected() == 1)
+async fn create(
+    c: &mut SqliteConnection,
+    key: &SessionKey,
+    record: &Record,
+    meta_blob: &[u8],
+) -> OpResult<()> {
+    let user = record.meta.user_id.as_deref();
+    prune(c, key, user, now_ms()).await?;
+    if revoked_since(c, user, record.meta.created_at).await? {
+        return Err(refuse(c, key, StoreError::Revoked).await);
     }
+    if !insert_session(c, key, &record.meta, meta_blob, record.last_seen).await? {
+        return Err(StoreError::Collision.into());
+    }
+    for (name, value) in &record.attrs {
+        upsert_attr(c, key, name, value).await?;
+    }
+    Ok(())
+}
 
-    async fn upsert_attr(
-        tx: &mut Transaction<'static, Sqlite>,
-        key: &SessionKey,
-        name: &str,
-        value: &[u8],
-    ) -> StoreResult<()> {
+async fn restore(
+    c: &mut SqliteConnection,
+    key: &SessionKey,
+    record: &Record,
+    meta_blob: &[u8],
+) -> OpResult<bool> {
+    let now = now_ms();
+    if record.is_expired(now) {
+        return Ok(false);
+    }
+    prune(c, key, record.meta.user_id.as_deref(), now).await?;
+    if !insert_session(c, key, &record.meta, meta_blob, record.last_seen).await? {
+        return Ok(false);
+    }
+    for (name, value) in &record.attrs {
+        upsert_attr(c, key, name, value).await?;
+    }
+    Ok(true)
+}
+
+async fn apply(
+    c: &mut SqliteConnection,
+    key: &SessionKey,
+    delta: &Normalized,
+    limits: &Limits,
+) -> OpResult<()> {
+    let (meta_len, current) = sizes(c, key, now_ms()).await?.ok_or(StoreError::NotFound)?;
+    common::check_size_after(meta_len, current, delta, limits)?;
+    for name in &delta.remove {
+        sqlx::query("DELETE FROM ratatoskr_session_attrs WHERE session_key = ?1 AND name = ?2")
+            .bind(key_bytes(key))
+            .bind(name)
+            .execute(&mut *c)
+            .await?;
+    }
+    for (name, value) in &delta.set {
+        upsert_attr(c, key, name, value).await?;
+    }
+    Ok(())
+}
+
+/// The deadline is computed from the stored idle timeout and absolute deadline, never from the
+/// caller's copy; last_seen never moves backwards (a slow request's late touch).
+async fn touch(c: &mut SqliteConnection, key: &SessionKey, last_seen: Millis) -> OpResult<bool> {
+    let done = sqlx::query(
+        "UPDATE ratatoskr_sessions SET
+             last_seen = max(last_seen, ?2),
+             expires_at = CASE
+                 WHEN idle_timeout >= absolute_deadline - max(last_seen, ?2)
+                     THEN absolute_deadline
+                 ELSE max(last_seen, ?2) + idle_timeout
+             END
+         WHERE session_key = ?1 AND expires_at > ?3",
+    )
+    .bind(key_bytes(key))
+    .bind(last_seen)
+    .bind(now_ms())
+    .execute(&mut *c)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn rotate(
+    c: &mut SqliteConnection,
+    old: &SessionKey,
+    new: &SessionKey,
+    meta: &Meta,
+    meta_blob: &[u8],
+    now: Millis,
+    limits: &Limits,
+) -> OpResult<()> {
+    let user = meta.user_id.as_deref();
+    let clock = now_ms();
+    let (_, attrs) = sizes(c, old, clock).await?.ok_or(StoreError::NotFound)?;
+    prune(c, new, user, clock).await?;
+    let refusal = if revoked_since(c, user, now).await? {
+        Some(StoreError::Revoked)
+    } else {
+        common::check_size(
+            meta_blob.len(),
+            attrs.iter().map(|(n, l)| (n.len(), *l)),
+            limits,
+        )
+        .err()
+        .map(StoreError::Codec)
+    };
+    if let Some(refusal) = refusal {
+        return Err(refuse(c, new, refusal).await);
+    }
+    if !insert_session(c, new, meta, meta_blob, now).await? {
+        return Err(StoreError::Collision.into());
+    }
+    sqlx::query(
+        "INSERT INTO ratatoskr_session_attrs (session_key, name, value)
+         SELECT ?1, name, value FROM ratatoskr_session_attrs WHERE session_key = ?2",
+    )
+    .bind(key_bytes(new))
+    .bind(key_bytes(old))
+    .execute(&mut *c)
+    .await?;
+    sqlx::query("DELETE FROM ratatoskr_sessions WHERE session_key = ?1")
+        .bind(key_bytes(old))
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+async fn destroy(c: &mut SqliteConnection, key: &SessionKey) -> OpResult<bool> {
+    let expires: Option<i64> = sqlx::query_scalar(
+        "DELETE FROM ratatoskr_sessions WHERE session_key = ?1 RETURNING expires_at",
+    )
+    .bind(key_bytes(key))
+    .fetch_optional(&mut *c)
+    .await?;
+    Ok(expires.is_some_and(|t| t > now_ms()))
+}
+
+async fn journal_append(c: &mut SqliteConnection, targets: &[JournalTarget]) -> OpResult<()> {
+    let at = now_ms();
+    for target in targets {
+        let (kind, key, user) = crate::journal::columns(target);
         sqlx::query(
-            "INSERT INTO ratatoskr_session_attrs (session_key, name, value) VALUES (?1, ?2, ?3)
-             ON CONFLICT (session_key, name) DO UPDATE SET value = excluded.value",
+            "INSERT INTO ratatoskr_redis_journal (at, kind, session_key, user_id)
+             VALUES (?1, ?2, ?3, ?4)",
         )
-        .bind(&key.as_bytes()[..])
-        .bind(name)
-        .bind(value)
-        .execute(&mut **tx)
-        .await
-        .map_err(be)?;
-        Ok(())
+        .bind(at)
+        .bind(kind)
+        .bind(key)
+        .bind(user)
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn journal_ack(c: &mut SqliteConnection, ids: &[i64]) -> OpResult<()> {
+    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    sqlx::query(
+        "DELETE FROM ratatoskr_redis_journal WHERE id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(format!("[{list}]"))
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+async fn run_op(c: &mut SqliteConnection, op: &Op) -> OpResult<bool> {
+    match op {
+        Op::Create {
+            key,
+            record,
+            meta_blob,
+        } => create(c, key, record, meta_blob).await.map(|()| true),
+        Op::Restore {
+            key,
+            record,
+            meta_blob,
+        } => restore(c, key, record, meta_blob).await,
+        Op::Apply { key, delta, limits } => apply(c, key, delta, limits).await.map(|()| true),
+        Op::Touch { key, last_seen } => touch(c, key, *last_seen).await,
+        Op::TouchMany(touches) => {
+            for (key, last_seen) in touches {
+                touch(c, key, *last_seen).await?;
+            }
+            Ok(true)
+        }
+        Op::Rotate {
+            old,
+            new,
+            meta,
+            meta_blob,
+            now,
+            limits,
+        } => rotate(c, old, new, meta, meta_blob, *now, limits)
+            .await
+            .map(|()| true),
+        Op::Destroy(key) => destroy(c, key).await,
+        Op::JournalAppend(targets) => journal_append(c, targets).await.map(|()| true),
+        Op::JournalAck(ids) => journal_ack(c, ids).await.map(|()| true),
+    }
+}
+
+impl Core {
+    /// One op that is one statement: no transaction around it.
+    async fn autocommit(&self, op: &Op) -> StoreResult<bool> {
+        let result = async {
+            let mut c = self.pool.acquire().await?;
+            run_op(&mut c, op).await
+        }
+        .await;
+        if result.is_ok() {
+            self.stats.committed(1);
+        }
+        result.map_err(|f| f.into_store(BACKEND))
     }
 
-    /// Meta length and (name, value length) of every attribute of a live session, or `None`.
-    async fn sizes(
-        tx: &mut Transaction<'static, Sqlite>,
-        key: &SessionKey,
-        now: Millis,
-    ) -> StoreResult<Option<(usize, Vec<(String, usize)>)>> {
-        let rows = sqlx::query(
-            "SELECT length(s.meta), a.name, length(a.value)
-             FROM ratatoskr_sessions s
-             LEFT JOIN ratatoskr_session_attrs a ON a.session_key = s.session_key
-             WHERE s.session_key = ?1 AND s.expires_at > ?2",
-        )
-        .bind(&key.as_bytes()[..])
-        .bind(now)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(be)?;
-        let Some(first) = rows.first() else {
-            return Ok(None);
+    /// `ops` in one `BEGIN IMMEDIATE` transaction.
+    async fn attempt(&self, ops: &[Op]) -> Attempt {
+        let mut tx = match self.pool.begin_with("BEGIN IMMEDIATE").await {
+            Ok(tx) => tx,
+            Err(e) => return Attempt::Failed(e),
         };
-        let meta_len = len_from_db(BACKEND, first.try_get::<i64, _>(0).map_err(be)?)?;
-        let mut attrs = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let name: Option<String> = row.try_get(1).map_err(be)?;
-            if let Some(name) = name {
-                let len: i64 = row.try_get(2).map_err(be)?;
-                attrs.push((name, len_from_db(BACKEND, len)?));
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            match run_op(&mut tx, op).await {
+                Ok(v) => results.push(Ok(v)),
+                Err(Fail::Refused(e)) => results.push(Err(e)),
+                Err(Fail::Db(e)) => {
+                    if let Err(rollback) = tx.rollback().await {
+                        tracing::debug!(backend = BACKEND, error = %rollback, "rollback failed");
+                    }
+                    return Attempt::from_error(e);
+                }
             }
         }
-        Ok(Some((meta_len, attrs)))
+        match tx.commit().await {
+            Ok(()) => {
+                self.stats.committed(ops.len());
+                Attempt::Done(results)
+            }
+            Err(e) => Attempt::commit_failed(BACKEND, results, &e),
+        }
+    }
+}
+
+#[async_trait]
+impl Batcher for Core {
+    async fn run_batch(&self, ops: &[Op]) -> Vec<StoreResult<bool>> {
+        let _turn = self.turn.lock().await;
+        if let [op] = ops
+            && op.is_single_statement()
+        {
+            return vec![self.autocommit(op).await];
+        }
+        match self.attempt(ops).await {
+            Attempt::Rejected(e) if ops.len() > 1 => {
+                log_rerun(BACKEND, &e, ops.len());
+                let mut out = Vec::with_capacity(ops.len());
+                for op in ops {
+                    out.extend(
+                        self.attempt(std::slice::from_ref(op))
+                            .await
+                            .into_results(BACKEND, 1),
+                    );
+                }
+                out
+            }
+            attempt => attempt.into_results(BACKEND, ops.len()),
+        }
     }
 }
 
@@ -367,23 +699,6 @@ fn is_busy(e: &sqlx::Error) -> bool {
         })
 }
 
-/// End a transaction: commit on success; on failure roll back at once (releasing its locks
-/// now rather than when the pool next tests the connection) and return the original error.
-async fn finish<T>(tx: Transaction<'static, Sqlite>, result: StoreResult<T>) -> StoreResult<T> {
-    match result {
-        Ok(value) => {
-            tx.commit().await.map_err(be)?;
-            Ok(value)
-        }
-        Err(e) => {
-            if let Err(rollback) = tx.rollback().await {
-                tracing::debug!(backend = BACKEND, error = %rollback, "rollback failed");
-            }
-            Err(e)
-        }
-    }
-}
-
 #[async_trait]
 impl SessionStore for SqliteStore {
     fn backend_name(&self) -> &'static str {
@@ -393,24 +708,26 @@ impl SessionStore for SqliteStore {
     async fn create(&self, key: &SessionKey, record: &Record) -> StoreResult<()> {
         let meta_blob = codec::encode_meta(&record.meta, &self.limits)?;
         codec::check_record(record, &self.limits)?;
-        let user = record.meta.user_id.as_deref();
-        let now = now_ms();
-        let (_turn, mut tx) = self.write().await?;
-        let result = async {
-            Self::prune(&mut tx, key, user, now).await?;
-            if !Self::insert_session(&mut tx, key, &record.meta, &meta_blob, record.last_seen)
-                .await?
-            {
-                return Err(StoreError::Collision);
-            }
-            Self::check_revoked(&mut tx, user, record.meta.created_at).await?;
-            for (name, value) in &record.attrs {
-                Self::upsert_attr(&mut tx, key, name, value).await?;
-            }
-            Ok(())
-        }
-        .await;
-        finish(tx, result).await
+        self.writer
+            .submit(Op::Create {
+                key: *key,
+                record: record.clone(),
+                meta_blob,
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn restore(&self, key: &SessionKey, record: &Record) -> StoreResult<bool> {
+        let meta_blob = codec::encode_meta(&record.meta, &self.limits)?;
+        codec::check_record(record, &self.limits)?;
+        self.writer
+            .submit(Op::Restore {
+                key: *key,
+                record: record.clone(),
+                meta_blob,
+            })
+            .await
     }
 
     async fn load(&self, key: &SessionKey) -> StoreResult<Option<Record>> {
@@ -420,7 +737,7 @@ impl SessionStore for SqliteStore {
              LEFT JOIN ratatoskr_session_attrs a ON a.session_key = s.session_key
              WHERE s.session_key = ?1 AND s.expires_at > ?2",
         )
-        .bind(&key.as_bytes()[..])
+        .bind(key_bytes(key))
         .bind(now_ms())
         .fetch_all(&self.pool)
         .await
@@ -450,54 +767,33 @@ impl SessionStore for SqliteStore {
 
     async fn apply(&self, key: &SessionKey, delta: &Delta) -> StoreResult<()> {
         common::check_names(delta, &self.limits)?;
-        let delta = common::normalize(delta);
-        let now = now_ms();
-        let (_turn, mut tx) = self.write().await?;
-        let result = async {
-            let (meta_len, current) = Self::sizes(&mut tx, key, now)
-                .await?
-                .ok_or(StoreError::NotFound)?;
-            common::check_size_after(meta_len, current, &delta, &self.limits)?;
-            for name in &delta.remove {
-                sqlx::query(
-                    "DELETE FROM ratatoskr_session_attrs WHERE session_key = ?1 AND name = ?2",
-                )
-                .bind(&key.as_bytes()[..])
-                .bind(*name)
-                .execute(&mut *tx)
-                .await
-                .map_err(be)?;
-            }
-            for (name, value) in &delta.set {
-                Self::upsert_attr(&mut tx, key, name, value).await?;
-            }
-            Ok(())
-        }
-        .await;
-        finish(tx, result).await
+        self.writer
+            .submit(Op::Apply {
+                key: *key,
+                delta: common::normalize(delta),
+                limits: self.limits.clone(),
+            })
+            .await
+            .map(drop)
     }
 
     async fn touch(&self, key: &SessionKey, _meta: &Meta, last_seen: Millis) -> StoreResult<bool> {
-        // The deadline is computed from the stored idle timeout and absolute deadline, never
-        // from the caller's copy; last_seen never moves backwards (a slow request's late touch).
-        let _turn = self.writer.lock().await;
-        let done = sqlx::query(
-            "UPDATE ratatoskr_sessions SET
-                 last_seen = max(last_seen, ?2),
-                 expires_at = CASE
-                     WHEN idle_timeout >= absolute_deadline - max(last_seen, ?2)
-                         THEN absolute_deadline
-                     ELSE max(last_seen, ?2) + idle_timeout
-                 END
-             WHERE session_key = ?1 AND expires_at > ?3",
-        )
-        .bind(&key.as_bytes()[..])
-        .bind(last_seen)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await
-        .map_err(be)?;
-        Ok(done.rows_affected() > 0)
+        self.writer
+            .submit(Op::Touch {
+                key: *key,
+                last_seen,
+            })
+            .await
+    }
+
+    async fn touch_many(&self, touches: &[(SessionKey, Meta, Millis)]) -> StoreResult<()> {
+        if touches.is_empty() {
+            return Ok(());
+        }
+        self.writer
+            .submit(Op::TouchMany(crate::group::dedup_touches(touches)))
+            .await
+            .map(drop)
     }
 
     async fn rotate(
@@ -508,53 +804,21 @@ impl SessionStore for SqliteStore {
         now: Millis,
     ) -> StoreResult<()> {
         let meta_blob = codec::encode_meta(meta, &self.limits)?;
-        let user = meta.user_id.as_deref();
-        let clock = now_ms();
-        let (_turn, mut tx) = self.write().await?;
-        let result = async {
-            let (_, attrs) = Self::sizes(&mut tx, old, clock)
-                .await?
-                .ok_or(StoreError::NotFound)?;
-            Self::prune(&mut tx, new, user, clock).await?;
-            if !Self::insert_session(&mut tx, new, meta, &meta_blob, now).await? {
-                return Err(StoreError::Collision);
-            }
-            Self::check_revoked(&mut tx, user, now).await?;
-            common::check_size(
-                meta_blob.len(),
-                attrs.iter().map(|(n, l)| (n.len(), *l)),
-                &self.limits,
-            )?;
-            sqlx::query(
-                "INSERT INTO ratatoskr_session_attrs (session_key, name, value)
-                 SELECT ?1, name, value FROM ratatoskr_session_attrs WHERE session_key = ?2",
-            )
-            .bind(&new.as_bytes()[..])
-            .bind(&old.as_bytes()[..])
-            .execute(&mut *tx)
+        self.writer
+            .submit(Op::Rotate {
+                old: *old,
+                new: *new,
+                meta: meta.clone(),
+                meta_blob,
+                now,
+                limits: self.limits.clone(),
+            })
             .await
-            .map_err(be)?;
-            sqlx::query("DELETE FROM ratatoskr_sessions WHERE session_key = ?1")
-                .bind(&old.as_bytes()[..])
-                .execute(&mut *tx)
-                .await
-                .map_err(be)?;
-            Ok(())
-        }
-        .await;
-        finish(tx, result).await
+            .map(drop)
     }
 
     async fn destroy(&self, key: &SessionKey) -> StoreResult<bool> {
-        let _turn = self.writer.lock().await;
-        let expires: Option<i64> = sqlx::query_scalar(
-            "DELETE FROM ratatoskr_sessions WHERE session_key = ?1 RETURNING expires_at",
-        )
-        .bind(&key.as_bytes()[..])
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(be)?;
-        Ok(expires.is_some_and(|t| t > now_ms()))
+        self.writer.submit(Op::Destroy(*key)).await
     }
 
     async fn list_user(&self, user_id: &str) -> StoreResult<Vec<SessionSummary>> {
@@ -580,7 +844,8 @@ impl SessionStore for SqliteStore {
     }
 
     async fn destroy_user(&self, user_id: &str, except: Option<&SessionKey>) -> StoreResult<u64> {
-        let (_turn, mut tx) = self.write().await?;
+        let _turn = self.core.turn.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(be)?;
         let result = async {
             let now = now_ms();
             sqlx::query(
@@ -598,14 +863,25 @@ impl SessionStore for SqliteStore {
                  RETURNING expires_at",
             )
             .bind(user_id)
-            .bind(except.map(|k| &k.as_bytes()[..]))
+            .bind(except.map(key_bytes))
             .fetch_all(&mut *tx)
             .await
             .map_err(be)?;
             Ok(deleted.iter().filter(|&&t| t > now).count() as u64)
         }
         .await;
-        finish(tx, result).await
+        match result {
+            Ok(n) => {
+                tx.commit().await.map_err(be)?;
+                Ok(n)
+            }
+            Err(e) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::debug!(backend = BACKEND, error = %rollback, "rollback failed");
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn count(&self) -> StoreResult<u64> {
@@ -623,7 +899,7 @@ impl SessionStore for SqliteStore {
         let now = now_ms();
         let mut total = 0;
         loop {
-            let _turn = self.writer.lock().await;
+            let _turn = self.core.turn.lock().await;
             let done = sqlx::query(
                 "DELETE FROM ratatoskr_sessions WHERE session_key IN (
                      SELECT session_key FROM ratatoskr_sessions WHERE expires_at <= ?1 LIMIT ?2)",

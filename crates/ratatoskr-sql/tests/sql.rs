@@ -276,7 +276,16 @@ async fn pg_connects_by_url_into_the_schema_it_names() {
     .fetch_one(store.pool())
     .await
     .unwrap();
-    assert_eq!(n, 5, "sessions, attrs, revocations, audit, migrations");
+    assert_eq!(
+        n, 6,
+        "sessions, attrs, revocations, audit, redis journal, migrations"
+    );
+    // The default statement timeout is added to the URL's own options, not instead of them.
+    let timeout: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(timeout, "5s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
