@@ -46,6 +46,54 @@ pub struct Settings {
     /// Key material for encrypting platform tokens; generated into the data dir when unset.
     #[arg(long, env = "RATATOSKR_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
+
+    /// Where the generated key lives when `RATATOSKR_SECRET_KEY` is unset. Default: `secret.key`
+    /// beside the SQLite database, or `./data/secret.key` for PostgreSQL.
+    #[arg(long, env = "RATATOSKR_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<std::path::PathBuf>,
+
+    /// Whether `POST /api/register` and the registration form are open.
+    #[arg(
+        long,
+        env = "RATATOSKR_REGISTRATION",
+        default_value = "open",
+        value_enum
+    )]
+    pub registration: Registration,
+
+    /// Fingerprint binding: `off`, `log` (audit a changed User-Agent) or `revoke` (also end
+    /// the session).
+    #[arg(long, env = "RATATOSKR_FINGERPRINT", default_value = "log", value_enum)]
+    pub fingerprint: Fingerprint,
+
+    /// How often the number of active sessions is sampled for the analytics chart.
+    #[arg(long, env = "RATATOSKR_SAMPLE_EVERY", default_value = "60s", value_parser = parse_duration)]
+    pub sample_every: Duration,
+
+    /// Other origins allowed to make state-changing requests (comma list of
+    /// `scheme://host[:port]`), e.g. when a proxy serves the app under another name.
+    #[arg(long, env = "RATATOSKR_TRUSTED_ORIGINS", value_delimiter = ',')]
+    pub trusted_origins: Vec<String>,
+}
+
+/// Whether people may register themselves.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registration {
+    /// Anyone may register.
+    Open,
+    /// Only `ratatoskr user add` creates users.
+    Closed,
+}
+
+/// The fingerprint policy (see `ratatoskr_axum::FingerprintPolicy`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fingerprint {
+    /// Record and compare nothing.
+    Off,
+    /// Audit a mismatch and carry on.
+    Log,
+    /// Audit a mismatch and end the session.
+    Revoke,
 }
 
 /// Parse a humantime duration (`90s`, `30m`, `2h`).
@@ -67,6 +115,16 @@ impl Settings {
                 humantime::format_duration(self.absolute_timeout)
             ));
         }
+        if self.sample_every < Duration::from_millis(100) {
+            return Err("RATATOSKR_SAMPLE_EVERY must be at least 100ms".into());
+        }
+        if let Some(key) = &self.secret_key
+            && key.len() < 32
+        {
+            return Err(
+                "RATATOSKR_SECRET_KEY must be at least 32 characters of random text".into(),
+            );
+        }
         if self.max_sessions_per_user == 0 {
             return Err("RATATOSKR_MAX_SESSIONS_PER_USER must be at least 1".into());
         }
@@ -80,6 +138,23 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+}
+
+impl Settings {
+    /// Where the generated token-encryption key is kept.
+    pub fn key_file(&self) -> std::path::PathBuf {
+        if let Some(f) = &self.secret_key_file {
+            return f.clone();
+        }
+        match crate::stores::sqlite_path(&self.database_url) {
+            Some(db) => std::path::Path::new(db)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."))
+                .join("secret.key"),
+            None => std::path::PathBuf::from("./data/secret.key"),
+        }
     }
 }
 

@@ -5,9 +5,20 @@
 //! the stores and the router, [`telemetry`] sets up logs and metrics, [`routes`] has one module
 //! per route family.
 
+pub mod analytics;
+pub mod charts;
+pub mod cli;
 pub mod configuration;
+pub mod crypto;
+pub mod db;
+pub mod device;
+pub mod error;
+pub mod extract;
 pub mod routes;
+pub mod service;
 pub mod startup;
 pub mod state;
 pub mod stores;
 pub mod telemetry;
+pub mod templates;
+pub mod validation;

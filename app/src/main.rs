@@ -1,9 +1,11 @@
 //! `ratatoskr`: the reference web application and its admin CLI.
 
 use clap::{Parser, Subcommand};
-use ratatoskr::configuration::Settings;
+use ratatoskr::cli::{SessionsCommand, UserCommand};
+use ratatoskr::configuration::{Registration, Settings, redact_url};
+use ratatoskr::crypto::KeySource;
 use ratatoskr::startup::Application;
-use ratatoskr::telemetry;
+use ratatoskr::{cli, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +24,14 @@ struct Cli {
 enum Command {
     /// Serve the web application (the default).
     Serve,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// List and revoke sessions.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+    /// Counts: users, platforms, sessions, audit events of the last 24 hours.
+    Stats,
 }
 
 #[tokio::main]
@@ -30,6 +40,9 @@ async fn main() -> std::process::ExitCode {
     telemetry::init_logging();
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&cli.settings).await,
+        Command::User(c) => cli::user(&cli.settings, c).await,
+        Command::Sessions(c) => cli::sessions(&cli.settings, c).await,
+        Command::Stats => cli::stats(&cli.settings).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -43,6 +56,33 @@ async fn main() -> std::process::ExitCode {
 async fn serve(settings: &Settings) -> anyhow::Result<()> {
     let app = Application::build(settings).await?;
     let addr = app.local_addr();
-    println!("ratatoskr is serving on http://{addr}/");
+    let url = if addr.ip().is_loopback() {
+        format!("http://localhost:{}/", addr.port())
+    } else {
+        format!("http://{addr}/")
+    };
+    println!("ratatoskr is serving on {url}");
+    println!("  database: {}", redact_url(&settings.database_url));
+    match &app.key_source {
+        KeySource::Environment => println!("  platform tokens: key from RATATOSKR_SECRET_KEY"),
+        KeySource::File(p) => println!("  platform tokens: key file {}", p.display()),
+        KeySource::Generated(p) => {
+            println!("  platform tokens: generated a new key file {} (keep it with backups)", p.display())
+        }
+    }
+    println!(
+        "  registration: {}",
+        match settings.registration {
+            Registration::Open => "open (RATATOSKR_REGISTRATION=closed to close it)",
+            Registration::Closed => "closed",
+        }
+    );
+    if app.state.db.count_users().await.unwrap_or(0) == 0 {
+        println!("No users yet. Create the first administrator with:");
+        println!("  ratatoskr user add NAME --admin      (reads the password from stdin)");
+        println!("  e.g. echo 'a long password' | cargo run --release -- user add admin --admin");
+    }
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
     app.run_until_stopped().await
 }

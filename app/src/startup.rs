@@ -5,45 +5,103 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use axum::Router;
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post, put};
+use ratatoskr_axum::{CsrfConfig, FingerprintPolicy, IpBinding, SessionConfig, SessionLayer};
 use ratatoskr_core::{ManagerConfig, SessionManager};
 use tokio::net::TcpListener;
 
-use crate::configuration::Settings;
+use crate::analytics;
+use crate::configuration::{Fingerprint, Settings};
+use crate::crypto::{KeySource, TokenCipher};
+use crate::db::Db;
 use crate::routes;
 use crate::state::AppState;
 use crate::stores::Stores;
+use crate::telemetry;
+use crate::templates::Templates;
 
 /// A built application, bound to its listener but not yet serving.
 pub struct Application {
     listener: TcpListener,
     router: Router,
-    reaper: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Where the token key came from (printed at start-up).
+    pub key_source: KeySource,
+    /// The state, for tests and the CLI.
+    pub state: AppState,
+}
+
+/// Open the stores, the application's tables, the token key and the session layer: what
+/// `serve` and the admin commands share. Background tasks are not started here.
+pub async fn open(settings: &Settings) -> anyhow::Result<(AppState, SessionLayer, KeySource)> {
+    settings.validate().map_err(anyhow::Error::msg)?;
+    let metrics = telemetry::metrics_handle();
+    let stores = Stores::open(settings).await?;
+    let db = Db::of(&stores.sql);
+    db.migrate()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the application's tables: {e}"))?;
+    let (cipher, key_source) =
+        TokenCipher::load(settings.secret_key.as_deref(), &settings.key_file())?;
+    let manager = SessionManager::new(
+        stores.sessions.clone(),
+        ManagerConfig {
+            idle_timeout: settings.idle_timeout,
+            absolute_timeout: settings.absolute_timeout,
+            max_sessions_per_user: Some(settings.max_sessions_per_user),
+            ..ManagerConfig::default()
+        },
+    );
+    let policy = match settings.fingerprint {
+        Fingerprint::Off => FingerprintPolicy::Off,
+        Fingerprint::Log => FingerprintPolicy::Log,
+        Fingerprint::Revoke => FingerprintPolicy::Revoke,
+    };
+    let mut csrf = CsrfConfig::default();
+    for o in &settings.trusted_origins {
+        csrf = csrf.trust_origin(o.clone());
+    }
+    let config = SessionConfig::default()
+        .with_audit(Arc::new(stores.audit.clone()))
+        .with_csrf(csrf)
+        .with_fingerprint(policy, IpBinding::Off);
+    let layer = SessionLayer::new(manager.clone(), config)
+        .map_err(|e| anyhow::anyhow!("session configuration: {e}"))?;
+    let state = AppState {
+        sessions: manager,
+        control: layer.control(),
+        db,
+        stores,
+        cipher,
+        settings: Arc::new(settings.clone()),
+        templates: Arc::new(Templates::new()),
+        metrics,
+    };
+    Ok((state, layer, key_source))
 }
 
 impl Application {
-    /// Open the stores, build the router and bind the listener (port 0 picks a free port).
+    /// Open everything, build the router and bind the listener (port 0 picks a free port).
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        settings.validate().map_err(anyhow::Error::msg)?;
-        let stores = Stores::open(settings).await?;
-        let manager = SessionManager::new(
-            stores.sessions.clone(),
-            ManagerConfig {
-                idle_timeout: settings.idle_timeout,
-                absolute_timeout: settings.absolute_timeout,
-                max_sessions_per_user: Some(settings.max_sessions_per_user),
-                ..ManagerConfig::default()
-            },
-        );
-        let reaper = ratatoskr_sql::spawn_reaper(stores.sessions.clone(), Duration::from_secs(60));
-        let state = AppState { sessions: manager };
-        let router = router(state);
-        let listener = TcpListener::bind(settings.bind).await?;
+        let (state, layer, key_source) = open(settings).await?;
+        let listener = TcpListener::bind(settings.bind)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind))?;
+        let tasks = vec![
+            ratatoskr_sql::spawn_reaper(state.sessions.store().clone(), Duration::from_secs(60)),
+            analytics::spawn_sampler(state.clone(), settings.sample_every),
+        ];
+        let router = router(state.clone(), layer);
         Ok(Application {
             listener,
             router,
-            reaper,
+            tasks,
+            key_source,
+            state,
         })
     }
 
@@ -56,19 +114,92 @@ impl Application {
 
     /// Serve until Ctrl-C / SIGTERM.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let result = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown_signal())
-            .await;
-        self.reaper.abort();
+        let result = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+        for t in self.tasks {
+            t.abort();
+        }
         Ok(result?)
     }
 }
 
-/// Every route of the application.
-pub fn router(state: AppState) -> Router {
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Every route of the application, behind the session layer.
+pub fn router(state: AppState, layer: SessionLayer) -> Router {
+    use routes::{admin, auth, health, pages, platforms, sessions};
     Router::new()
-        .route("/livez", get(routes::health::livez))
-        .route("/readyz", get(routes::health::readyz))
+        // Probes and metrics.
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .route("/health/sessions", get(health::sessions))
+        .route("/metrics", get(health::metrics))
+        // JSON API.
+        .route("/api/register", post(auth::register))
+        .route("/api/login", post(auth::login))
+        .route("/api/logout", post(auth::logout))
+        .route("/api/session", get(auth::session))
+        .route("/api/password", post(auth::password))
+        .route("/api/platforms", get(platforms::list).post(platforms::create))
+        .route(
+            "/api/platforms/{id}",
+            delete(platforms::delete).patch(platforms::update),
+        )
+        .route("/api/platforms/{id}/switch", post(platforms::switch))
+        .route("/api/session/preferences", get(sessions::preferences))
+        .route(
+            "/api/session/preferences/{key}",
+            put(sessions::put_preference).delete(sessions::delete_preference),
+        )
+        .route("/api/sessions", get(sessions::list))
+        .route("/api/sessions/{handle}", delete(sessions::revoke))
+        .route("/api/sessions/revoke-others", post(sessions::revoke_others))
+        .route("/api/sessions/revoke-all", post(sessions::revoke_all))
+        .route("/api/admin/sessions", get(admin::sessions))
+        .route("/api/admin/users/{name}/sessions", delete(admin::revoke_user))
+        .route(
+            "/api/admin/users/{name}/sessions/{handle}",
+            delete(admin::revoke_one),
+        )
+        .route("/api/admin/users/{name}/disable", post(admin::disable))
+        .route("/api/admin/users/{name}/enable", post(admin::enable))
+        .route("/api/admin/analytics", get(admin::analytics))
+        // Pages and their forms.
+        .route("/", get(pages::dashboard))
+        .route("/login", get(pages::login_form).post(pages::login))
+        .route("/register", post(pages::register))
+        .route("/logout", post(pages::logout))
+        .route("/platforms", get(pages::platforms).post(pages::add_platform))
+        .route("/platforms/switch", post(pages::switch_form))
+        .route("/platforms/{id}/switch", post(pages::switch))
+        .route("/platforms/{id}/active", post(pages::set_active))
+        .route("/platforms/{id}/delete", post(pages::delete_platform))
+        .route("/sessions", get(pages::sessions))
+        .route("/sessions/{handle}/revoke", post(pages::revoke_session))
+        .route("/sessions/revoke-others", post(pages::revoke_others))
+        .route("/sessions/revoke-all", post(pages::revoke_all))
+        .route("/account/password", post(pages::password))
+        .route("/admin", get(pages::admin))
+        .route(
+            "/admin/users/{name}/sessions/revoke",
+            post(pages::admin_revoke_user),
+        )
+        .route(
+            "/admin/users/{name}/sessions/{handle}/revoke",
+            post(pages::admin_revoke_one),
+        )
+        .route("/static/app.css", get(pages::css))
+        .route("/static/app.js", get(pages::js))
+        .fallback(pages::not_found)
+        .method_not_allowed_fallback(pages::method_not_allowed)
+        .layer(layer)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
