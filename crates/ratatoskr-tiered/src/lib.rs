@@ -399,6 +399,7 @@ impl Inner {
         let n = batch.len();
         match self.durable.touch_many(&batch).await {
             Ok(()) => {
+                self.touches.done(n);
                 metrics::counter!("ratatoskr_touches_flushed_total").increment(n as u64);
                 Ok(())
             }

@@ -13,6 +13,8 @@ use ratatoskr_core::{Meta, Millis, SessionKey};
 
 pub(crate) struct TouchBatch {
     pending: Mutex<HashMap<SessionKey, (Meta, Millis)>>,
+    /// Touches taken for a flush that has not finished yet (still owed to the database).
+    in_flight: std::sync::atomic::AtomicUsize,
     max: usize,
 }
 
@@ -20,6 +22,7 @@ impl TouchBatch {
     pub(crate) fn new(max: usize) -> Self {
         TouchBatch {
             pending: Mutex::new(HashMap::new()),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
             max,
         }
     }
@@ -28,8 +31,9 @@ impl TouchBatch {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Touches not yet in the database: buffered plus being flushed.
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().len() + self.in_flight.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub(crate) fn push(&self, key: SessionKey, meta: Meta, last_seen: Millis) {
@@ -45,14 +49,28 @@ impl TouchBatch {
         }
     }
 
+    /// Take everything for a flush; call [`done`](Self::done) or [`put_back`](Self::put_back)
+    /// afterwards.
     pub(crate) fn take(&self) -> Vec<(SessionKey, Meta, Millis)> {
-        self.lock().drain().map(|(k, (m, t))| (k, m, t)).collect()
+        let mut g = self.lock();
+        self.in_flight
+            .fetch_add(g.len(), std::sync::atomic::Ordering::SeqCst);
+        g.drain().map(|(k, (m, t))| (k, m, t)).collect()
     }
 
+    /// A flush of `n` touches reached the database.
+    pub(crate) fn done(&self, n: usize) {
+        self.in_flight
+            .fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A flush failed: keep its touches for the next one.
     pub(crate) fn put_back(&self, batch: Vec<(SessionKey, Meta, Millis)>) {
+        let n = batch.len();
         for (k, m, t) in batch {
             self.push(k, m, t);
         }
+        self.done(n);
     }
 }
 
@@ -83,6 +101,8 @@ mod tests {
         assert_eq!(b.len(), 3);
         let batch = b.take();
         assert_eq!(batch.len(), 3);
+        assert_eq!(b.len(), 3, "in flight still counts");
+        b.done(3);
         assert!(
             batch.iter().all(|(_, _, t)| *t >= 102),
             "the oldest were dropped"
