@@ -98,23 +98,28 @@
 #![warn(missing_docs)]
 
 mod scripts;
+mod tracking;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use ratatoskr_core::codec::{self, CodecError, Limits};
 use ratatoskr_core::store::log_undecodable;
 use ratatoskr_core::{
-    Delta, Meta, Millis, Record, SessionKey, SessionStore, SessionSummary, StoreError, StoreResult,
-    now_ms,
+    Delta, Invalidation, Meta, Millis, Record, SessionKey, SessionStore, SessionSummary,
+    StoreError, StoreResult, now_ms,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisResult, Value};
+use redis::{IntoConnectionInfo, ProtocolVersion, RedisResult, Value};
+use tokio::sync::broadcast;
 
 use crate::scripts::SCRIPTS;
+pub use crate::tracking::INVALIDATION_CHANNEL_CAPACITY;
+use crate::tracking::Tracking;
 
 /// The backend name in logs, metrics and [`StoreError::Backend`].
 pub const BACKEND: &str = "redis";
@@ -149,6 +154,15 @@ pub struct RedisConfig {
     pub revocation_ttl: Duration,
     /// Size limits on records, attribute names and user ids.
     pub limits: Limits,
+    /// Client-side caching support (default off): `load` then runs on a connection of its own
+    /// with RESP3 `CLIENT TRACKING ON`, and every change to a session read through it is
+    /// announced on [`RedisStore::subscribe_invalidations`]. See [`RedisStore::connect_tracked`].
+    pub tracking: bool,
+    /// How often the tracked connection is pinged (tracking mode only; zero: never). A ping
+    /// that fails or takes longer than [`response_timeout`](Self::response_timeout) declares
+    /// the connection lost (and sends [`Invalidation::All`]): this bounds how long a silently
+    /// broken link can hide missed notices. Default 1 s.
+    pub tracking_heartbeat: Duration,
 }
 
 impl Default for RedisConfig {
@@ -160,6 +174,8 @@ impl Default for RedisConfig {
             connect_timeout: Duration::from_secs(2),
             revocation_ttl: Duration::from_secs(24 * 3600),
             limits: Limits::default(),
+            tracking: false,
+            tracking_heartbeat: Duration::from_secs(1),
         }
     }
 }
@@ -183,6 +199,8 @@ impl fmt::Debug for RedisConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("revocation_ttl", &self.revocation_ttl)
             .field("limits", &self.limits)
+            .field("tracking", &self.tracking)
+            .field("tracking_heartbeat", &self.tracking_heartbeat)
             .finish()
     }
 }
@@ -198,13 +216,14 @@ fn redact_url(url: &str) -> String {
 }
 
 /// A [`SessionStore`] on a standalone Redis. Cheap to clone: clones share one multiplexed,
-/// self-reconnecting connection.
+/// self-reconnecting connection (and, in tracking mode, one tracked read connection).
 ///
 /// See the [crate documentation](crate) for the key layout and the atomicity guarantees.
 #[derive(Clone)]
 pub struct RedisStore {
     con: ConnectionManager,
     config: RedisConfig,
+    tracking: Option<Arc<Tracking>>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -219,6 +238,13 @@ fn backend(err: impl fmt::Display) -> StoreError {
     StoreError::backend(BACKEND, err)
 }
 
+/// A client for `url` speaking `protocol`, whatever the URL asks for.
+fn open_client(url: &str, protocol: ProtocolVersion) -> RedisResult<redis::Client> {
+    let info = url.into_connection_info()?;
+    let settings = info.redis_settings().clone().set_protocol(protocol);
+    redis::Client::open(info.set_redis_settings(settings))
+}
+
 impl RedisStore {
     /// Connect, and check that Redis answers, within [`RedisConfig::connect_timeout`].
     ///
@@ -226,16 +252,75 @@ impl RedisStore {
     /// time. To start while Redis is down, use [`RedisStore::connect_lazy`].
     pub async fn connect(config: RedisConfig) -> StoreResult<Self> {
         let store = Self::connect_lazy(config)?;
-        let mut con = store.con.clone();
-        let limit = store.config.connect_timeout;
-        match tokio::time::timeout(limit, redis::cmd("PING").query_async::<()>(&mut con)).await {
-            Ok(Ok(())) => Ok(store),
-            Ok(Err(e)) => Err(backend(e)),
-            Err(_) => Err(backend(format_args!(
+        store.first_contact().await?;
+        Ok(store)
+    }
+
+    /// [`connect`](Self::connect) in tracking mode ([`RedisConfig::tracking`] is set here):
+    /// the store, and a receiver of the [`Invalidation`] notices for every session read
+    /// through it, for a per-process cache such as the tiered store's near cache. More
+    /// receivers: [`subscribe_invalidations`](Self::subscribe_invalidations).
+    ///
+    /// The notices, and what a cache must do with them:
+    ///
+    /// - [`Invalidation::Key`]: a session this store loaded changed, expired, was evicted or
+    ///   was deleted, by any client, this process included. Drop it.
+    /// - [`Invalidation::All`]: notices may have been missed (the tracked connection was lost
+    ///   or re-established, Redis was flushed). Drop everything. So must a receiver that
+    ///   lagged behind ([`broadcast::error::RecvError::Lagged`]) or whose channel closed.
+    ///
+    /// A cache stays correct if it holds only records returned by [`load`](SessionStore::load)
+    /// (on this store or a clone) and drops them as told, including a load that raced a notice
+    /// (take a snapshot of the cache's state before the load; refuse the insert if a notice
+    /// came in between, as the tiered near cache does). Its own writes need no special care:
+    /// they are announced too.
+    pub async fn connect_tracked(
+        mut config: RedisConfig,
+    ) -> StoreResult<(Self, broadcast::Receiver<Invalidation>)> {
+        config.tracking = true;
+        let store = Self::connect_lazy(config)?;
+        let rx = store
+            .subscribe_invalidations()
+            .expect("tracking is on: the store has a channel");
+        store.first_contact().await?;
+        Ok((store, rx))
+    }
+
+    /// A new receiver of invalidation notices (tracking mode only, `None` otherwise). It sees
+    /// the notices sent from now on; a cache started later must start empty.
+    pub fn subscribe_invalidations(&self) -> Option<broadcast::Receiver<Invalidation>> {
+        self.tracking.as_ref().map(|t| t.subscribe())
+    }
+
+    /// How many tracked connections this store (and its clones) established so far, `None`
+    /// outside tracking mode. More than one means the tracked connection was lost and
+    /// re-established (each time announced with [`Invalidation::All`]).
+    pub fn tracking_connections(&self) -> Option<u64> {
+        self.tracking.as_ref().map(|t| t.connections())
+    }
+
+    /// Check that Redis answers on every connection within the connect timeout.
+    async fn first_contact(&self) -> StoreResult<()> {
+        let mut con = self.con.clone();
+        let limit = self.config.connect_timeout;
+        let unreachable = || {
+            backend(format_args!(
                 "no connection to {} within {limit:?}",
-                redact_url(&store.config.url)
-            ))),
+                redact_url(&self.config.url)
+            ))
+        };
+        match tokio::time::timeout(limit, redis::cmd("PING").query_async::<()>(&mut con)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(backend(e)),
+            Err(_) => return Err(unreachable()),
         }
+        if let Some(t) = &self.tracking {
+            t.run(limit, |mut c| async move {
+                redis::cmd("PING").query_async::<()>(&mut c).await
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// A store that connects on first use (and reconnects after failures) in the background.
@@ -243,7 +328,23 @@ impl RedisStore {
     ///
     /// Fails only if the URL is invalid. Must be called within a Tokio runtime.
     pub fn connect_lazy(config: RedisConfig) -> StoreResult<Self> {
-        let client = redis::Client::open(config.url.as_str()).map_err(backend)?;
+        // RESP2 whatever the URL says: a RESP3 manager reconnects by itself as soon as the
+        // server closes the connection, so the first command after a Redis restart would
+        // succeed and the restart would go unnoticed by the caller. With RESP2 the first
+        // command on a lost connection fails (and the next one reconnects).
+        let client = open_client(&config.url, ProtocolVersion::RESP2).map_err(backend)?;
+        let tracking = if config.tracking {
+            let resp3 = open_client(&config.url, ProtocolVersion::RESP3).map_err(backend)?;
+            Some(Tracking::new(
+                resp3,
+                config.key_prefix.as_bytes(),
+                config.connect_timeout,
+                config.response_timeout,
+                config.tracking_heartbeat,
+            ))
+        } else {
+            None
+        };
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.response_timeout))
@@ -252,7 +353,11 @@ impl RedisStore {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
         let con = ConnectionManager::new_lazy_with_config(client, manager).map_err(backend)?;
-        Ok(RedisStore { con, config })
+        Ok(RedisStore {
+            con,
+            config,
+            tracking,
+        })
     }
 
     /// The configuration this store runs with.
@@ -436,6 +541,29 @@ impl SessionStore for RedisStore {
         }
     }
 
+    /// One script, like `create` without the revocation check: written only if the key is
+    /// absent and the copy has not expired by the server's clock, with the same index entries
+    /// as `create`.
+    async fn restore(&self, key: &SessionKey, record: &Record) -> StoreResult<bool> {
+        codec::check_record(record, &self.config.limits)?;
+        let meta = codec::encode_meta(&record.meta, &self.config.limits)?;
+        let mut inv = SCRIPTS.restore.prepare_invoke();
+        inv.key(self.session_key_name(key))
+            .arg(self.prefix())
+            .arg(meta)
+            .arg(record.last_seen);
+        for (name, value) in &record.attrs {
+            inv.arg(name.as_bytes()).arg(value.as_slice());
+        }
+        let mut con = self.con.clone();
+        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+        match status("restore", &reply)?.0 {
+            OK => Ok(true),
+            0 | COLLISION => Ok(false),
+            _ => Err(unexpected("restore", &reply)),
+        }
+    }
+
     async fn load(&self, key: &SessionKey) -> StoreResult<Option<Record>> {
         let name = self.session_key_name(key);
         let mut con = self.con.clone();
@@ -445,7 +573,15 @@ impl SessionStore for RedisStore {
             .arg(&name)
             .cmd("PEXPIRETIME")
             .arg(&name);
-        let (fields, expire_at): (Value, Value) = self.call(pipe.query_async(&mut con)).await?;
+        let (fields, expire_at): (Value, Value) = match &self.tracking {
+            None => self.call(pipe.query_async(&mut con)).await?,
+            Some(t) => {
+                t.run(self.config.response_timeout, |mut c| async move {
+                    pipe.query_async(&mut c).await
+                })
+                .await?
+            }
+        };
         let pairs = hash_pairs(&fields).ok_or_else(|| unexpected("HGETALL", &fields))?;
         if pairs.is_empty() {
             return Ok(None);
@@ -642,10 +778,19 @@ impl SessionStore for RedisStore {
         Ok(removed)
     }
 
+    /// Pings the write connection and, in tracking mode, the tracked one (connecting it if
+    /// needed; the first ping after it was lost fails, like any first call after a loss).
     async fn ping(&self) -> StoreResult<()> {
         let mut con = self.con.clone();
         self.call(redis::cmd("PING").query_async::<()>(&mut con))
-            .await
+            .await?;
+        if let Some(t) = &self.tracking {
+            t.run(self.config.response_timeout, |mut c| async move {
+                redis::cmd("PING").query_async::<()>(&mut c).await
+            })
+            .await?;
+        }
+        Ok(())
     }
 }
 

@@ -174,14 +174,29 @@ local function revoked(user, at)
 end
 "#;
 
-/// `create`: KEYS[1] session key; ARGV[2] encoded meta, ARGV[3] last_seen, ARGV[4..] attribute
-/// name/value pairs. Returns 1, -2 (collision) or -3 (revoked).
-const CREATE: &str = r#"
+/// The start of `create` and `restore`: KEYS[1] session key; ARGV[2] encoded meta, ARGV[3]
+/// last_seen, ARGV[4..] attribute name/value pairs. Refuses an existing key with -2.
+const CREATE_HEAD: &str = r#"
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 1 then return -2 end
 local meta = parse_meta(ARGV[2])
 if not meta then return redis.error_reply('ERR ratatoskr: the fixed part does not parse') end
+"#;
+
+/// `create` refuses a session of a user revoked at or after its creation (-3).
+const CREATE_REVOCATION_CHECK: &str = r#"
 if meta.user and revoked(meta.user, meta.created) then return -3 end
+"#;
+
+/// `restore` writes nothing (0) for a copy already past its deadline by the server's clock: it
+/// would expire at once, and "written" would be untrue.
+const RESTORE_EXPIRY_CHECK: &str = r#"
+if math.min(tonumber(ARGV[3]) + meta.idle, meta.abs) <= NOW then return 0 end
+"#;
+
+/// The rest of `create` and `restore`: write the hash, its expiry and the index entries exactly
+/// as `create` does. Returns 1.
+const CREATE_TAIL: &str = r#"
 local fields = { META, ARGV[2] }
 for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
 batched('HSET', key, fields, 200)
@@ -351,6 +366,7 @@ return { n + m, users }
 /// The compiled scripts (SHA1 computed once per process).
 pub(crate) struct Scripts {
     pub create: Script,
+    pub restore: Script,
     pub apply: Script,
     pub touch: Script,
     pub rotate: Script,
@@ -366,7 +382,12 @@ fn script(body: &str) -> Script {
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    create: script(CREATE),
+    // create: refuses a collision (-2) or a revoked user (-3); else 1.
+    create: script(&[CREATE_HEAD, CREATE_REVOCATION_CHECK, CREATE_TAIL].concat()),
+    // restore: a record copied from another tier, already authoritative: refuses a collision
+    // (-2) and writes nothing for an expired copy (0), never checks the revocation marker;
+    // else 1.
+    restore: script(&[CREATE_HEAD, RESTORE_EXPIRY_CHECK, CREATE_TAIL].concat()),
     apply: script(APPLY),
     touch: script(TOUCH),
     rotate: script(ROTATE),

@@ -21,8 +21,10 @@ impl Harness for RedisHarness {
     }
 
     async fn other_instance(&self) -> Arc<dyn SessionStore> {
-        // Its own connection, as a second application instance would have.
-        Arc::new(common::store(&self.prefix).await)
+        // Its own connections, as a second application instance would have.
+        let mut config = common::config(&self.prefix);
+        config.tracking = self.store.tracking_connections().is_some();
+        Arc::new(RedisStore::connect(config).await.unwrap())
     }
 
     async fn corrupt(&self, key: &SessionKey) {
@@ -55,3 +57,21 @@ async fn harness() -> RedisHarness {
 }
 
 ratatoskr_conformance::store_conformance!(harness);
+
+/// The same suite in tracking mode: `load` then runs on the tracked RESP3 connection.
+mod tracked {
+    use super::*;
+
+    async fn harness() -> RedisHarness {
+        let prefix = common::random_prefix();
+        let (store, _rx) = RedisStore::connect_tracked(common::config(&prefix))
+            .await
+            .expect("the test Redis is reachable");
+        RedisHarness {
+            store: Arc::new(store),
+            prefix,
+        }
+    }
+
+    ratatoskr_conformance::store_conformance!(harness);
+}

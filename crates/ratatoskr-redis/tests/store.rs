@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{OwnRedis, closed_port};
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -437,12 +439,6 @@ async fn undecodable_sessions_are_absent_for_every_operation() {
     assert!(!exists);
 }
 
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-    // dropped here: nothing listens on the port any more
-}
-
 fn unreachable_config(port: u16, timeout: Duration) -> RedisConfig {
     RedisConfig {
         url: format!("redis://127.0.0.1:{port}/"),
@@ -543,46 +539,6 @@ async fn an_invalid_url_is_a_backend_error() {
         .await
         .unwrap_err();
     assert!(err.is_backend(), "{err:?}");
-}
-
-/// A child `redis-server` on a free port, killed when dropped.
-struct OwnRedis {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl OwnRedis {
-    fn start(port: u16) -> Option<Self> {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        Some(OwnRedis { child, port })
-    }
-
-    async fn wait_ready(&self) {
-        let url = format!("redis://127.0.0.1:{}/", self.port);
-        for _ in 0..100 {
-            if let Ok(client) = redis::Client::open(url.as_str())
-                && let Ok(mut con) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING").query_async::<()>(&mut con).await.is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server on port {} did not start", self.port);
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Redis restarts empty (it keeps nothing on disk): the store fails fast while it is down,

@@ -46,3 +46,69 @@ pub async fn raw_connection() -> redis::aio::MultiplexedConnection {
         .await
         .unwrap()
 }
+
+/// A free port (nothing listens on it once this returns).
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A child `redis-server` on a free port, killed when dropped.
+pub struct OwnRedis {
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl OwnRedis {
+    pub fn start(port: u16) -> Option<Self> {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(OwnRedis { child, port })
+    }
+
+    pub async fn wait_ready(&self) {
+        let url = format!("redis://127.0.0.1:{}/", self.port);
+        for _ in 0..100 {
+            if let Ok(client) = redis::Client::open(url.as_str())
+                && let Ok(mut con) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING").query_async::<()>(&mut con).await.is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server on port {} did not start", self.port);
+    }
+
+    /// `redis://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Send the server a signal (`KILL`, `STOP`, `CONT`).
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,337 @@
+//! Client-side caching support: the tracked read connection behind `load`, and the channel of
+//! [`Invalidation`] notices it feeds.
+//!
+//! The connection is a RESP3 [`MultiplexedConnection`] of its own, with `CLIENT TRACKING ON`
+//! (default mode, no `NOLOOP`), that serves only `load` (and a `PING` for `ping` and the
+//! heartbeat). It is managed here rather than by a [`redis::aio::ConnectionManager`] because
+//! the manager reconnects by itself and serves commands on the new connection before anyone
+//! could turn tracking on there: reads that Redis would not track, for a cache that would then
+//! never hear of their keys again. Here a connection is handed out only after
+//! `CLIENT TRACKING ON` has succeeded on it, and the `All` notice for it has been sent.
+//!
+//! The rules that keep a cache fed by this channel correct:
+//!
+//! - Every key read through `load` was read on a tracked connection, so Redis sends an
+//!   `invalidate` push on that connection for any later change, expiry, eviction or deletion
+//!   of it, by any client (this process included: no `NOLOOP`). The push is passed on as
+//!   [`Invalidation::Key`], in order with the replies on that connection: a push for a change
+//!   made after a read is sent on the channel after that read's reply was delivered.
+//! - A `null` invalidation (`FLUSHALL`, `FLUSHDB`, a tracking table that overflowed wholesale)
+//!   becomes [`Invalidation::All`].
+//! - Losing a connection (the server closed it, a read or the heartbeat failed or timed out)
+//!   sends `All` once, at once, since pushes may be lost with it; a new connection sends `All`
+//!   again before it serves its first read.
+//! - The first `load` or `ping` after a connection was lost fails with a backend error (the
+//!   connection is re-established on the call after), exactly as the write connection reports
+//!   its first command after a loss: a Redis restart is never silent.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use ratatoskr_core::{Invalidation, SessionKey, StoreResult};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ErrorKind, PushInfo, PushKind, RedisResult, Value};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use crate::backend;
+
+/// How many notices a slow receiver may fall behind before it sees
+/// [`broadcast::error::RecvError::Lagged`] (which a cache must treat as `All`).
+pub const INVALIDATION_CHANNEL_CAPACITY: usize = 4096;
+
+/// A tracked connection and whether it has been lost.
+#[derive(Clone)]
+struct Tracked {
+    con: MultiplexedConnection,
+    lost: Arc<AtomicBool>,
+}
+
+/// The tracked read connection, shared by all clones of a store.
+pub(crate) struct Tracking {
+    client: redis::Client,
+    tx: broadcast::Sender<Invalidation>,
+    prefix: Arc<[u8]>,
+    slot: Mutex<Option<Tracked>>,
+    connecting: tokio::sync::Mutex<()>,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    connections: AtomicU64,
+    heartbeat: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Tracking {
+    fn drop(&mut self) {
+        if let Some(h) = self
+            .heartbeat
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            h.abort();
+        }
+    }
+}
+
+/// Report a lost connection: `All`, once per connection.
+fn lose(tx: &broadcast::Sender<Invalidation>, lost: &AtomicBool) {
+    if !lost.swap(true, SeqCst) {
+        let _ = tx.send(Invalidation::All);
+    }
+}
+
+/// What an `invalidate` push means for session keys under `prefix`: the keys named (others,
+/// such as indexes, are skipped), or `None` for "everything" (a null push, or one this code
+/// does not understand).
+pub(crate) fn invalidated_keys(prefix: &[u8], data: &[Value]) -> Option<Vec<SessionKey>> {
+    match data.first() {
+        Some(Value::Array(keys)) => Some(
+            keys.iter()
+                .filter_map(|k| match k {
+                    Value::BulkString(b) => b.strip_prefix(prefix),
+                    Value::SimpleString(s) => s.as_bytes().strip_prefix(prefix),
+                    _ => None,
+                })
+                .filter_map(SessionKey::from_slice)
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// Whether an error leaves the connection usable (a server's error reply does; anything else,
+/// an I/O error, a timeout, a reply that does not parse, may have cost pushes).
+fn connection_survives(e: &redis::RedisError) -> bool {
+    matches!(e.kind(), ErrorKind::Server(_))
+}
+
+impl Tracking {
+    /// A tracked connection to `url`'s server, established on first use. Must be called within
+    /// a Tokio runtime (it spawns the heartbeat, if `heartbeat` is not zero).
+    pub(crate) fn new(
+        client: redis::Client,
+        prefix: &[u8],
+        connect_timeout: Duration,
+        response_timeout: Duration,
+        heartbeat: Duration,
+    ) -> Arc<Self> {
+        let (tx, _) = broadcast::channel(INVALIDATION_CHANNEL_CAPACITY);
+        let tracking = Arc::new(Tracking {
+            client,
+            tx,
+            prefix: prefix.into(),
+            slot: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            connect_timeout,
+            response_timeout,
+            connections: AtomicU64::new(0),
+            heartbeat: Mutex::new(None),
+        });
+        if !heartbeat.is_zero() {
+            let task = tokio::spawn(beat(Arc::downgrade(&tracking), heartbeat));
+            *tracking.heartbeat.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        }
+        tracking
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Invalidation> {
+        self.tx.subscribe()
+    }
+
+    /// How many tracked connections were established so far.
+    pub(crate) fn connections(&self) -> u64 {
+        self.connections.load(SeqCst)
+    }
+
+    /// The live connection, if any. A lost one is taken out and reported as an error: the
+    /// caller is the first to use the connection since it was lost.
+    fn current(&self) -> StoreResult<Option<Tracked>> {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some(t) if !t.lost.load(SeqCst) => Ok(Some(t.clone())),
+            Some(_) => {
+                *slot = None;
+                Err(backend(
+                    "the tracking connection to Redis was lost (invalidation notices may have \
+                     been missed); it is re-established on the next call",
+                ))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The live connection, connecting first if there is none.
+    async fn connection(&self) -> StoreResult<Tracked> {
+        if let Some(t) = self.current()? {
+            return Ok(t);
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(t) = self.current()? {
+            return Ok(t);
+        }
+        let t = self.connect().await?;
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(t.clone());
+        Ok(t)
+    }
+
+    /// A new RESP3 connection with tracking on. The `All` for it is sent before it is returned,
+    /// so before it serves any read.
+    async fn connect(&self) -> StoreResult<Tracked> {
+        let lost = Arc::new(AtomicBool::new(false));
+        let (tx, prefix, flag) = (self.tx.clone(), self.prefix.clone(), lost.clone());
+        // Runs on the connection's reader, in order with the replies, and must not block.
+        let on_push = move |push: PushInfo| -> Result<(), ()> {
+            match push.kind {
+                PushKind::Invalidate => match invalidated_keys(&prefix, &push.data) {
+                    Some(keys) => {
+                        for key in keys {
+                            let _ = tx.send(Invalidation::Key(key));
+                        }
+                    }
+                    None => {
+                        let _ = tx.send(Invalidation::All);
+                    }
+                },
+                PushKind::Disconnection => lose(&tx, &flag),
+                _ => {}
+            }
+            Ok(())
+        };
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.response_timeout))
+            .set_push_sender(on_push);
+        let setup = async {
+            let mut con = self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            // Default mode: Redis remembers the keys this connection reads and tells it when
+            // one changes. No NOLOOP: changes made by this process must be reported too.
+            redis::cmd("CLIENT")
+                .arg("TRACKING")
+                .arg("ON")
+                .query_async::<()>(&mut con)
+                .await?;
+            RedisResult::Ok(con)
+        };
+        let limit = self.connect_timeout + self.response_timeout;
+        let con = match tokio::time::timeout(limit, setup).await {
+            Ok(Ok(con)) => con,
+            Ok(Err(e)) => return Err(backend(e)),
+            Err(_) => {
+                return Err(backend(format_args!(
+                    "no tracking connection within {limit:?}"
+                )));
+            }
+        };
+        self.connections.fetch_add(1, SeqCst);
+        // Whatever was read before this connection existed may have changed unseen.
+        let _ = self.tx.send(Invalidation::All);
+        Ok(Tracked { con, lost })
+    }
+
+    /// Take a connection out of service after it failed: `All` now, and the next call
+    /// reconnects (this call already reported the failure).
+    fn fail(&self, t: &Tracked) {
+        lose(&self.tx, &t.lost);
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(&s.lost, &t.lost)) {
+            *slot = None;
+        }
+    }
+
+    /// Run one request on the tracked connection within `limit`, connecting first if needed.
+    pub(crate) async fn run<T, F, Fut>(&self, limit: Duration, request: F) -> StoreResult<T>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let started = Instant::now();
+        let t = match tokio::time::timeout(limit, self.connection()).await {
+            Ok(t) => t?,
+            Err(_) => {
+                return Err(backend(format_args!(
+                    "no tracking connection within {limit:?}"
+                )));
+            }
+        };
+        let left = limit.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, request(t.con.clone())).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if !connection_survives(&e) {
+                    self.fail(&t);
+                }
+                Err(backend(e))
+            }
+            Err(_) => {
+                // A reply that does not come in time may be stuck behind a dead link, and so
+                // may pushes.
+                self.fail(&t);
+                Err(backend(format_args!("no answer within {limit:?}")))
+            }
+        }
+    }
+}
+
+/// The heartbeat: a `PING` on the live tracked connection every `every`. A connection that
+/// does not answer within the response timeout is declared lost (`All` now; the next call
+/// reports it and reconnects), which bounds how long a silently broken link can hide missed
+/// notices. It never connects by itself.
+async fn beat(tracking: Weak<Tracking>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(tracking) = tracking.upgrade() else {
+            return;
+        };
+        let current = tracking
+            .slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(t) = current.filter(|t| !t.lost.load(SeqCst)) else {
+            continue;
+        };
+        let mut con = t.con.clone();
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<()>(&mut con);
+        match tokio::time::timeout(tracking.response_timeout, ping).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if connection_survives(&e) => {}
+            _ => lose(&tracking.tx, &t.lost),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pushes_name_session_keys_and_skip_other_keys() {
+        let k = [7u8; 32];
+        let mut session = b"rt:".to_vec();
+        session.extend_from_slice(&k);
+        let data = vec![Value::Array(vec![
+            Value::BulkString(session),
+            Value::BulkString(b"rt:live".to_vec()),
+            Value::BulkString(b"other:key".to_vec()),
+            Value::Int(3),
+        ])];
+        assert_eq!(
+            invalidated_keys(b"rt:", &data),
+            Some(vec![SessionKey::from_slice(&k).unwrap()])
+        );
+    }
+
+    #[test]
+    fn a_null_push_means_everything() {
+        assert_eq!(invalidated_keys(b"rt:", &[Value::Nil]), None);
+        assert_eq!(invalidated_keys(b"rt:", &[]), None);
+    }
+}

@@ -1,0 +1,538 @@
+//! Client-side caching support (tracking mode), `restore`, and what happens to connections
+//! when Redis restarts.
+//!
+//! Tests that flush, kill, freeze or restart Redis run their own `redis-server`; the rest use
+//! the shared one under a random prefix. Figures are printed (`--nocapture`) and quoted in
+//! docs/redis.md.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use ratatoskr_core::{Delta, Invalidation, Record, SessionKey, SessionStore, Token, now_ms};
+use ratatoskr_redis::{RedisConfig, RedisStore};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use common::{OwnRedis, closed_port};
+
+const MINUTE: Duration = Duration::from_secs(60);
+const NOTICE_WITHIN: Duration = Duration::from_secs(2);
+
+fn key() -> SessionKey {
+    Token::generate().key()
+}
+
+fn record(user: Option<&str>) -> Record {
+    Record::new(user.map(str::to_owned), now_ms(), MINUTE, 10 * MINUTE)
+}
+
+/// The next notice, or `None` if none comes within `within`.
+async fn next(
+    rx: &mut broadcast::Receiver<Invalidation>,
+    within: Duration,
+) -> Option<Invalidation> {
+    match tokio::time::timeout(within, rx.recv()).await {
+        Ok(Ok(n)) => Some(n),
+        Ok(Err(RecvError::Lagged(_))) => Some(Invalidation::All),
+        Ok(Err(RecvError::Closed)) => panic!("the invalidation channel closed"),
+        Err(_) => None,
+    }
+}
+
+/// Wait for `Key(want)`, skipping other notices. Returns whether it came.
+async fn key_notice(
+    rx: &mut broadcast::Receiver<Invalidation>,
+    want: &SessionKey,
+    within: Duration,
+) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match next(rx, left).await {
+            Some(Invalidation::Key(k)) if &k == want => return true,
+            Some(_) => {}
+            None => return false,
+        }
+    }
+}
+
+/// Wait for `All`, skipping key notices. Returns whether it came.
+async fn all_notice(rx: &mut broadcast::Receiver<Invalidation>, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match next(rx, left).await {
+            Some(Invalidation::All) => return true,
+            Some(_) => {}
+            None => return false,
+        }
+    }
+}
+
+/// Drop every notice already queued.
+fn drain(rx: &mut broadcast::Receiver<Invalidation>) {
+    while !matches!(rx.try_recv(), Err(broadcast::error::TryRecvError::Empty)) {}
+}
+
+async fn tracked(config: RedisConfig) -> (RedisStore, broadcast::Receiver<Invalidation>) {
+    let (store, mut rx) = RedisStore::connect_tracked(config).await.unwrap();
+    // The first connection announces itself with `All`.
+    assert_eq!(next(&mut rx, NOTICE_WITHIN).await, Some(Invalidation::All));
+    drain(&mut rx);
+    (store, rx)
+}
+
+fn own_config(redis: &OwnRedis, timeout: Duration) -> RedisConfig {
+    RedisConfig {
+        url: redis.url(),
+        key_prefix: common::random_prefix(),
+        response_timeout: timeout,
+        connect_timeout: timeout,
+        ..RedisConfig::default()
+    }
+}
+
+fn start_own() -> Option<OwnRedis> {
+    let redis = OwnRedis::start(closed_port());
+    if redis.is_none() {
+        eprintln!("redis-server is not installed; skipping");
+    }
+    redis
+}
+
+#[tokio::test]
+async fn tracking_is_off_by_default() {
+    let store = common::store(&common::random_prefix()).await;
+    assert!(store.subscribe_invalidations().is_none());
+    assert_eq!(store.tracking_connections(), None);
+}
+
+/// A session loaded through store A is announced when another instance (store B, its own
+/// connections) changes it in any way, and when A itself does (no NOLOOP). Sessions A never
+/// loaded, and the index keys, are not announced.
+#[tokio::test]
+async fn every_change_to_a_loaded_session_is_announced() {
+    let prefix = common::random_prefix();
+    let (a, mut rx) = tracked(common::config(&prefix)).await;
+    let b = common::store(&prefix).await;
+
+    // Each kind of change, by B, to a session A has loaded.
+    for what in ["apply", "touch", "destroy", "rotate", "destroy_user"] {
+        let k = key();
+        b.create(&k, &record(Some(what))).await.unwrap();
+        let r = a.load(&k).await.unwrap().unwrap();
+        match what {
+            "apply" => b
+                .apply(&k, &Delta::default().set("x", b"1".to_vec()))
+                .await
+                .unwrap(),
+            "touch" => assert!(b.touch(&k, &r.meta, now_ms() + 1000).await.unwrap()),
+            "destroy" => assert!(b.destroy(&k).await.unwrap()),
+            "rotate" => b.rotate(&k, &key(), &r.meta, now_ms()).await.unwrap(),
+            _ => assert_eq!(b.destroy_user(what, None).await.unwrap(), 1),
+        }
+        assert!(
+            key_notice(&mut rx, &k, NOTICE_WITHIN).await,
+            "no notice after {what}"
+        );
+    }
+
+    // A's own write through its own (write) connection is announced too.
+    let k = key();
+    a.create(&k, &record(None)).await.unwrap();
+    assert!(a.load(&k).await.unwrap().is_some());
+    a.apply(&k, &Delta::default().set("y", b"2".to_vec()))
+        .await
+        .unwrap();
+    assert!(key_notice(&mut rx, &k, NOTICE_WITHIN).await, "own write");
+
+    // Default mode: a session A never read is not announced; nor is anything but sessions.
+    drain(&mut rx);
+    let unseen = key();
+    b.create(&unseen, &record(Some("v"))).await.unwrap();
+    b.apply(&unseen, &Delta::default().set("z", b"3".to_vec()))
+        .await
+        .unwrap();
+    b.destroy(&unseen).await.unwrap();
+    assert_eq!(next(&mut rx, Duration::from_millis(300)).await, None);
+
+    // A load of a missing session, then its creation elsewhere: announced (a cache must not
+    // keep an absence either; the tiered store does not cache absences, but others might).
+    let later = key();
+    assert!(a.load(&later).await.unwrap().is_none());
+    b.create(&later, &record(None)).await.unwrap();
+    assert!(key_notice(&mut rx, &later, NOTICE_WITHIN).await);
+}
+
+/// More receivers see the same notices; a session expiring in Redis is announced.
+#[tokio::test]
+async fn expiry_is_announced_to_every_receiver() {
+    let prefix = common::random_prefix();
+    let (a, mut rx) = tracked(common::config(&prefix)).await;
+    let mut rx2 = a.subscribe_invalidations().unwrap();
+    let k = key();
+    let r = Record::new(None, now_ms(), Duration::from_millis(300), MINUTE);
+    a.create(&k, &r).await.unwrap();
+    assert!(a.load(&k).await.unwrap().is_some());
+    // Redis expires keys lazily on access and actively ~10 times a second.
+    assert!(key_notice(&mut rx, &k, Duration::from_secs(3)).await);
+    assert!(key_notice(&mut rx2, &k, Duration::from_millis(100)).await);
+}
+
+/// The figure behind "revocation propagation" in docs/redis.md: the time from another
+/// instance's write returning to this instance's notice, on a private `redis-server`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn propagation_time_is_measured() {
+    let Some(redis) = start_own() else { return };
+    redis.wait_ready().await;
+    let config = own_config(&redis, Duration::from_secs(2));
+    let (a, mut rx) = tracked(config.clone()).await;
+    let b = RedisStore::connect(config).await.unwrap();
+
+    // A listener that stamps each notice on arrival, as the tiered store's listener would
+    // drop the cached copy on arrival.
+    let (stamps, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let listener = tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(Invalidation::Key(k)) => {
+                    let _ = stamps.send((k, Instant::now()));
+                }
+                Ok(Invalidation::All) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+
+    const ROUNDS: usize = 500;
+    // Per operation: (write issued → notice, write reply → notice, write round trip).
+    let mut by_op: HashMap<&str, Vec<(Duration, Duration, Duration)>> = HashMap::new();
+    let mut early = 0;
+    for round in 0..ROUNDS {
+        let k = key();
+        b.create(&k, &record(Some("u"))).await.unwrap();
+        let r = a.load(&k).await.unwrap().unwrap();
+        let op = ["apply", "touch", "destroy"][round % 3];
+        let issued = Instant::now();
+        match op {
+            "apply" => b
+                .apply(&k, &Delta::default().set("x", b"1".to_vec()))
+                .await
+                .unwrap(),
+            "touch" => assert!(b.touch(&k, &r.meta, now_ms() + 1000).await.unwrap()),
+            _ => assert!(b.destroy(&k).await.unwrap()),
+        }
+        let replied = Instant::now();
+        let arrived = loop {
+            let (got, at) = tokio::time::timeout(NOTICE_WITHIN, arrivals.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no notice for {op}"))
+                .unwrap();
+            if got == k {
+                break at;
+            }
+        };
+        if arrived < replied {
+            early += 1;
+        }
+        by_op.entry(op).or_default().push((
+            arrived - issued,
+            arrived.saturating_duration_since(replied),
+            replied - issued,
+        ));
+        if op != "destroy" {
+            b.destroy(&k).await.unwrap();
+        }
+    }
+    listener.abort();
+
+    let pct = |mut v: Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() as f64 - 1.0) * p).round() as usize]
+    };
+    let column = |rows: &[(Duration, Duration, Duration)], i: usize| -> Vec<Duration> {
+        rows.iter().map(|r| [r.0, r.1, r.2][i]).collect()
+    };
+    let all: Vec<_> = by_op.values().flatten().copied().collect();
+    eprintln!(
+        "propagation, {ROUNDS} rounds (apply/touch/destroy by B on sessions A loaded): \
+         write issued → A's notice p50 {:?} p99 {:?}; write reply → A's notice p50 {:?} \
+         p99 {:?} (notice before the reply in {early} rounds); B's write round trip p50 {:?}",
+        pct(column(&all, 0), 0.5),
+        pct(column(&all, 0), 0.99),
+        pct(column(&all, 1), 0.5),
+        pct(column(&all, 1), 0.99),
+        pct(column(&all, 2), 0.5),
+    );
+    for (op, rows) in &by_op {
+        eprintln!(
+            "  {op}: issued → notice p50 {:?} p99 {:?}; reply → notice p50 {:?} p99 {:?}",
+            pct(column(rows, 0), 0.5),
+            pct(column(rows, 0), 0.99),
+            pct(column(rows, 1), 0.5),
+            pct(column(rows, 1), 0.99),
+        );
+    }
+    assert!(pct(column(&all, 1), 0.99) < Duration::from_millis(100));
+}
+
+/// `FLUSHALL` (and `FLUSHDB`) invalidate everything: a null notice, passed on as `All`.
+#[tokio::test]
+async fn flushall_is_announced_as_all() {
+    let Some(redis) = start_own() else { return };
+    redis.wait_ready().await;
+    let (a, mut rx) = tracked(own_config(&redis, Duration::from_secs(2))).await;
+    let k = key();
+    a.create(&k, &record(None)).await.unwrap();
+    assert!(a.load(&k).await.unwrap().is_some());
+    let mut raw = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut raw).await.unwrap();
+    assert_eq!(next(&mut rx, NOTICE_WITHIN).await, Some(Invalidation::All));
+    // Nothing was lost: the same connection carries on, tracked.
+    assert_eq!(a.tracking_connections(), Some(1));
+    a.create(&k, &record(None)).await.unwrap();
+    assert!(a.load(&k).await.unwrap().is_some());
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut raw).await.unwrap();
+    assert!(all_notice(&mut rx, NOTICE_WITHIN).await);
+}
+
+/// A Redis killed with SIGKILL and restarted on the same port. With nothing in flight, the
+/// loss is announced (`All`) at once; the first call on the tracked connection afterwards
+/// fails, like the first call on the write connection; the next one reconnects, announces the
+/// new connection (`All`) and is served tracked: a change by another client to a session read
+/// after the restart is announced again.
+#[tokio::test]
+async fn a_restart_is_announced_and_tracking_resumes() {
+    let Some(redis) = start_own() else { return };
+    redis.wait_ready().await;
+    let port = redis.port;
+    let mut config = own_config(&redis, Duration::from_millis(500));
+    config.tracking_heartbeat = Duration::ZERO; // the server's close alone must be enough
+    let prefix = config.key_prefix.clone();
+    let (a, mut rx) = tracked(config.clone()).await;
+    let k = key();
+    a.create(&k, &record(None)).await.unwrap();
+    assert!(a.load(&k).await.unwrap().is_some());
+
+    let killed = Instant::now();
+    redis.kill9();
+    assert!(
+        all_notice(&mut rx, NOTICE_WITHIN).await,
+        "no All after the kill"
+    );
+    eprintln!("kill -9 announced after {:?}", killed.elapsed());
+
+    let redis = OwnRedis::start(port).expect("restart");
+    redis.wait_ready().await;
+    drain(&mut rx);
+
+    // The first call after the restart reports it, whichever connection it uses.
+    let err = a.load(&k).await.unwrap_err();
+    assert!(err.is_backend(), "{err:?}");
+    eprintln!("first load after the restart: {err}");
+    let err = a.create(&key(), &record(None)).await.unwrap_err();
+    assert!(err.is_backend(), "{err:?}");
+    eprintln!("first write after the restart: {err}");
+
+    // Then both reconnect; the new tracked connection is announced before it serves a read.
+    assert!(a.load(&k).await.unwrap().is_none(), "Redis restarted empty");
+    assert_eq!(next(&mut rx, NOTICE_WITHIN).await, Some(Invalidation::All));
+    assert_eq!(a.tracking_connections(), Some(2));
+
+    let mut other = config.clone();
+    other.key_prefix = prefix;
+    let b = RedisStore::connect(other).await.unwrap();
+    let k2 = key();
+    b.create(&k2, &record(None)).await.unwrap();
+    assert!(a.load(&k2).await.unwrap().is_some());
+    b.apply(&k2, &Delta::default().set("x", b"1".to_vec()))
+        .await
+        .unwrap();
+    assert!(
+        key_notice(&mut rx, &k2, NOTICE_WITHIN).await,
+        "tracking was not re-enabled after the reconnect"
+    );
+}
+
+/// A Redis that stops answering without closing the connection (SIGSTOP: what a network
+/// partition looks like): the heartbeat declares the tracked connection lost within about
+/// heartbeat + response timeout, so a cache does not wait for notices that cannot come.
+#[tokio::test]
+async fn the_heartbeat_detects_a_silent_connection() {
+    let Some(redis) = start_own() else { return };
+    redis.wait_ready().await;
+    let mut config = own_config(&redis, Duration::from_millis(300));
+    config.tracking_heartbeat = Duration::from_millis(200);
+    let (a, mut rx) = tracked(config).await;
+    let k = key();
+    a.create(&k, &record(None)).await.unwrap();
+    assert!(a.load(&k).await.unwrap().is_some());
+
+    redis.signal("STOP");
+    let frozen = Instant::now();
+    let announced = all_notice(&mut rx, Duration::from_secs(3)).await;
+    let took = frozen.elapsed();
+    redis.signal("CONT");
+    assert!(announced, "no All while Redis was frozen");
+    eprintln!("a frozen Redis was announced after {took:?} (heartbeat 200 ms, timeout 300 ms)");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+
+    // Reported once, then served again on a new, tracked connection.
+    assert!(a.load(&k).await.unwrap_err().is_backend());
+    assert!(a.load(&k).await.unwrap().is_some());
+    assert_eq!(a.tracking_connections(), Some(2));
+}
+
+/// What redis-rs 1.x itself does on a killed-and-restarted server, with nothing in flight:
+///
+/// - a RESP2 `ConnectionManager` (what `RedisStore` uses for writes) only notices the loss on
+///   the next command, which fails; the command after that runs on a new connection.
+/// - a RESP3 `ConnectionManager` sees the server close the connection and reconnects in the
+///   background at once, so once the server is back the next command simply succeeds: the
+///   restart is invisible to the caller. This is why `RedisStore` forces RESP2 for its write
+///   connection, even when the URL asks for RESP3.
+#[tokio::test]
+async fn what_redis_rs_does_on_a_restart() {
+    let Some(redis) = start_own() else { return };
+    redis.wait_ready().await;
+    let port = redis.port;
+    let url = redis.url();
+    let manager = |url: String| async move {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(Duration::from_millis(500)))
+            .set_number_of_retries(6);
+        ConnectionManager::new_with_config(redis::Client::open(url).unwrap(), config)
+            .await
+            .unwrap()
+    };
+    let ping = |mut c: ConnectionManager| async move {
+        redis::cmd("PING").query_async::<String>(&mut c).await
+    };
+    let resp2 = manager(url.clone()).await;
+    let resp3 = manager(format!("{url}?protocol=resp3")).await;
+    let mut store_config = RedisConfig::new(format!("{url}?protocol=resp3"));
+    store_config.key_prefix = common::random_prefix();
+    let store = RedisStore::connect(store_config).await.unwrap();
+    assert!(ping(resp2.clone()).await.is_ok());
+    assert!(ping(resp3.clone()).await.is_ok());
+
+    redis.kill9();
+    let redis = OwnRedis::start(port).expect("restart");
+    redis.wait_ready().await;
+    // Give the RESP3 manager's background reconnection time to land.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let first2 = ping(resp2.clone()).await;
+    let first3 = ping(resp3.clone()).await;
+    let first_store = store.ping().await;
+    eprintln!(
+        "after a restart: RESP2 manager {first2:?}, RESP3 manager {first3:?}, store {first_store:?}"
+    );
+    assert!(first2.is_err(), "RESP2: the first command fails");
+    assert!(ping(resp2).await.is_ok(), "RESP2: the second reconnects");
+    assert!(first3.is_ok(), "RESP3: the restart is invisible");
+    assert!(
+        first_store.is_err(),
+        "the store's write connection is RESP2"
+    );
+    assert!(store.ping().await.is_ok());
+    drop(redis);
+}
+
+/// `restore`: written only if absent, one script, no revocation check, indexed like `create`.
+#[tokio::test]
+async fn restore_writes_only_absent_keys_and_ignores_revocation() {
+    let prefix = common::random_prefix();
+    let store = common::store(&prefix).await;
+
+    // Absent: written, and indexed.
+    let k = key();
+    let mut r = record(Some("u"));
+    r.attrs.insert("a".into(), b"1".to_vec());
+    assert!(store.restore(&k, &r).await.unwrap());
+    assert_eq!(store.load(&k).await.unwrap(), Some(r.clone()));
+    assert_eq!(store.list_user("u").await.unwrap().len(), 1);
+    assert_eq!(store.count().await.unwrap(), 1);
+
+    // Present: not written, the stored copy stays.
+    let mut other = record(Some("u"));
+    other.attrs.insert("a".into(), b"2".to_vec());
+    assert!(!store.restore(&k, &other).await.unwrap());
+    assert_eq!(store.load(&k).await.unwrap(), Some(r.clone()));
+
+    // Revoked user: create is refused, restore writes (the copy is already authoritative).
+    assert_eq!(store.destroy_user("u", None).await.unwrap(), 1);
+    let old = Record::new(Some("u".into()), now_ms() - 1000, MINUTE, 10 * MINUTE);
+    let k2 = key();
+    assert!(matches!(
+        store.create(&k2, &old).await,
+        Err(ratatoskr_core::StoreError::Revoked)
+    ));
+    assert!(store.restore(&k2, &old).await.unwrap());
+    assert_eq!(store.load(&k2).await.unwrap(), Some(old));
+    let listed = store.list_user("u").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, k2);
+    assert_eq!(store.count().await.unwrap(), 1);
+    // ... and a restored session is revocable like any other.
+    assert_eq!(store.destroy_user("u", None).await.unwrap(), 1);
+    assert_eq!(store.count().await.unwrap(), 0);
+
+    // A copy already past its deadline is not written.
+    let expired = Record::new(None, now_ms() - 10_000, Duration::from_secs(1), MINUTE);
+    assert!(!store.restore(&key(), &expired).await.unwrap());
+    assert_eq!(store.count().await.unwrap(), 0);
+}
+
+/// `restore` is one round trip: one `EVALSHA` (after the script is loaded).
+#[tokio::test]
+async fn restore_is_one_script_call() {
+    let Some(redis) = start_own() else { return };
+    redis.wait_ready().await;
+    let store = RedisStore::connect(own_config(&redis, Duration::from_secs(2)))
+        .await
+        .unwrap();
+    assert!(store.restore(&key(), &record(Some("u"))).await.unwrap());
+    let mut raw = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(store.restore(&key(), &record(Some("u"))).await.unwrap());
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    // Commands run inside the script are counted too (hset, zadd, ...); the client sent one.
+    let calls: Vec<&str> = stats
+        .lines()
+        .filter(|l| {
+            [
+                "cmdstat_evalsha:",
+                "cmdstat_eval:",
+                "cmdstat_script:",
+                "cmdstat_exec:",
+            ]
+            .iter()
+            .any(|c| l.starts_with(c))
+        })
+        .collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(
+        calls[0].starts_with("cmdstat_evalsha:calls=1,"),
+        "{calls:?}"
+    );
+}
