@@ -7,8 +7,9 @@
 use std::sync::Arc;
 
 use ratatoskr_core::SessionStore;
+use ratatoskr_redis::{RedisConfig, RedisStore};
 use ratatoskr_sql::{SqlAudit, SqlStore};
-use ratatoskr_tiered::TieredStore;
+use ratatoskr_tiered::{TieredConfig, TieredStore};
 
 use crate::configuration::{Settings, redact_url};
 
@@ -42,16 +43,48 @@ impl Stores {
                     redact_url(&settings.database_url)
                 )
             })?;
-        if settings.redis_url.is_some() || settings.redis_cluster_nodes.is_some() {
-            anyhow::bail!("the Redis tier is being wired in; run without REDIS_URL for now");
+        if settings.redis_cluster_nodes.is_some() {
+            anyhow::bail!(
+                "REDIS_CLUSTER_NODES is not supported yet (docs/redis.md says what Cluster needs); \
+                 use REDIS_URL for a standalone Redis"
+            );
         }
+        let tiered = match &settings.redis_url {
+            Some(url) => Some(open_tiered(url, &sql).await?),
+            None => None,
+        };
         Ok(Stores {
-            sessions: sql.store(),
+            sessions: match &tiered {
+                Some(t) => Arc::new(t.clone()),
+                None => sql.store(),
+            },
             audit: sql.audit(),
             sql,
-            tiered: None,
+            tiered,
         })
     }
+}
+
+/// Redis in front of the database. The Redis connection is lazy: the application starts (and
+/// serves from the database) even while Redis is down, and the tiered store's breaker brings
+/// Redis in when it answers.
+async fn open_tiered(url: &str, sql: &SqlStore) -> anyhow::Result<TieredStore> {
+    let redis = RedisStore::connect_lazy(RedisConfig::new(url))
+        .map_err(|e| anyhow::anyhow!("invalid REDIS_URL {}: {e}", redact_url(url)))?;
+    let tiered = TieredStore::new(
+        Arc::new(redis),
+        sql.store(),
+        Arc::new(sql.journal()),
+        None,
+        TieredConfig::default(),
+    );
+    if !tiered.recover_now().await {
+        tracing::warn!(
+            redis = %redact_url(url),
+            "Redis is not reachable yet; serving sessions from the database until it is"
+        );
+    }
+    Ok(tiered)
 }
 
 /// The file path of a `sqlite://` URL, if it is one (without query parameters).
