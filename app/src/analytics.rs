@@ -93,8 +93,13 @@ pub async fn figures(state: &AppState, hours: i64) -> AppResult<Figures> {
     let hour_starts: Vec<i64> = (0..hours).map(|i| first_hour + i * HOUR_MS).collect();
     let index = |hour: i64| usize::try_from((hour - first_hour) / HOUR_MS).ok();
     let zeros = vec![0u64; hour_starts.len()];
-    let (mut logins, mut failed, mut expiries, mut revocations, mut csrf) =
-        (zeros.clone(), zeros.clone(), zeros.clone(), zeros.clone(), zeros);
+    let (mut logins, mut failed, mut expiries, mut revocations, mut csrf) = (
+        zeros.clone(),
+        zeros.clone(),
+        zeros.clone(),
+        zeros.clone(),
+        zeros,
+    );
 
     for (hour, result, count) in state.db.login_counts(first_hour).await? {
         if let Some(i) = index(hour).filter(|i| *i < hour_starts.len()) {

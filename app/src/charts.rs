@@ -79,7 +79,14 @@ fn hour_label(ms: i64) -> String {
 }
 
 /// A line chart of `(time ms, value)` points over `[from, to]`.
-pub fn line(id: &str, title: &str, y_label: &str, from: i64, to: i64, points: &[(i64, f64)]) -> String {
+pub fn line(
+    id: &str,
+    title: &str,
+    y_label: &str,
+    from: i64,
+    to: i64,
+    points: &[(i64, f64)],
+) -> String {
     let max = points.iter().map(|p| p.1).fold(0.0, f64::max);
     let (ymax, step) = nice_max(max);
     let last = points.last().map(|p| p.1 as i64).unwrap_or(0);
@@ -244,7 +251,11 @@ pub fn categories(id: &str, title: &str, items: &[(String, u64)]) -> String {
     }
     for (i, (label, count)) in items.iter().enumerate() {
         let y = TOP + i as f64 * row;
-        let w = if max > 0.0 { *count as f64 / max * plot_w } else { 0.0 };
+        let w = if max > 0.0 {
+            *count as f64 / max * plot_w
+        } else {
+            0.0
+        };
         let _ = write!(
             svg,
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#1b1f24\">{}</text>\
@@ -271,13 +282,29 @@ mod tests {
 
     #[test]
     fn charts_are_well_formed_svg_and_escape_labels() {
-        let c = categories("c", "By <type>", &[("<b>".into(), 3), ("mastodon".into(), 5)]);
+        let c = categories(
+            "c",
+            "By <type>",
+            &[("<b>".into(), 3), ("mastodon".into(), 5)],
+        );
         assert!(c.starts_with("<svg") && c.ends_with("</svg>"));
         assert!(c.contains("&lt;b&gt;") && !c.contains("<b>"));
-        let l = line("l", "Active", "sessions", 0, 3_600_000, &[(0, 1.0), (3_600_000, 7.0)]);
+        let l = line(
+            "l",
+            "Active",
+            "sessions",
+            0,
+            3_600_000,
+            &[(0, 1.0), (3_600_000, 7.0)],
+        );
         assert!(l.contains("<polyline"));
         assert!(l.contains("latest 7"));
-        let b = hourly_bars("b", "Per hour", &[0, 3_600_000], &[("logins", vec![1, 2]), ("expiries", vec![0, 4])]);
+        let b = hourly_bars(
+            "b",
+            "Per hour",
+            &[0, 3_600_000],
+            &[("logins", vec![1, 2]), ("expiries", vec![0, 4])],
+        );
         assert!(b.contains("logins: 3"));
         assert_eq!(nice_max(7.0), (8.0, 2.0));
         assert_eq!(nice_max(0.0), (4.0, 1.0));

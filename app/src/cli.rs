@@ -93,7 +93,9 @@ fn read_password() -> anyhow::Result<String> {
 }
 
 async fn user_named(state: &AppState, name: &str) -> anyhow::Result<User> {
-    crate::routes::admin::user_named(state, name).await.map_err(|_| anyhow::anyhow!("no user named {name}"))
+    crate::routes::admin::user_named(state, name)
+        .await
+        .map_err(|_| anyhow::anyhow!("no user named {name}"))
 }
 
 /// Run a `user` command.
@@ -102,7 +104,9 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
     match cmd {
         UserCommand::Add { name, admin } => {
             let pw = read_password()?;
-            let u = service::register(&state, &name, &pw, admin).await.map_err(fail)?;
+            let u = service::register(&state, &name, &pw, admin)
+                .await
+                .map_err(fail)?;
             println!(
                 "created {}user {} (id {})",
                 if u.is_admin { "administrator " } else { "" },
@@ -112,12 +116,16 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Disable { name } => {
             let u = user_named(&state, &name).await?;
-            let n = service::set_disabled(&state, &u, true).await.map_err(fail)?;
+            let n = service::set_disabled(&state, &u, true)
+                .await
+                .map_err(fail)?;
             println!("disabled {}; {n} session(s) ended", u.username);
         }
         UserCommand::Enable { name } => {
             let u = user_named(&state, &name).await?;
-            service::set_disabled(&state, &u, false).await.map_err(fail)?;
+            service::set_disabled(&state, &u, false)
+                .await
+                .map_err(fail)?;
             println!("enabled {}", u.username);
         }
         UserCommand::Passwd { name } => {
@@ -133,7 +141,10 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
             println!("password of {} changed; {n} session(s) ended", u.username);
         }
         UserCommand::List => {
-            println!("{:<32} {:>6} {:<6} {:<9} CREATED", "USER", "ID", "ADMIN", "DISABLED");
+            println!(
+                "{:<32} {:>6} {:<6} {:<9} CREATED",
+                "USER", "ID", "ADMIN", "DISABLED"
+            );
             for u in state.db.users(0, i64::MAX).await? {
                 println!(
                     "{:<32} {:>6} {:<6} {:<9} {}",
@@ -207,7 +218,9 @@ pub async fn sessions(settings: &Settings, cmd: SessionsCommand) -> anyhow::Resu
                 .collect();
             print_sessions(&rows);
         }
-        SessionsCommand::Revoke { user: Some(name), .. } => {
+        SessionsCommand::Revoke {
+            user: Some(name), ..
+        } => {
             let u = user_named(&state, &name).await?;
             let n = state
                 .control
@@ -217,7 +230,8 @@ pub async fn sessions(settings: &Settings, cmd: SessionsCommand) -> anyhow::Resu
         }
         SessionsCommand::Revoke { user: None, handle } => {
             let raw = handle.unwrap_or_default();
-            let handle = Handle::parse(&raw).ok_or_else(|| anyhow::anyhow!("{raw:?} is not a session handle"))?;
+            let handle = Handle::parse(&raw)
+                .ok_or_else(|| anyhow::anyhow!("{raw:?} is not a session handle"))?;
             let Some(owner) = owner_of(&state, &handle).await? else {
                 anyhow::bail!("no live session with handle {handle}");
             };
@@ -238,7 +252,10 @@ pub async fn stats(settings: &Settings) -> anyhow::Result<()> {
     let users = state.db.count_users().await?;
     let platforms = state.db.count_all_platforms().await?;
     let active = state.sessions.store().count().await?;
-    println!("store               {}", state.sessions.store().backend_name());
+    println!(
+        "store               {}",
+        state.sessions.store().backend_name()
+    );
     println!("users               {users}");
     println!("platform connections {platforms}");
     println!("active sessions     {active}");

@@ -72,7 +72,10 @@ impl TokenCipher {
                     "the key file {} is too short; delete it only if no platform tokens were sealed with it",
                     key_file.display()
                 );
-                Ok((Self::from_secret(text), KeySource::File(key_file.to_owned())))
+                Ok((
+                    Self::from_secret(text),
+                    KeySource::File(key_file.to_owned()),
+                ))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if let Some(dir) = key_file.parent().filter(|d| !d.as_os_str().is_empty()) {

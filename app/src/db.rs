@@ -261,7 +261,16 @@ impl Db {
             "INSERT INTO app_users (username, password_hash, is_admin, disabled, created_at)
              VALUES ($1, $2, $3, 0, $4) RETURNING {USER_COLS}"
         );
-        match qa!(self, fetch_one, UserRow, &sql, username, password_hash, i64::from(is_admin), now_ms()) {
+        match qa!(
+            self,
+            fetch_one,
+            UserRow,
+            &sql,
+            username,
+            password_hash,
+            i64::from(is_admin),
+            now_ms()
+        ) {
             Ok(r) => Ok(Inserted::Ok(user(r))),
             Err(e) if is_unique_violation(&e) => Ok(Inserted::Duplicate),
             Err(e) => Err(e),
@@ -283,33 +292,53 @@ impl Db {
     /// A user with their password hash, for login.
     pub async fn credentials(&self, username: &str) -> Result<Option<(User, String)>, sqlx::Error> {
         let sql = format!("SELECT {USER_COLS}, password_hash FROM app_users WHERE username = $1");
-        Ok(
-            qa!(self, fetch_optional, (i64, String, i64, i64, i64, String), &sql, username)?
-                .map(|r| (user((r.0, r.1, r.2, r.3, r.4)), r.5)),
-        )
+        Ok(qa!(
+            self,
+            fetch_optional,
+            (i64, String, i64, i64, i64, String),
+            &sql,
+            username
+        )?
+        .map(|r| (user((r.0, r.1, r.2, r.3, r.4)), r.5)))
     }
 
     /// The password hash of a user by id.
     pub async fn password_hash(&self, id: i64) -> Result<Option<String>, sqlx::Error> {
-        Ok(qa!(self, fetch_optional, (String,), "SELECT password_hash FROM app_users WHERE id = $1", id)?
-            .map(|r| r.0))
+        Ok(qa!(
+            self,
+            fetch_optional,
+            (String,),
+            "SELECT password_hash FROM app_users WHERE id = $1",
+            id
+        )?
+        .map(|r| r.0))
     }
 
     /// Replace a user's password hash.
     pub async fn set_password(&self, id: i64, hash: &str) -> Result<bool, sqlx::Error> {
-        Ok(q!(self, execute, "UPDATE app_users SET password_hash = $1 WHERE id = $2", hash, id)? == 1)
+        Ok(q!(
+            self,
+            execute,
+            "UPDATE app_users SET password_hash = $1 WHERE id = $2",
+            hash,
+            id
+        )? == 1)
     }
 
     /// Disable or enable a user.
     pub async fn set_disabled(&self, id: i64, disabled: bool) -> Result<bool, sqlx::Error> {
-        Ok(q!(self, execute, "UPDATE app_users SET disabled = $1 WHERE id = $2", i64::from(disabled), id)? == 1)
+        Ok(q!(
+            self,
+            execute,
+            "UPDATE app_users SET disabled = $1 WHERE id = $2",
+            i64::from(disabled),
+            id
+        )? == 1)
     }
 
     /// Users in name order, `limit` from `offset`.
     pub async fn users(&self, offset: i64, limit: i64) -> Result<Vec<User>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {USER_COLS} FROM app_users ORDER BY username LIMIT $1 OFFSET $2"
-        );
+        let sql = format!("SELECT {USER_COLS} FROM app_users ORDER BY username LIMIT $1 OFFSET $2");
         Ok(qa!(self, fetch_all, UserRow, &sql, limit, offset)?
             .into_iter()
             .map(user)
@@ -380,7 +409,12 @@ impl Db {
 
     /// Forget failures after a successful login.
     pub async fn clear_failures(&self, username: &str) -> Result<(), sqlx::Error> {
-        q!(self, execute, "DELETE FROM app_login_throttle WHERE username = $1", username)?;
+        q!(
+            self,
+            execute,
+            "DELETE FROM app_login_throttle WHERE username = $1",
+            username
+        )?;
         Ok(())
     }
 
@@ -418,9 +452,8 @@ impl Db {
 
     /// A user's platform connections, oldest first.
     pub async fn platforms(&self, user_id: i64) -> Result<Vec<Platform>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {PLATFORM_COLS} FROM app_platforms WHERE user_id = $1 ORDER BY id"
-        );
+        let sql =
+            format!("SELECT {PLATFORM_COLS} FROM app_platforms WHERE user_id = $1 ORDER BY id");
         Ok(qa!(self, fetch_all, PlatformRow, &sql, user_id)?
             .into_iter()
             .map(platform)
@@ -429,19 +462,29 @@ impl Db {
 
     /// How many platform connections a user has.
     pub async fn count_platforms(&self, user_id: i64) -> Result<i64, sqlx::Error> {
-        Ok(qa!(self, fetch_one, (i64,), "SELECT count(*) FROM app_platforms WHERE user_id = $1", user_id)?.0)
+        Ok(qa!(
+            self,
+            fetch_one,
+            (i64,),
+            "SELECT count(*) FROM app_platforms WHERE user_id = $1",
+            user_id
+        )?
+        .0)
     }
 
     /// One of the user's platform connections (`None` when it is not theirs or not there).
     pub async fn platform(&self, user_id: i64, id: i64) -> Result<Option<Platform>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {PLATFORM_COLS} FROM app_platforms WHERE user_id = $1 AND id = $2"
-        );
+        let sql =
+            format!("SELECT {PLATFORM_COLS} FROM app_platforms WHERE user_id = $1 AND id = $2");
         Ok(qa!(self, fetch_optional, PlatformRow, &sql, user_id, id)?.map(platform))
     }
 
     /// The sealed token of one of the user's platforms.
-    pub async fn platform_token(&self, user_id: i64, id: i64) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    pub async fn platform_token(
+        &self,
+        user_id: i64,
+        id: i64,
+    ) -> Result<Option<Vec<u8>>, sqlx::Error> {
         Ok(qa!(
             self,
             fetch_optional,
@@ -455,11 +498,22 @@ impl Db {
 
     /// Remove one of the user's platforms; whether it was there.
     pub async fn delete_platform(&self, user_id: i64, id: i64) -> Result<bool, sqlx::Error> {
-        Ok(q!(self, execute, "DELETE FROM app_platforms WHERE user_id = $1 AND id = $2", user_id, id)? == 1)
+        Ok(q!(
+            self,
+            execute,
+            "DELETE FROM app_platforms WHERE user_id = $1 AND id = $2",
+            user_id,
+            id
+        )? == 1)
     }
 
     /// Mark one of the user's platforms active or inactive; whether it was there.
-    pub async fn set_platform_active(&self, user_id: i64, id: i64, active: bool) -> Result<bool, sqlx::Error> {
+    pub async fn set_platform_active(
+        &self,
+        user_id: i64,
+        id: i64,
+        active: bool,
+    ) -> Result<bool, sqlx::Error> {
         Ok(q!(
             self,
             execute,
@@ -482,13 +536,24 @@ impl Db {
 
     /// How many platform connections exist.
     pub async fn count_all_platforms(&self) -> Result<i64, sqlx::Error> {
-        Ok(qa!(self, fetch_one, (i64,), "SELECT count(*) FROM app_platforms")?.0)
+        Ok(qa!(
+            self,
+            fetch_one,
+            (i64,),
+            "SELECT count(*) FROM app_platforms"
+        )?
+        .0)
     }
 
     // ----- analytics -----
 
     /// Record the number of live sessions at `at`, and drop samples older than `keep_since`.
-    pub async fn record_sample(&self, at: i64, active: i64, keep_since: i64) -> Result<(), sqlx::Error> {
+    pub async fn record_sample(
+        &self,
+        at: i64,
+        active: i64,
+        keep_since: i64,
+    ) -> Result<(), sqlx::Error> {
         q!(
             self,
             execute,
@@ -497,7 +562,12 @@ impl Db {
             at,
             active
         )?;
-        q!(self, execute, "DELETE FROM app_session_samples WHERE at < $1", keep_since)?;
+        q!(
+            self,
+            execute,
+            "DELETE FROM app_session_samples WHERE at < $1",
+            keep_since
+        )?;
         Ok(())
     }
 
@@ -541,7 +611,12 @@ impl Db {
     }
 
     /// Housekeeping: drop throttle rows whose window and lock are over, and old login counts.
-    pub async fn prune(&self, now: i64, window_ms: i64, keep_counts_since: i64) -> Result<(), sqlx::Error> {
+    pub async fn prune(
+        &self,
+        now: i64,
+        window_ms: i64,
+        keep_counts_since: i64,
+    ) -> Result<(), sqlx::Error> {
         q!(
             self,
             execute,
@@ -549,7 +624,12 @@ impl Db {
             now,
             window_ms
         )?;
-        q!(self, execute, "DELETE FROM app_login_counts WHERE hour < $1", keep_counts_since)?;
+        q!(
+            self,
+            execute,
+            "DELETE FROM app_login_counts WHERE hour < $1",
+            keep_counts_since
+        )?;
         Ok(())
     }
 }

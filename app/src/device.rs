@@ -52,9 +52,11 @@ impl Device {
 fn classify(ua: &str) -> (&'static str, &'static str, &'static str) {
     let l = ua.to_ascii_lowercase();
     let has = |s: &str| l.contains(s);
-    let bot = ["bot", "crawler", "spider", "curl/", "wget/", "python", "reqwest", "go-http", "okhttp"]
-        .iter()
-        .any(|b| has(b));
+    let bot = [
+        "bot", "crawler", "spider", "curl/", "wget/", "python", "reqwest", "go-http", "okhttp",
+    ]
+    .iter()
+    .any(|b| has(b));
     let browser = if has("edg/") || has("edge/") {
         "Edge"
     } else if has("opr/") || has("opera") {
@@ -116,19 +118,27 @@ mod tests {
             s("Firefox", "Linux", "desktop")
         );
         assert_eq!(
-            c("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"),
+            c(
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"
+            ),
             s("Safari", "iOS", "mobile")
         );
         assert_eq!(
-            c("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36"),
+            c(
+                "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36"
+            ),
             s("Chrome", "Android", "mobile")
         );
         assert_eq!(
-            c("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36 Edg/126.0"),
+            c(
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36 Edg/126.0"
+            ),
             s("Edge", "Windows", "desktop")
         );
         assert_eq!(
-            c("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15"),
+            c(
+                "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15"
+            ),
             s("Safari", "macOS", "desktop")
         );
         assert_eq!(c("curl/8.5.0"), s("curl", "Other", "bot"));

@@ -35,7 +35,11 @@ impl AppError {
 
     /// 404 `not_found`.
     pub fn not_found(what: &str) -> Self {
-        AppError::Status(StatusCode::NOT_FOUND, "not_found", format!("no such {what}"))
+        AppError::Status(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such {what}"),
+        )
     }
 
     /// 403 `forbidden`.

@@ -86,7 +86,9 @@ impl FromRequestParts<AppState> for PageUser {
     type Rejection = PageError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, PageError> {
-        Ok(PageUser(CurrentUser::from_request_parts(parts, state).await?))
+        Ok(PageUser(
+            CurrentUser::from_request_parts(parts, state).await?,
+        ))
     }
 }
 
@@ -126,9 +128,11 @@ fn json_rejection(r: JsonRejection) -> AppError {
         JsonRejection::JsonDataError(e) => {
             AppError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text())
         }
-        JsonRejection::JsonSyntaxError(_) => {
-            AppError::new(StatusCode::BAD_REQUEST, "invalid_json", "the body is not valid JSON")
-        }
+        JsonRejection::JsonSyntaxError(_) => AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the body is not valid JSON",
+        ),
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => AppError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
@@ -147,7 +151,9 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathPar
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(PathParam(v)),
-            Err(PathRejection::FailedToDeserializePathParams(_)) => Err(AppError::not_found("resource")),
+            Err(PathRejection::FailedToDeserializePathParams(_)) => {
+                Err(AppError::not_found("resource"))
+            }
             Err(e) => Err(AppError::Internal(anyhow::anyhow!("path extraction: {e}"))),
         }
     }
@@ -162,7 +168,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(QueryParams(v)),
-            Err(e) => Err(AppError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())),
+            Err(e) => Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                e.body_text(),
+            )),
         }
     }
 }

@@ -67,7 +67,10 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
         KeySource::Environment => println!("  platform tokens: key from RATATOSKR_SECRET_KEY"),
         KeySource::File(p) => println!("  platform tokens: key file {}", p.display()),
         KeySource::Generated(p) => {
-            println!("  platform tokens: generated a new key file {} (keep it with backups)", p.display())
+            println!(
+                "  platform tokens: generated a new key file {} (keep it with backups)",
+                p.display()
+            )
         }
     }
     println!(

@@ -46,7 +46,11 @@ pub enum Authenticated {
 
 /// Check credentials, counting failures per user name (existing or not) and locking it for
 /// 30 minutes after 5 failures within 30 minutes. Unknown names cost as much as known ones.
-pub async fn authenticate(state: &AppState, raw_name: &str, password: &str) -> AppResult<Authenticated> {
+pub async fn authenticate(
+    state: &AppState,
+    raw_name: &str,
+    password: &str,
+) -> AppResult<Authenticated> {
     let Ok(name) = validation::username(raw_name) else {
         // Not a possible user name: no account can match, nothing to count.
         metrics::counter!("ratatoskr_app_logins_total", "result" => "failure").increment(1);
@@ -63,7 +67,11 @@ pub async fn authenticate(state: &AppState, raw_name: &str, password: &str) -> A
         .as_ref()
         .map(|(_, h)| h.clone())
         .unwrap_or_else(|| crypto::dummy_hash().to_owned());
-    let password = if password.len() > 1024 { String::new() } else { password.to_owned() };
+    let password = if password.len() > 1024 {
+        String::new()
+    } else {
+        password.to_owned()
+    };
     let ok = !password.is_empty() && crypto::verify_password(password, hash).await;
     match creds {
         Some((user, _)) if ok && !user.disabled => {
@@ -77,7 +85,11 @@ pub async fn authenticate(state: &AppState, raw_name: &str, password: &str) -> A
                 .db
                 .record_failure(&name, now, LOCK_WINDOW_MS, MAX_FAILURES, LOCK_WINDOW_MS)
                 .await?;
-            let result = if locked.is_some() { "locked" } else { "failure" };
+            let result = if locked.is_some() {
+                "locked"
+            } else {
+                "failure"
+            };
             state.db.count_login(result, now).await?;
             metrics::counter!("ratatoskr_app_logins_total", "result" => result).increment(1);
             Ok(match locked {
@@ -115,7 +127,12 @@ pub async fn log_in(session: &Session, user: &User, device: &Device) -> AppResul
 }
 
 /// Register a user (the caller checks that registration is open).
-pub async fn register(state: &AppState, raw_name: &str, password: &str, is_admin: bool) -> AppResult<User> {
+pub async fn register(
+    state: &AppState,
+    raw_name: &str,
+    password: &str,
+    is_admin: bool,
+) -> AppResult<User> {
     let name = validation::username(raw_name).map_err(AppError::invalid)?;
     validation::password(password).map_err(AppError::invalid)?;
     let hash = crypto::hash_password(password.to_owned()).await?;
@@ -131,7 +148,12 @@ pub async fn register(state: &AppState, raw_name: &str, password: &str, is_admin
 
 /// Change a user's password after checking the current one; every session of the user ends
 /// (this one too). Returns how many sessions ended.
-pub async fn change_password(state: &AppState, cu: &CurrentUser, current: &str, new: &str) -> AppResult<u64> {
+pub async fn change_password(
+    state: &AppState,
+    cu: &CurrentUser,
+    current: &str,
+    new: &str,
+) -> AppResult<u64> {
     let hash = state
         .db
         .password_hash(cu.user.id)
@@ -187,8 +209,13 @@ pub struct PlatformInput {
 }
 
 /// Validate, seal and store a platform connection.
-pub async fn add_platform(state: &AppState, cu: &CurrentUser, input: &PlatformInput) -> AppResult<Platform> {
-    let platform_type = validation::platform_type(&input.platform_type).map_err(AppError::invalid)?;
+pub async fn add_platform(
+    state: &AppState,
+    cu: &CurrentUser,
+    input: &PlatformInput,
+) -> AppResult<Platform> {
+    let platform_type =
+        validation::platform_type(&input.platform_type).map_err(AppError::invalid)?;
     let name = validation::display_name(&input.name).map_err(AppError::invalid)?;
     let instance_url = validation::instance_url(&input.instance_url).map_err(AppError::invalid)?;
     let username = validation::account(&input.username).map_err(AppError::invalid)?;
@@ -304,7 +331,11 @@ pub struct SessionView {
 }
 
 /// A user's live sessions with their devices, oldest first.
-pub async fn sessions_of(state: &AppState, user_id: &str, current: Option<Handle>) -> AppResult<Vec<SessionView>> {
+pub async fn sessions_of(
+    state: &AppState,
+    user_id: &str,
+    current: Option<Handle>,
+) -> AppResult<Vec<SessionView>> {
     let list = state.sessions.list_user(user_id).await?;
     let mut out = Vec::with_capacity(list.len());
     for s in list {
@@ -313,7 +344,11 @@ pub async fn sessions_of(state: &AppState, user_id: &str, current: Option<Handle
     Ok(out)
 }
 
-async fn view(state: &AppState, s: SessionSummary, current: Option<Handle>) -> AppResult<SessionView> {
+async fn view(
+    state: &AppState,
+    s: SessionSummary,
+    current: Option<Handle>,
+) -> AppResult<SessionView> {
     // The attributes ride with the session (through rotations) and end with it.
     let record = state.sessions.store().load(&s.key).await?;
     let attr = |name: &str| record.as_ref().and_then(|r| r.attrs.get(name));
@@ -328,8 +363,12 @@ async fn view(state: &AppState, s: SessionSummary, current: Option<Handle>) -> A
         absolute_expires_at: s.meta.absolute_deadline,
         user_agent: device.as_ref().map(|d| d.user_agent.clone()),
         ip: device.as_ref().map(|d| d.ip.clone()),
-        device: device.as_ref().map_or_else(|| "Unknown client".into(), Device::label),
-        device_class: device.as_ref().map_or_else(|| "unknown".into(), |d| d.class.clone()),
+        device: device
+            .as_ref()
+            .map_or_else(|| "Unknown client".into(), Device::label),
+        device_class: device
+            .as_ref()
+            .map_or_else(|| "unknown".into(), |d| d.class.clone()),
         platform_type: active.map(|a| a.platform_type),
         current: current == Some(s.handle),
     })

@@ -146,7 +146,10 @@ pub fn router(state: AppState, layer: SessionLayer) -> Router {
         .route("/api/logout", post(auth::logout))
         .route("/api/session", get(auth::session))
         .route("/api/password", post(auth::password))
-        .route("/api/platforms", get(platforms::list).post(platforms::create))
+        .route(
+            "/api/platforms",
+            get(platforms::list).post(platforms::create),
+        )
         .route(
             "/api/platforms/{id}",
             delete(platforms::delete).patch(platforms::update),
@@ -162,7 +165,10 @@ pub fn router(state: AppState, layer: SessionLayer) -> Router {
         .route("/api/sessions/revoke-others", post(sessions::revoke_others))
         .route("/api/sessions/revoke-all", post(sessions::revoke_all))
         .route("/api/admin/sessions", get(admin::sessions))
-        .route("/api/admin/users/{name}/sessions", delete(admin::revoke_user))
+        .route(
+            "/api/admin/users/{name}/sessions",
+            delete(admin::revoke_user),
+        )
         .route(
             "/api/admin/users/{name}/sessions/{handle}",
             delete(admin::revoke_one),
@@ -175,7 +181,10 @@ pub fn router(state: AppState, layer: SessionLayer) -> Router {
         .route("/login", get(pages::login_form).post(pages::login))
         .route("/register", post(pages::register))
         .route("/logout", post(pages::logout))
-        .route("/platforms", get(pages::platforms).post(pages::add_platform))
+        .route(
+            "/platforms",
+            get(pages::platforms).post(pages::add_platform),
+        )
         .route("/platforms/switch", post(pages::switch_form))
         .route("/platforms/{id}/switch", post(pages::switch))
         .route("/platforms/{id}/active", post(pages::set_active))

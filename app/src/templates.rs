@@ -15,8 +15,14 @@ pub struct Templates {
 const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("../templates/base.html")),
     ("login.html", include_str!("../templates/login.html")),
-    ("dashboard.html", include_str!("../templates/dashboard.html")),
-    ("platforms.html", include_str!("../templates/platforms.html")),
+    (
+        "dashboard.html",
+        include_str!("../templates/dashboard.html"),
+    ),
+    (
+        "platforms.html",
+        include_str!("../templates/platforms.html"),
+    ),
     ("sessions.html", include_str!("../templates/sessions.html")),
     ("admin.html", include_str!("../templates/admin.html")),
     ("error.html", include_str!("../templates/error.html")),
@@ -59,7 +65,12 @@ impl Templates {
     }
 
     /// Render `name` as a response with `status`.
-    pub fn page<T: Serialize>(&self, status: StatusCode, name: &str, ctx: &T) -> Result<Response, AppError> {
+    pub fn page<T: Serialize>(
+        &self,
+        status: StatusCode,
+        name: &str,
+        ctx: &T,
+    ) -> Result<Response, AppError> {
         let body = self.render(name, ctx)?;
         let mut r = (status, Html(body)).into_response();
         r.headers_mut()
@@ -96,7 +107,11 @@ pub fn format_datetime(ms: i64) -> String {
     let days = secs.div_euclid(86_400);
     let tod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", tod / 3600, (tod % 3600) / 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        tod / 3600,
+        (tod % 3600) / 60
+    )
 }
 
 /// `3 minutes ago` from an age in milliseconds.

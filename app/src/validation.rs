@@ -37,9 +37,15 @@ pub fn username(raw: &str) -> Result<String, Invalid> {
 pub fn password(raw: &str) -> Result<(), Invalid> {
     let n = raw.chars().count();
     if n < 8 {
-        Err(("weak_password", "a password needs at least 8 characters".into()))
+        Err((
+            "weak_password",
+            "a password needs at least 8 characters".into(),
+        ))
     } else if n > 128 {
-        Err(("password_too_long", "a password may have at most 128 characters".into()))
+        Err((
+            "password_too_long",
+            "a password may have at most 128 characters".into(),
+        ))
     } else {
         Ok(())
     }
@@ -140,7 +146,8 @@ pub fn instance_url(raw: &str) -> Result<String, Invalid> {
     let labels: Vec<&str> = host.split('.').collect();
     let label_ok = |l: &&str| {
         (1..=63).contains(&l.len())
-            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
@@ -165,10 +172,22 @@ mod tests {
 
     #[test]
     fn instance_urls() {
-        assert_eq!(instance_url("https://Mastodon.Social/").unwrap(), "https://mastodon.social");
-        assert_eq!(instance_url("https://pix.example:8443").unwrap(), "https://pix.example:8443");
-        assert_eq!(instance_url("https://pix.example:443").unwrap(), "https://pix.example");
-        assert_eq!(instance_url("https://xn--bcher-kva.example").unwrap(), "https://xn--bcher-kva.example");
+        assert_eq!(
+            instance_url("https://Mastodon.Social/").unwrap(),
+            "https://mastodon.social"
+        );
+        assert_eq!(
+            instance_url("https://pix.example:8443").unwrap(),
+            "https://pix.example:8443"
+        );
+        assert_eq!(
+            instance_url("https://pix.example:443").unwrap(),
+            "https://pix.example"
+        );
+        assert_eq!(
+            instance_url("https://xn--bcher-kva.example").unwrap(),
+            "https://xn--bcher-kva.example"
+        );
         for bad in [
             "http://mastodon.social",
             "mastodon.social",

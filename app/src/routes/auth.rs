@@ -159,6 +159,7 @@ pub async fn password(
     cu: CurrentUser,
     JsonBody(p): JsonBody<PasswordChange>,
 ) -> AppResult<Response> {
-    let revoked = service::change_password(&state, &cu, &p.current_password, &p.new_password).await?;
+    let revoked =
+        service::change_password(&state, &cu, &p.current_password, &p.new_password).await?;
     Ok(Json(json!({ "revoked": revoked })).into_response())
 }

@@ -107,10 +107,7 @@ pub async fn report(state: &AppState) -> serde_json::Value {
 }
 
 /// `GET /health/sessions`: the report, for administrators; 503 when it is `down`.
-pub async fn sessions(
-    State(state): State<AppState>,
-    _admin: crate::extract::Admin,
-) -> Response {
+pub async fn sessions(State(state): State<AppState>, _admin: crate::extract::Admin) -> Response {
     let r = report(&state).await;
     let status = if r["status"] == "down" {
         StatusCode::SERVICE_UNAVAILABLE

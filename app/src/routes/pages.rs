@@ -79,7 +79,12 @@ async fn base(cu: &CurrentUser, nav: &str, title: &str) -> Result<Map<String, Va
     Ok(m)
 }
 
-fn render(state: &AppState, status: StatusCode, name: &str, ctx: &Map<String, Value>) -> PageResult {
+fn render(
+    state: &AppState,
+    status: StatusCode,
+    name: &str,
+    ctx: &Map<String, Value>,
+) -> PageResult {
     Ok(state.templates.page(status, name, ctx)?)
 }
 
@@ -95,7 +100,9 @@ fn notice(reason: Option<&str>) -> Option<&'static str> {
     Some(match reason? {
         "logged_out" => "You have been logged out.",
         "login_required" => "Please log in to continue.",
-        "password_changed" => "Your password was changed and every session ended. Log in with the new password.",
+        "password_changed" => {
+            "Your password was changed and every session ended. Log in with the new password."
+        }
         "revoked" => "You logged out everywhere.",
         _ => return None,
     })
@@ -125,7 +132,9 @@ pub async fn login_form(
     session: Session,
     QueryParams(q): QueryParams<LoginQuery>,
 ) -> PageResult {
-    if session.user_id().await?.is_some() && crate::routes::auth::current(&state, &session).await.is_ok() {
+    if session.user_id().await?.is_some()
+        && crate::routes::auth::current(&state, &session).await.is_ok()
+    {
         return Ok(see_other("/"));
     }
     login_page(
@@ -187,11 +196,22 @@ pub async fn register(
     match service::register(&state, &c.username, &c.password, false).await {
         Ok(user) => {
             service::log_in(&session, &user, &device_of(&headers, peer)).await?;
-            flash(&session, "success", format!("Welcome, {}! Connect a platform to start.", user.username)).await?;
+            flash(
+                &session,
+                "success",
+                format!("Welcome, {}! Connect a platform to start.", user.username),
+            )
+            .await?;
             Ok(see_other("/platforms"))
         }
         Err(AppError::Status(status, _, message)) => {
-            login_page(&state, &session, status, json!({ "register_error": message })).await
+            login_page(
+                &state,
+                &session,
+                status,
+                json!({ "register_error": message }),
+            )
+            .await
         }
         Err(e) => Err(e.into()),
     }
@@ -229,7 +249,10 @@ async fn platforms_page(
 ) -> PageResult {
     let mut ctx = base(cu, "platforms", "Platforms").await?;
     let active = service::active_platform(state, cu).await?;
-    ctx.insert("platforms".into(), json!(state.db.platforms(cu.user.id).await?));
+    ctx.insert(
+        "platforms".into(),
+        json!(state.db.platforms(cu.user.id).await?),
+    );
     ctx.insert("active_id".into(), json!(active.map(|p| p.id)));
     ctx.insert("form".into(), form);
     ctx.insert("form_error".into(), json!(form_error));
@@ -326,7 +349,11 @@ pub async fn set_active(
     flash(
         &cu.session,
         "success",
-        if active { "Connection activated." } else { "Connection deactivated." },
+        if active {
+            "Connection activated."
+        } else {
+            "Connection deactivated."
+        },
     )
     .await?;
     Ok(see_other("/platforms"))
@@ -348,7 +375,12 @@ pub async fn delete_platform(
 
 // ----- sessions and account -----
 
-async fn sessions_page(state: &AppState, cu: &CurrentUser, status: StatusCode, form_error: Option<String>) -> PageResult {
+async fn sessions_page(
+    state: &AppState,
+    cu: &CurrentUser,
+    status: StatusCode,
+    form_error: Option<String>,
+) -> PageResult {
     let mut ctx = base(cu, "sessions", "Your sessions").await?;
     let current = cu.session.handle().await?;
     let sessions = service::sessions_of(state, &cu.id_string(), current).await?;
@@ -363,7 +395,10 @@ pub async fn sessions(State(state): State<AppState>, PageUser(cu): PageUser) -> 
 }
 
 /// `POST /sessions/{handle}/revoke`.
-pub async fn revoke_session(PageUser(cu): PageUser, PathParam(handle): PathParam<String>) -> PageResult {
+pub async fn revoke_session(
+    PageUser(cu): PageUser,
+    PathParam(handle): PathParam<String>,
+) -> PageResult {
     let handle = service::parse_handle(&handle)?;
     if !cu.session.revoke_session(&handle).await? {
         return Err(AppError::not_found("session").into());
@@ -381,7 +416,10 @@ pub async fn revoke_others(PageUser(cu): PageUser) -> PageResult {
     flash(
         &cu.session,
         "success",
-        format!("Logged out {n} other session{}.", if n == 1 { "" } else { "s" }),
+        format!(
+            "Logged out {n} other session{}.",
+            if n == 1 { "" } else { "s" }
+        ),
     )
     .await?;
     Ok(see_other("/sessions"))
@@ -408,7 +446,9 @@ pub async fn password(
 ) -> PageResult {
     match service::change_password(&state, &cu, &f.current_password, &f.new_password).await {
         Ok(_) => Ok(to_login("password_changed")),
-        Err(AppError::Status(status, _, message)) => sessions_page(&state, &cu, status, Some(message)).await,
+        Err(AppError::Status(status, _, message)) => {
+            sessions_page(&state, &cu, status, Some(message)).await
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -451,7 +491,12 @@ pub async fn admin_revoke_user(
     if user.id == cu.user.id {
         return Ok(to_login("revoked"));
     }
-    flash(&cu.session, "success", format!("Revoked {n} session(s) of {}.", user.username)).await?;
+    flash(
+        &cu.session,
+        "success",
+        format!("Revoked {n} session(s) of {}.", user.username),
+    )
+    .await?;
     Ok(see_other("/admin#users"))
 }
 
@@ -473,7 +518,12 @@ pub async fn admin_revoke_one(
     if cu.session.user_id().await?.is_none() || cu.session.handle().await? == Some(handle) {
         return Ok(to_login("logged_out"));
     }
-    flash(&cu.session, "success", format!("Revoked a session of {}.", user.username)).await?;
+    flash(
+        &cu.session,
+        "success",
+        format!("Revoked a session of {}.", user.username),
+    )
+    .await?;
     Ok(see_other("/admin#users"))
 }
 
@@ -483,8 +533,10 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     let mut r = body.into_response();
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     r
 }
 

@@ -62,7 +62,11 @@ pub async fn update(
     PathParam(id): PathParam<i64>,
     JsonBody(patch): JsonBody<Patch>,
 ) -> AppResult<Response> {
-    if !state.db.set_platform_active(cu.user.id, id, patch.active).await? {
+    if !state
+        .db
+        .set_platform_active(cu.user.id, id, patch.active)
+        .await?
+    {
         return Err(AppError::not_found("platform"));
     }
     let p = state

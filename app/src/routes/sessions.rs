@@ -28,7 +28,10 @@ pub async fn list(State(state): State<AppState>, cu: CurrentUser) -> AppResult<R
 }
 
 /// `DELETE /api/sessions/{handle}`: 204; 404 if the user has no such session.
-pub async fn revoke(cu: CurrentUser, PathParam(handle): PathParam<String>) -> AppResult<StatusCode> {
+pub async fn revoke(
+    cu: CurrentUser,
+    PathParam(handle): PathParam<String>,
+) -> AppResult<StatusCode> {
     let handle = service::parse_handle(&handle)?;
     if cu.session.revoke_session(&handle).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -123,7 +126,10 @@ pub async fn put_preference(
 }
 
 /// `DELETE /api/session/preferences/{key}`: 204.
-pub async fn delete_preference(cu: CurrentUser, PathParam(key): PathParam<String>) -> AppResult<StatusCode> {
+pub async fn delete_preference(
+    cu: CurrentUser,
+    PathParam(key): PathParam<String>,
+) -> AppResult<StatusCode> {
     let attr = pref_key(&key)?;
     cu.session.remove(&attr).await?;
     Ok(StatusCode::NO_CONTENT)
