@@ -633,6 +633,107 @@ async fn journal_ack(c: &mut PgConnection, ids: &[i64]) -> OpResult<()> {
     Ok(())
 }
 
+/// A run of two or more consecutive deltas in a batch, in three statements whatever its length:
+/// lock every session of the run and read its sizes (in key order), decide each delta in order
+/// against the sizes as the earlier ones left them (`NotFound`, `TooLarge`, or written), then
+/// delete and upsert the final state of every attribute the accepted deltas named. Equivalent to
+/// applying them one after another.
+async fn apply_run(c: &mut PgConnection, ops: &[Op]) -> OpResult<Vec<StoreResult<bool>>> {
+    use std::collections::{BTreeMap, HashMap};
+    let keys: Vec<&[u8]> = ops.iter().flat_map(Op::keys).map(key_bytes).collect();
+    let rows = sqlx::query(
+        "SELECT s.session_key, octet_length(s.meta)::bigint, a.name, octet_length(a.value)::bigint
+         FROM ratatoskr_sessions s
+         LEFT JOIN ratatoskr_session_attrs a ON a.session_key = s.session_key
+         WHERE s.session_key = ANY($1::bytea[]) AND s.expires_at > $2
+         ORDER BY s.session_key
+         FOR UPDATE OF s",
+    )
+    .bind(keys)
+    .bind(now_ms())
+    .fetch_all(&mut *c)
+    .await?;
+    // Per live session: meta length and attribute sizes.
+    let mut sizes: HashMap<Vec<u8>, (usize, BTreeMap<String, usize>)> = HashMap::new();
+    for row in &rows {
+        let key: Vec<u8> = row.try_get(0)?;
+        let meta_len = len_from_db(BACKEND, row.try_get::<i64, _>(1)?)?;
+        let entry = sizes
+            .entry(key)
+            .or_insert_with(|| (meta_len, BTreeMap::new()));
+        let name: Option<String> = row.try_get(2)?;
+        if let Some(name) = name {
+            let len: i64 = row.try_get(3)?;
+            entry.1.insert(name, len_from_db(BACKEND, len)?);
+        }
+    }
+    // What each attribute ends up as: set to a value, or removed.
+    let mut last: BTreeMap<(&[u8], &str), Option<&[u8]>> = BTreeMap::new();
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops {
+        let Op::Apply { key, delta, limits } = op else {
+            results.push(Err(StoreError::backend(BACKEND, "not a delta")));
+            continue;
+        };
+        let Some((meta_len, attrs)) = sizes.get_mut(key_bytes(key)) else {
+            results.push(Err(StoreError::NotFound));
+            continue;
+        };
+        let current = attrs.iter().map(|(n, l)| (n.clone(), *l));
+        if let Err(e) = common::check_size_after(*meta_len, current, delta, limits) {
+            results.push(Err(StoreError::Codec(e)));
+            continue;
+        }
+        for name in &delta.remove {
+            attrs.remove(name);
+            last.insert((key_bytes(key), name.as_str()), None);
+        }
+        for (name, value) in &delta.set {
+            attrs.insert(name.clone(), value.len());
+            last.insert((key_bytes(key), name.as_str()), Some(value.as_slice()));
+        }
+        results.push(Ok(true));
+    }
+    let (mut del_keys, mut del_names) = (Vec::new(), Vec::new());
+    let (mut set_keys, mut set_names, mut set_values) = (Vec::new(), Vec::new(), Vec::new());
+    for ((key, name), value) in last {
+        match value {
+            None => {
+                del_keys.push(key);
+                del_names.push(name);
+            }
+            Some(value) => {
+                set_keys.push(key);
+                set_names.push(name);
+                set_values.push(value);
+            }
+        }
+    }
+    if !del_keys.is_empty() {
+        sqlx::query(
+            "DELETE FROM ratatoskr_session_attrs
+             WHERE (session_key, name) IN (SELECT * FROM UNNEST($1::bytea[], $2::text[]))",
+        )
+        .bind(del_keys)
+        .bind(del_names)
+        .execute(&mut *c)
+        .await?;
+    }
+    if !set_keys.is_empty() {
+        sqlx::query(
+            "INSERT INTO ratatoskr_session_attrs (session_key, name, value)
+             SELECT k, n, v FROM UNNEST($1::bytea[], $2::text[], $3::bytea[]) AS t (k, n, v)
+             ON CONFLICT (session_key, name) DO UPDATE SET value = EXCLUDED.value",
+        )
+        .bind(set_keys)
+        .bind(set_names)
+        .bind(set_values)
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(results)
+}
+
 async fn run_op(c: &mut PgConnection, op: &Op) -> OpResult<bool> {
     match op {
         Op::Create {
@@ -686,21 +787,41 @@ impl Core {
         };
         let mut results = Vec::with_capacity(ops.len());
         let mut failure = None;
+        // A batch of deltas only is one run, which locks its rows in key order by itself.
         if ops.len() > 1
+            && !ops.iter().all(|op| matches!(op, Op::Apply { .. }))
             && let Err(e) = prelock(&mut tx, ops).await
         {
             failure = Some(e);
         }
-        if failure.is_none() {
-            for op in ops {
-                match run_op(&mut tx, op).await {
-                    Ok(v) => results.push(Ok(v)),
-                    Err(Fail::Refused(e)) => results.push(Err(e)),
-                    Err(Fail::Db(e)) => {
-                        failure = Some(e);
-                        break;
-                    }
+        let mut rest = ops;
+        while failure.is_none()
+            && let Some(op) = rest.first()
+        {
+            // Consecutive deltas are made together; anything else one at a time.
+            let run = rest
+                .iter()
+                .take_while(|op| matches!(op, Op::Apply { .. }))
+                .count();
+            let (now, later) = rest.split_at(run.max(1));
+            rest = later;
+            let outcome = if run > 1 {
+                apply_run(&mut tx, now).await
+            } else {
+                run_op(&mut tx, op).await.map(|v| vec![Ok(v)])
+            };
+            match outcome {
+                Ok(r) => results.extend(r),
+                Err(Fail::Refused(e)) => {
+                    // Only a lone op refuses as a whole; a run answers per delta and fails
+                    // like this only on data it cannot read: every delta of it fails.
+                    let message = e.to_string();
+                    results.push(Err(e));
+                    results.extend(
+                        (1..now.len()).map(|_| Err(StoreError::backend(BACKEND, &message))),
+                    );
                 }
+                Err(Fail::Db(e)) => failure = Some(e),
             }
         }
         if let Some(e) = failure {

@@ -1,4 +1,5 @@
-//! The store conformance suite against PostgreSQL, each case in a fresh schema.
+//! The store conformance suite against PostgreSQL, each case in a fresh schema: once with group
+//! commit (the default) and once with one transaction per write.
 
 mod common;
 
@@ -8,10 +9,11 @@ use async_trait::async_trait;
 use common::PgSchema;
 use ratatoskr_conformance::Harness;
 use ratatoskr_core::{SessionKey, SessionStore};
-use ratatoskr_sql::PgStore;
+use ratatoskr_sql::{GroupCommit, PgStore, SqlOptions};
 
 struct Postgres {
     store: PgStore,
+    group_commit: GroupCommit,
     // Declared last: dropped after the store.
     schema: PgSchema,
 }
@@ -24,7 +26,7 @@ impl Harness for Postgres {
 
     async fn other_instance(&self) -> Arc<dyn SessionStore> {
         // A second pool over the same schema, as a second application instance would have.
-        Arc::new(self.schema.store().await)
+        Arc::new(open(&self.schema, &self.group_commit).await)
     }
 
     async fn corrupt(&self, key: &SessionKey) {
@@ -48,10 +50,40 @@ impl Harness for Postgres {
     }
 }
 
-async fn harness() -> Postgres {
+async fn open(schema: &PgSchema, group_commit: &GroupCommit) -> PgStore {
+    let options = SqlOptions {
+        group_commit: group_commit.clone(),
+        ..SqlOptions::default()
+    };
+    PgStore::connect_with_options(schema.connect_options(), &options)
+        .await
+        .expect("open postgres store")
+}
+
+async fn harness_with(group_commit: GroupCommit) -> Postgres {
     let schema = PgSchema::new().await;
-    let store = schema.store().await;
-    Postgres { store, schema }
+    let store = open(&schema, &group_commit).await;
+    assert_eq!(store.group_commit().max_batch, group_commit.max_batch);
+    Postgres {
+        store,
+        group_commit,
+        schema,
+    }
+}
+
+async fn harness() -> Postgres {
+    harness_with(GroupCommit::default()).await
 }
 
 ratatoskr_conformance::store_conformance!(harness);
+
+/// The same cases with group commit off.
+mod one_transaction_per_write {
+    use super::*;
+
+    async fn harness() -> Postgres {
+        harness_with(GroupCommit::off()).await
+    }
+
+    ratatoskr_conformance::store_conformance!(harness);
+}
