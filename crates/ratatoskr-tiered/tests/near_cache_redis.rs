@@ -137,7 +137,7 @@ async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) -> Duration {
 
 /// A change through one instance is seen through the other, whose near cache held the old
 /// copy; and a revocation reaches the other instance's near cache within the figures printed.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_through_one_instance_is_seen_through_the_other() {
     let Some(server) = Server::start() else {
         eprintln!("redis-server is not installed; skipping");
