@@ -536,3 +536,61 @@ async fn restore_is_one_script_call() {
         "{calls:?}"
     );
 }
+
+/// What tracking costs the server: the memory of its tracking table per session read, on a
+/// private `redis-server`. Run with `--ignored --nocapture`; docs/redis.md quotes it.
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn tracking_table_memory_report() {
+    let Some(redis) = start_own() else { return };
+    redis.wait_ready().await;
+    let config = own_config(&redis, Duration::from_secs(5));
+    let writer = RedisStore::connect(config.clone()).await.unwrap();
+    let (reader, _rx) = tracked(config).await;
+    const N: usize = 10_000;
+    let keys: Vec<SessionKey> = (0..N).map(|_| key()).collect();
+    for k in &keys {
+        writer.create(k, &record(None)).await.unwrap();
+    }
+    let mut raw = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info = |section: &'static str| {
+        let mut raw = raw.clone();
+        async move {
+            redis::cmd("INFO")
+                .arg(section)
+                .query_async::<String>(&mut raw)
+                .await
+                .unwrap()
+        }
+    };
+    let field = |info: &str, name: &str| -> i64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1)
+    };
+    let before = field(&info("memory").await, "used_memory");
+    for k in &keys {
+        reader.load(k).await.unwrap();
+    }
+    let after = field(&info("memory").await, "used_memory");
+    let tracked_keys = field(&info("stats").await, "tracking_total_keys");
+    // A second instance reading the same sessions adds its client id to each entry.
+    let (second, _rx2) = RedisStore::connect_tracked(writer.config().clone())
+        .await
+        .unwrap();
+    for k in &keys {
+        second.load(k).await.unwrap();
+    }
+    let again = field(&info("memory").await, "used_memory");
+    eprintln!(
+        "tracking table: {tracked_keys} keys tracked, {} bytes per session read by one \
+         instance, {} more per further instance ({N} sessions)",
+        (after - before) / N as i64,
+        (again - after) / N as i64
+    );
+}
