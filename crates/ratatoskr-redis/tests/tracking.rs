@@ -552,7 +552,7 @@ async fn tracking_table_memory_report() {
     for k in &keys {
         writer.create(k, &record(None)).await.unwrap();
     }
-    let mut raw = redis::Client::open(redis.url())
+    let raw = redis::Client::open(redis.url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
