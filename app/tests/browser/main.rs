@@ -1,0 +1,267 @@
+//! The application in a real headless Chromium, driven over WebDriver: log in, add two
+//! platforms, switch between them, revoke another browser's session, a forged post from
+//! another origin refused, log out; every page screenshotted (desktop and a 390 px phone) into
+//! `$RATATOSKR_ARTIFACTS` (default `test-artifacts/` at the repository root).
+
+#[path = "../api/helpers.rs"]
+mod helpers;
+mod webdriver;
+
+use std::path::PathBuf;
+
+use axum::response::Html;
+use helpers::{PASSWORD, TestApp, spawn_app};
+use webdriver::{Browser, Driver};
+
+fn artifacts() -> PathBuf {
+    let dir = std::env::var_os("RATATOSKR_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../test-artifacts"));
+    std::fs::create_dir_all(&dir).expect("create the artifacts directory");
+    dir
+}
+
+async fn shot(b: &Browser, name: &str) {
+    b.screenshot(&artifacts().join(format!("{name}.png"))).await;
+}
+
+async fn full_shot(b: &Browser, name: &str, width: u32, height: u32) {
+    b.full_screenshot(&artifacts().join(format!("{name}.png")), width).await;
+    b.set_window(width, height).await;
+}
+
+/// The browser's address for the app. Chromium treats http://127.0.0.1 as a secure context,
+/// so the `Secure`, `__Host-` cookie is accepted over plain HTTP there.
+fn base(app: &TestApp) -> String {
+    app.address.clone()
+}
+
+async fn login(b: &Browser, app: &TestApp, name: &str) {
+    b.goto(&format!("{}/login", base(app))).await;
+    b.fill("#login-username", name).await;
+    b.fill("#login-password", PASSWORD).await;
+    b.click("#login-submit").await;
+    b.wait_url("the dashboard", |u| !u.contains("/login")).await;
+}
+
+/// A page on another origin that auto-submits a form against the app, with a valid CSRF token
+/// copied from the victim's page (the Fetch-Metadata check refuses it anyway).
+async fn evil_site(bind: &str, target: String, token: String) -> String {
+    let page = format!(
+        "<!doctype html><html><body><h1>You won a prize</h1>\
+         <form id=f method=post action=\"{target}/platforms\">\
+         <input name=csrf_token value=\"{token}\">\
+         <input name=platform_type value=mastodon><input name=name value=Forged>\
+         <input name=instance_url value=\"https://forged.example\"><input name=username value=evil>\
+         <input name=access_token value=forged-token></form>\
+         <script>document.getElementById('f').submit()</script></body></html>"
+    );
+    let router = axum::Router::new().route("/", axum::routing::get(move || async move { Html(page) }));
+    let listener = tokio::net::TcpListener::bind(bind).await.expect("bind the other origin");
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{addr}/")
+}
+
+async fn platform_count(app: &TestApp) -> usize {
+    let alice = app.state.db.user_by_name("alice").await.unwrap().unwrap();
+    app.state.db.platforms(alice.id).await.unwrap().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_logs_in_switches_platforms_revokes_a_device_and_logs_out() {
+    let app = spawn_app().await;
+    app.create_user("alice", false).await;
+    let mut driver = Driver::start().await;
+    let a = driver.browser(1280, 900).await;
+
+    // Visitors land on the login page.
+    a.goto(&format!("{}/", base(&app))).await;
+    let u = a.wait_url("the login page", |u| u.contains("/login")).await;
+    assert!(u.contains("reason=login_required"), "{u}");
+    shot(&a, "01-login").await;
+
+    // A wrong password shows the error in the page.
+    a.fill("#login-username", "alice").await;
+    a.fill("#login-password", "wrong password").await;
+    a.click("#login-submit").await;
+    assert!(a.text("#login-error").await.contains("Wrong user name or password"));
+    shot(&a, "02-login-error").await;
+
+    login(&a, &app, "alice").await;
+    assert!(a.source().await.contains("Hello, alice"));
+    // The one cookie: __Host-, Secure, HttpOnly, SameSite=Lax, accepted over http://127.0.0.1.
+    let cookies = a.cookies().await;
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    assert_eq!(cookies[0]["name"], "__Host-ratatoskr");
+    assert_eq!(cookies[0]["secure"], true);
+    assert_eq!(cookies[0]["httpOnly"], true);
+    assert_eq!(cookies[0]["sameSite"], "Lax");
+    assert!(a.exec("return document.cookie").await.as_str().unwrap().is_empty(), "HttpOnly");
+    shot(&a, "03-dashboard-empty").await;
+
+    // Add two platforms through the form; a bad URL first.
+    a.goto(&format!("{}/platforms", base(&app))).await;
+    a.fill("#pf-name", "Toots").await;
+    // type=url would refuse this in the browser; remove it to see the server's answer.
+    a.exec("document.getElementById('pf-url').type = 'text'").await;
+    a.fill("#pf-url", "http://toot.example").await;
+    a.fill("#pf-user", "alice").await;
+    a.fill("#pf-token", "tok-toots-123").await;
+    a.click("#add-submit").await;
+    assert!(a.text("#form-error").await.contains("https://"));
+    shot(&a, "04-platform-error").await;
+    a.exec("document.getElementById('pf-url').type = 'text'").await;
+    a.fill("#pf-url", "https://toot.example").await;
+    a.fill("#pf-token", "tok-toots-123").await;
+    a.click("#add-submit").await;
+    assert!(a.text("#flash").await.contains("Connected Toots"));
+    a.exec("document.getElementById('pf-type').value = 'pixelfed'").await;
+    a.fill("#pf-name", "Photos").await;
+    a.fill("#pf-url", "https://pix.example").await;
+    a.fill("#pf-user", "alice_pics").await;
+    a.fill("#pf-token", "tok-photos-456").await;
+    a.click("#add-submit").await;
+    assert!(a.text("#flash").await.contains("Connected Photos"));
+    assert_eq!(platform_count(&app).await, 2);
+    shot(&a, "05-platforms").await;
+
+    // Switch from the platforms page, then with the dashboard's switcher.
+    a.click("li[data-platform-id='1'] button.btn-primary").await;
+    a.wait_url("the dashboard", |u| !u.contains("/platforms")).await;
+    assert!(a.text("#flash").await.contains("Switched to Toots"));
+    assert!(a.text("#active-platform").await.contains("Toots"));
+    shot(&a, "06-dashboard-toots").await;
+    a.exec("document.getElementById('switch-to').value = '2'").await;
+    a.click("#switch-submit").await;
+    assert!(a.text("#flash").await.contains("Switched to Photos"));
+    assert!(a.text("#active-platform").await.contains("Photos"));
+    // And with the keyboard-free script path: changing the select submits by itself.
+    a.exec("var s = document.getElementById('switch-to'); s.value = '1'; s.dispatchEvent(new Event('change'))").await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    a.wait_url("the dashboard", |u| !u.contains("/platforms/")).await;
+    assert!(a.text("#active-platform").await.contains("Toots"));
+    shot(&a, "07-dashboard-switched").await;
+
+    // A second browser logs in as alice; the first revokes it.
+    let b = driver.browser(1280, 900).await;
+    login(&b, &app, "alice").await;
+    a.goto(&format!("{}/sessions", base(&app))).await;
+    assert_eq!(a.exec("return document.querySelectorAll('#session-list > li').length").await, 2);
+    shot(&a, "08-sessions").await;
+    a.click("#session-list li:not(.current) button.revoke").await;
+    assert!(a.text("#flash").await.contains("Session revoked"));
+    assert_eq!(a.exec("return document.querySelectorAll('#session-list > li').length").await, 1);
+    b.goto(&format!("{}/platforms", base(&app))).await;
+    let u = b.wait_url("the login page", |u| u.contains("/login")).await;
+    assert!(u.contains("login_required"), "{u}");
+    shot(&b, "09-revoked-browser-at-login").await;
+
+    // A page on another origin posts a form against the app: refused, nothing changes.
+    a.goto(&format!("{}/platforms", base(&app))).await;
+    let token = a
+        .exec("return document.querySelector('input[name=csrf_token]').value")
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let same_site = evil_site("127.0.0.1:0", base(&app), token.clone()).await;
+    a.goto(&same_site).await;
+    a.wait_url("the forged post's answer", |u| u.starts_with(&base(&app))).await;
+    let page = a.source().await;
+    assert!(page.contains("Forbidden") && page.contains("cross_site_request"), "{page}");
+    shot(&a, "10-forged-post-refused").await;
+    let cross_site = evil_site("127.0.0.2:0", base(&app), token).await;
+    a.goto(&cross_site).await;
+    a.wait_url("the forged post's answer", |u| u.starts_with(&base(&app))).await;
+    let page = a.source().await;
+    assert!(page.contains("Forbidden"), "{page}");
+    assert_eq!(platform_count(&app).await, 2, "no forged platform");
+    a.goto(&format!("{}/", base(&app))).await;
+    assert!(a.source().await.contains("Hello, alice"), "still logged in");
+
+    // Log out.
+    a.click("#logout").await;
+    let u = a.wait_url("the login page", |u| u.contains("/login")).await;
+    assert!(u.contains("logged_out"), "{u}");
+    assert!(a.text("#notice").await.contains("logged out"));
+    assert!(a.cookies().await.is_empty(), "the cookie is gone");
+    shot(&a, "11-logged-out").await;
+    a.quit().await;
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_reads_well_on_a_desktop_and_a_phone() {
+    let app = spawn_app().await;
+    app.create_user("root", true).await;
+    app.create_user("alice", false).await;
+    let mut driver = Driver::start().await;
+    let phone = driver.browser(390, 844).await;
+    login(&phone, &app, "alice").await;
+    let admin = driver.browser(1280, 900).await;
+    login(&admin, &app, "root").await;
+    // Some data for the pages and charts.
+    for (name, url, t) in [("Toots", "https://toot.example", "mastodon"), ("A rather long platform name for phones", "https://pixelfed.a-very-long-instance-name.example", "pixelfed")] {
+        phone.goto(&format!("{}/platforms", base(&app))).await;
+        phone.exec(&format!("document.getElementById('pf-type').value = '{t}'")).await;
+        phone.fill("#pf-name", name).await;
+        phone.fill("#pf-url", url).await;
+        phone.fill("#pf-user", "alice").await;
+        phone.fill("#pf-token", "tok-xyz").await;
+        phone.click("#add-submit").await;
+        assert!(phone.text("#flash").await.contains("Connected"));
+    }
+    phone.click("li[data-platform-id='2'] button.btn-primary").await;
+    phone.wait_url("the dashboard", |u| !u.contains("/platforms")).await;
+    ratatoskr::analytics::sample(&app.state).await.unwrap();
+
+    let pages = [("dashboard", "/"), ("platforms", "/platforms"), ("sessions", "/sessions")];
+    for (name, path) in pages {
+        phone.goto(&format!("{}{path}", base(&app))).await;
+        let overflow = phone
+            .exec("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            .await
+            .as_i64()
+            .unwrap();
+        assert!(overflow <= 0, "{path} overflows a 390px phone by {overflow}px");
+        full_shot(&phone, &format!("phone-{name}"), 390, 844).await;
+        admin.goto(&format!("{}{path}", base(&app))).await;
+        full_shot(&admin, &format!("desktop-{name}"), 1280, 900).await;
+    }
+    admin.goto(&format!("{}/admin", base(&app))).await;
+    assert!(admin.has("#chart-active").await && admin.has("#chart-devices").await);
+    assert_eq!(admin.text("#health-status").await, "ok");
+    full_shot(&admin, "desktop-admin", 1280, 900).await;
+    let admin_on_phone = driver.browser(390, 844).await;
+    login(&admin_on_phone, &app, "root").await;
+    admin_on_phone.goto(&format!("{}/admin", base(&app))).await;
+    let overflow = admin_on_phone
+        .exec("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        .await
+        .as_i64()
+        .unwrap();
+    assert!(overflow <= 0, "/admin overflows a 390px phone by {overflow}px");
+    full_shot(&admin_on_phone, "phone-admin", 390, 844).await;
+
+    // Keyboard: Tab reaches the skip link first, then the navigation, with a visible focus ring.
+    admin.goto(&format!("{}/", base(&app))).await;
+    admin.press_tab().await;
+    let focused = admin.exec("return document.activeElement.className").await;
+    assert_eq!(focused, "skip");
+    admin.press_tab().await;
+    admin.press_tab().await;
+    let outline = admin
+        .exec("return getComputedStyle(document.activeElement).outlineStyle")
+        .await;
+    assert_eq!(outline, "solid", "a visible focus outline");
+    shot(&admin, "desktop-keyboard-focus").await;
+
+    // The login page on a phone.
+    let visitor = driver.browser(390, 844).await;
+    visitor.goto(&format!("{}/login", base(&app))).await;
+    full_shot(&visitor, "phone-login", 390, 844).await;
+    for b in [phone, admin, admin_on_phone, visitor] {
+        b.quit().await;
+    }
+}
