@@ -66,6 +66,9 @@
 //! - **create** refuses an existing key ([`StoreError::Collision`]) and a user whose revocation
 //!   marker is at or after `created_at` ([`StoreError::Revoked`]), then writes the hash, its
 //!   expiry and the index entries.
+//! - **restore** (a copy from the database, put back by the tiered store) is create without
+//!   the revocation check: written and indexed only if the key is absent (and the copy has not
+//!   expired); returns whether it was written.
 //! - **apply** refuses a missing session ([`StoreError::NotFound`]: no resurrection) and a
 //!   result over [`Limits::max_record_bytes`] (computed exactly from the stored field lengths),
 //!   writing nothing in either case; else `HSET`s and `HDEL`s just the delta. Parallel deltas
@@ -89,9 +92,22 @@
 //!
 //! Every call is bounded by [`RedisConfig::response_timeout`] and reports
 //! [`StoreError::Backend`] on a timeout, a connection error or a server error. The connection
-//! is a [`redis::aio::ConnectionManager`]: multiplexed, and re-established in the background
-//! after a disconnect. Nothing panics on bad stored data: a session that does not decode is
-//! logged by handle and treated as absent.
+//! is a [`redis::aio::ConnectionManager`]: multiplexed, re-established after a disconnect, and
+//! always RESP2, so that the first call after a lost connection (a Redis restart) fails rather
+//! than silently running on a new connection to a server that may have lost or rolled back its
+//! data. Nothing panics on bad stored data: a session that does not decode is logged by handle
+//! and treated as absent.
+//!
+//! ## Client-side caching
+//!
+//! [`RedisStore::connect_tracked`] (or [`RedisConfig::tracking`]) runs `load` on a second,
+//! RESP3 connection with `CLIENT TRACKING ON` (default mode, no `NOLOOP`) and announces on a
+//! broadcast channel every change to a session read through it ([`Invalidation::Key`]), and
+//! every moment notices may have been missed ([`Invalidation::All`]: the tracked connection
+//! was lost or re-established, Redis was flushed). Tracking is turned on before a connection
+//! serves its first read; a lost connection is reported to the channel at once and to the
+//! next call as an error. `docs/redis.md` explains the choices and has the propagation
+//! figures.
 //!
 //! Redis Cluster is not supported by this store (scripts touch keys in several slots); see
 //! `docs/redis.md` for what it would take.
