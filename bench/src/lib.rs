@@ -1,0 +1,345 @@
+//! # ratatoskr-bench
+//!
+//! One run, every contender: HTTP session reads and writes through Ratatoskr (tiered and
+//! Redis-only), tower-sessions and actix-session, against bare axum and actix-web handlers;
+//! then store-level write throughput of the Redis store against the tiered store. The results
+//! go to `docs/benchmarks.md` with an SVG chart beside it.
+//!
+//! `cargo run --release -p ratatoskr-bench -- --help` lists the flags.
+
+pub mod loadgen;
+pub mod options;
+pub mod redis_server;
+pub mod report;
+pub mod servers;
+pub mod stats;
+pub mod store_bench;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use loadgen::Op;
+use options::Options;
+use redis_server::RedisServer;
+use report::{HttpRow, Machine, Report, StoreRow};
+use servers::{CONTENDERS, Contender, Server};
+use stats::{Summary, ms, thousands};
+use store_bench::{PgScratch, STORE_CONTENDERS, StoreKind};
+
+fn progress(msg: impl AsRef<str>) {
+    println!("{}", msg.as_ref());
+}
+
+fn line(what: &str, s: &Result<Summary, String>) -> String {
+    match s {
+        Ok(s) => format!(
+            "{what}: {:>9}/s  p50 {:>9}  p99 {:>9}  errors {}",
+            thousands(s.per_sec),
+            ms(s.p50_us),
+            ms(s.p99_us),
+            s.errors
+        ),
+        Err(e) => format!("{what}: not measured: {e}"),
+    }
+}
+
+/// Run everything `o` selects and write the report. Returns the report's path.
+pub fn run(o: &Options) -> Result<std::path::PathBuf, String> {
+    let started = Instant::now();
+    let date = report::utc_now();
+    progress(format!(
+        "ratatoskr-bench: {} connections, {:.2} s warm-up + {:.2} s per scenario{}",
+        o.connections,
+        o.warmup.as_secs_f64(),
+        o.duration.as_secs_f64(),
+        if cfg!(debug_assertions) {
+            " (debug build: numbers are not representative; use --release)"
+        } else {
+            ""
+        }
+    ));
+    let redis = RedisServer::start(&o.redis_server)?;
+    progress(format!(
+        "started a private Redis on 127.0.0.1:{} ({})",
+        redis.port, redis.version
+    ));
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(o.client_threads)
+        .thread_name("loadgen")
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+
+    let selected: Vec<&Contender> = CONTENDERS.iter().filter(|c| o.selected(c.id)).collect();
+    let stores: Vec<_> = STORE_CONTENDERS
+        .iter()
+        .filter(|(id, ..)| o.selected(id))
+        .collect();
+    let total = selected.len() + stores.len();
+    let mut step = 0;
+
+    let mut http = Vec::new();
+    for c in selected {
+        step += 1;
+        progress(format!("[{step}/{total}] HTTP: {}", c.name));
+        http.push(http_contender(o, c, &redis, &client_rt));
+    }
+    drop(client_rt);
+
+    // Store level.
+    let store_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(o.server_threads)
+        .thread_name("store")
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let pg_needed = stores
+        .iter()
+        .any(|(_, _, k)| matches!(k, StoreKind::TieredPostgres | StoreKind::PostgresOnly));
+    let postgres: Result<String, String> = match (&o.pg_url, pg_needed) {
+        (None, _) => Err("disabled with --pg-url none".into()),
+        (Some(_), false) => Err("not selected".into()),
+        (Some(url), true) => store_rt.block_on(async {
+            let (scratch, version) = PgScratch::create(url).await?;
+            scratch.drop_schema().await;
+            Ok(format!("PostgreSQL {version}"))
+        }),
+    };
+    if let Err(e) = &postgres {
+        progress(format!("PostgreSQL: {e}"));
+    }
+    let mut store = Vec::new();
+    for (id, name, kind) in stores {
+        step += 1;
+        progress(format!("[{step}/{total}] store: {name}"));
+        let result = store_rt.block_on(store_contender(o, *kind, &redis, &postgres));
+        progress(format!("    {}", line("writes", &result)));
+        store.push(StoreRow { id, name, result });
+    }
+    store_rt.shutdown_timeout(Duration::from_secs(2));
+
+    let machine = Machine::probe(redis.version.clone(), postgres);
+    drop(redis);
+    let report = Report {
+        date,
+        machine,
+        http,
+        store,
+        elapsed: started.elapsed(),
+    };
+    let md_path = o.out.clone();
+    let svg_path = md_path.with_extension("svg");
+    let svg_name = svg_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "benchmarks.svg".into());
+    if let Some(dir) = md_path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::write(&md_path, report.markdown(o, &svg_name))
+        .map_err(|e| format!("{}: {e}", md_path.display()))?;
+    std::fs::write(&svg_path, report.svg()).map_err(|e| format!("{}: {e}", svg_path.display()))?;
+    progress(format!(
+        "wrote {} and {} in {:.0} s",
+        md_path.display(),
+        svg_path.display(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(md_path)
+}
+
+fn http_contender(
+    o: &Options,
+    c: &Contender,
+    redis: &RedisServer,
+    client_rt: &tokio::runtime::Runtime,
+) -> HttpRow {
+    let scratch =
+        std::env::temp_dir().join(format!("ratatoskr-bench-{}-{}", std::process::id(), c.id));
+    let failed = |e: String| {
+        progress(format!("    not measured: {e}"));
+        HttpRow {
+            contender: *c,
+            read: Err(e.clone()),
+            write: Err(e),
+            notes: Vec::new(),
+        }
+    };
+    let server = match Server::start(c, &redis.url(), o.server_threads, scratch) {
+        Ok(s) => s,
+        Err(e) => return failed(format!("server did not start: {e}")),
+    };
+    let clients = client_rt.block_on(async {
+        let clients = tokio::time::timeout(
+            Duration::from_secs(30),
+            loadgen::login_all(server.addr, o.connections),
+        )
+        .await
+        .map_err(|_| "logging the connections in took over 30 s".to_owned())?
+        .map_err(|e| format!("login: {e}"))?;
+        // Every connection must see its own session before anything is measured.
+        let mut checked = Vec::with_capacity(clients.len());
+        for mut cl in clients {
+            let resp = cl
+                .request(Op::Read)
+                .await
+                .map_err(|e| format!("first read: {e}"))?;
+            let want = if c.has_sessions() {
+                format!("user {}", cl.user)
+            } else {
+                "user".to_owned()
+            };
+            if resp.status != 200 || resp.body != want.as_bytes() {
+                return Err(format!(
+                    "first read answered {} `{}`, expected 200 `{want}`",
+                    resp.status,
+                    String::from_utf8_lossy(&resp.body)
+                ));
+            }
+            checked.push(cl);
+        }
+        Ok::<_, String>(checked)
+    });
+    let clients = match clients {
+        Ok(c) => c,
+        Err(e) => {
+            server.stop();
+            return failed(e);
+        }
+    };
+    let (clients, read) =
+        client_rt.block_on(loadgen::phase(clients, Op::Read, o.warmup, o.duration));
+    progress(format!("    {}", line("read ", &Ok(read.clone()))));
+    let after_reads = server.report();
+    let (clients, write) =
+        client_rt.block_on(loadgen::phase(clients, Op::Write, o.warmup, o.duration));
+    progress(format!("    {}", line("write", &Ok(write.clone()))));
+
+    let mut notes = Vec::new();
+    if c.has_sessions() {
+        let wrong: Vec<String> = clients
+            .iter()
+            .filter(|cl| cl.last_counter != Some(cl.writes_ok))
+            .map(|cl| {
+                format!(
+                    "connection {} made {} writes, counter says {:?}",
+                    cl.user, cl.writes_ok, cl.last_counter
+                )
+            })
+            .collect();
+        let lost = o.connections - clients.len();
+        if wrong.is_empty() && lost == 0 {
+            notes.push(format!(
+                "every connection's counter equals its number of successful writes \
+                 ({} connections)",
+                clients.len()
+            ));
+        } else {
+            let n = note_limit(&wrong);
+            notes.push(format!(
+                "write check FAILED: {} counters wrong, {lost} connections lost{n}",
+                wrong.len()
+            ));
+            progress(format!("    write check failed: {}", wrong.join("; ")));
+        }
+    }
+    if let Some(r) = after_reads {
+        progress(format!("    after the reads: {r}"));
+        notes.push(format!("after the reads, {r}"));
+    }
+    if let Some(r) = server.report() {
+        progress(format!("    after the writes: {r}"));
+        notes.push(format!("after the writes, {r}"));
+    }
+    drop(clients);
+    server.stop();
+    HttpRow {
+        contender: *c,
+        read: Ok(read),
+        write: Ok(write),
+        notes,
+    }
+}
+
+fn note_limit(wrong: &[String]) -> String {
+    match wrong.first() {
+        Some(first) => format!(" (e.g. {first})"),
+        None => String::new(),
+    }
+}
+
+async fn store_contender(
+    o: &Options,
+    kind: StoreKind,
+    redis: &RedisServer,
+    postgres: &Result<String, String>,
+) -> Result<Summary, String> {
+    use ratatoskr_core::SessionStore;
+    let pg = || -> Result<&str, String> {
+        match postgres {
+            Ok(_) => Ok(o.pg_url.as_deref().unwrap_or_default()),
+            Err(e) => Err(format!("PostgreSQL {e}")),
+        }
+    };
+    let dir = std::env::temp_dir().join(format!(
+        "ratatoskr-bench-{}-store-{kind:?}",
+        std::process::id()
+    ));
+    let run = |store: Arc<dyn SessionStore>| {
+        store_bench::writes(store, o.store_tasks, o.warmup, o.duration)
+    };
+    match kind {
+        StoreKind::RedisOnly => {
+            let config = ratatoskr_redis::RedisConfig {
+                key_prefix: "sr:".into(),
+                ..ratatoskr_redis::RedisConfig::new(redis.url())
+            };
+            let store = ratatoskr_redis::RedisStore::connect(config)
+                .await
+                .map_err(|e| e.to_string())?;
+            run(Arc::new(store)).await
+        }
+        StoreKind::TieredSqlite => {
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let result = async {
+                let tiered = servers::tiered_sqlite(&redis.url(), "st:", &dir).await?;
+                run(Arc::new(tiered)).await
+            }
+            .await;
+            let _ = std::fs::remove_dir_all(&dir);
+            result
+        }
+        StoreKind::SqliteOnly => {
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let result = async {
+                let sql = ratatoskr_sql::SqlStore::connect(&format!(
+                    "sqlite://{}",
+                    dir.join("sessions.db").display()
+                ))
+                .await
+                .map_err(|e| e.to_string())?;
+                run(sql.store()).await
+            }
+            .await;
+            let _ = std::fs::remove_dir_all(&dir);
+            result
+        }
+        StoreKind::TieredPostgres | StoreKind::PostgresOnly => {
+            let (scratch, _) = PgScratch::create(pg()?).await?;
+            let result = async {
+                let sql = scratch.connect().await?;
+                if kind == StoreKind::PostgresOnly {
+                    run(sql.store()).await
+                } else {
+                    let tiered = servers::tiered_over(&redis.url(), "sp:", sql).await?;
+                    run(Arc::new(tiered)).await
+                }
+            }
+            .await;
+            scratch.drop_schema().await;
+            result
+        }
+    }
+}
