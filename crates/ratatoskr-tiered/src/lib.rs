@@ -111,6 +111,8 @@ struct Inner {
     journal: Arc<dyn OutageJournal>,
     breaker: Breaker,
     cache: Option<NearCache>,
+    /// Notices from Redis, drained synchronously by every load (see [`Inner::drain`]).
+    invalidations: Option<std::sync::Mutex<broadcast::Receiver<Invalidation>>>,
     touches: TouchBatch,
     config: TieredConfig,
     replaying: tokio::sync::Mutex<()>,
@@ -158,7 +160,7 @@ impl TieredStore {
     ///
     /// The store starts in the recovering state: it replays the journal before it reads Redis,
     /// since it cannot know what changed while it was not running. Must be called inside a Tokio
-    /// runtime (it spawns the touch flusher, the journal poller and the invalidation listener).
+    /// runtime (it spawns the touch flusher and the journal poller).
     pub fn new(
         fast: Arc<dyn SessionStore>,
         durable: Arc<dyn SessionStore>,
@@ -169,12 +171,14 @@ impl TieredStore {
         let cache = invalidations
             .as_ref()
             .map(|_| NearCache::new(&config.near_cache));
+        let invalidations = invalidations.map(std::sync::Mutex::new);
         let inner = Arc::new(Inner {
             fast,
             durable,
             journal,
             breaker: Breaker::recovering(config.breaker_open_for),
             cache,
+            invalidations,
             touches: TouchBatch::new(config.touch_buffer_max),
             config,
             replaying: tokio::sync::Mutex::new(()),
@@ -182,13 +186,10 @@ impl TieredStore {
             tasks: std::sync::Mutex::new(Vec::new()),
         });
         let store = TieredStore(inner);
-        let mut tasks = vec![
+        let tasks = vec![
             tokio::spawn(flush_touches(Arc::downgrade(&store.0))),
             tokio::spawn(poll_journal(Arc::downgrade(&store.0))),
         ];
-        if let Some(rx) = invalidations {
-            tasks.push(tokio::spawn(listen(Arc::downgrade(&store.0), rx)));
-        }
         *store.0.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         store.spawn_replay();
         store
@@ -380,6 +381,43 @@ impl TieredStore {
 }
 
 impl Inner {
+    /// Apply every notice Redis has sent so far. Loads call this before they consult the near
+    /// cache and again after a Redis read: the tracking connection sends `All` before it serves
+    /// its first read after a reconnect, so a read that came back on a new connection (Redis may
+    /// have restarted with old data) is always followed by an `All` here. Returns whether an
+    /// `All` was seen; the caller then must not trust what it just read.
+    fn drain(&self) -> bool {
+        let (Some(rx), Some(cache)) = (&self.invalidations, &self.cache) else {
+            return false;
+        };
+        let mut rx = rx.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reset = false;
+        loop {
+            match rx.try_recv() {
+                Ok(Invalidation::Key(k)) => cache.invalidate(&k),
+                Ok(Invalidation::All) => {
+                    cache.clear();
+                    reset = true;
+                }
+                Err(broadcast::error::TryRecvError::Lagged(_)) => cache.clear(),
+                Err(broadcast::error::TryRecvError::Empty) => break,
+                Err(broadcast::error::TryRecvError::Closed) => {
+                    // No more notices will come: nothing may be served from the cache.
+                    cache.clear();
+                    reset = true;
+                    break;
+                }
+            }
+        }
+        drop(rx);
+        if reset {
+            // The connection was lost or Redis was flushed: it may have restarted with old data.
+            // Stop reading it until the journal has been replayed.
+            self.breaker.begin_recovery();
+        }
+        reset
+    }
+
     /// The half-open probe: a ping under the timeout. Returns whether replay is now due.
     async fn probe(&self, permit: breaker::Permit) -> bool {
         match tokio::time::timeout(self.config.redis_timeout, self.fast.ping()).await {
@@ -459,6 +497,17 @@ impl Inner {
             }
             replayed += done.len() as u64;
         }
+        // Make sure the read connection is up (a tracked connection announces itself with an
+        // `All` before its first read) and consume what it announced, so that the first read
+        // after recovery is not mistaken for a read from a restarted Redis.
+        if tokio::time::timeout(self.config.redis_timeout, self.fast.ping())
+            .await
+            .map_or(true, |r| r.is_err())
+        {
+            self.breaker.recovery_failed();
+            return;
+        }
+        self.drain();
         if let Some(c) = &self.cache {
             c.clear();
         }
@@ -495,6 +544,8 @@ async fn poll_journal(inner: Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(i) = inner.upgrade() else { return };
+        // Keep the notice channel from lagging while no loads drain it.
+        i.drain();
         metrics::gauge!("ratatoskr_breaker_state").set(i.breaker.state().as_gauge());
         let Ok(n) = i.journal.pending_count().await else {
             continue;
@@ -523,23 +574,6 @@ async fn poll_journal(inner: Weak<Inner>) {
     }
 }
 
-async fn listen(inner: Weak<Inner>, mut rx: broadcast::Receiver<Invalidation>) {
-    loop {
-        let msg = rx.recv().await;
-        let Some(i) = inner.upgrade() else { return };
-        let Some(cache) = &i.cache else { return };
-        match msg {
-            Ok(Invalidation::Key(k)) => cache.invalidate(&k),
-            Ok(Invalidation::All) | Err(broadcast::error::RecvError::Lagged(_)) => cache.clear(),
-            Err(broadcast::error::RecvError::Closed) => {
-                // No more notices will come: a cache without them could go stale.
-                cache.clear();
-                return;
-            }
-        }
-    }
-}
-
 #[async_trait]
 impl SessionStore for TieredStore {
     fn backend_name(&self) -> &'static str {
@@ -560,6 +594,9 @@ impl SessionStore for TieredStore {
     async fn load(&self, key: &SessionKey) -> StoreResult<Option<Record>> {
         let i = &self.0;
         let now = now_ms();
+        if i.drain() {
+            self.spawn_replay();
+        }
         if let Some(cache) = &i.cache
             && i.breaker.state() == BreakerState::Closed
             && let Some(r) = cache.get(key, now)
@@ -569,6 +606,12 @@ impl SessionStore for TieredStore {
         }
         let epoch = i.cache.as_ref().map(|c| c.epoch(key));
         let redis_ok = match self.via_redis(true, "load", i.fast.load(key)).await {
+            FastOutcome::Answered(Ok(Some(_))) if i.drain() => {
+                // The read may have come from a Redis that just restarted with old data.
+                self.spawn_replay();
+                self.fallback("load");
+                false
+            }
             FastOutcome::Answered(Ok(Some(r))) => {
                 metrics::counter!("ratatoskr_tier_hits_total", "tier" => "redis").increment(1);
                 if let (Some(cache), Some(epoch)) = (&i.cache, epoch) {
