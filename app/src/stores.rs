@@ -69,13 +69,18 @@ impl Stores {
 /// serves from the database) even while Redis is down, and the tiered store's breaker brings
 /// Redis in when it answers.
 async fn open_tiered(url: &str, sql: &SqlStore) -> anyhow::Result<TieredStore> {
-    let redis = RedisStore::connect_lazy(RedisConfig::new(url))
+    let mut config = RedisConfig::new(url);
+    // Client-side caching: Redis tells this process when a session it read changes, so warm
+    // reads are served from the near cache without a round trip.
+    config.tracking = true;
+    let redis = RedisStore::connect_lazy(config)
         .map_err(|e| anyhow::anyhow!("invalid REDIS_URL {}: {e}", redact_url(url)))?;
+    let notices = redis.subscribe_invalidations();
     let tiered = TieredStore::new(
         Arc::new(redis),
         sql.store(),
         Arc::new(sql.journal()),
-        None,
+        notices,
         TieredConfig::default(),
     );
     if !tiered.recover_now().await {
