@@ -3,12 +3,12 @@
 
 use std::fmt::Write as _;
 
-const W: f64 = 640.0;
-const H: f64 = 280.0;
-const LEFT: f64 = 52.0;
-const RIGHT: f64 = 16.0;
-const TOP: f64 = 40.0;
-const BOTTOM: f64 = 48.0;
+const W: f64 = 520.0;
+const H: f64 = 300.0;
+const LEFT: f64 = 56.0;
+const RIGHT: f64 = 20.0;
+const TOP: f64 = 62.0;
+const BOTTOM: f64 = 50.0;
 
 /// Series colours (distinguishable, AA contrast on white).
 pub const COLORS: [&str; 4] = ["#2350c7", "#b42318", "#1a7f37", "#8250df"];
@@ -37,12 +37,16 @@ fn nice_max(max: f64) -> (f64, f64) {
 }
 
 fn open(id: &str, title: &str, desc: &str) -> String {
+    open_h(id, title, desc, H)
+}
+
+fn open_h(id: &str, title: &str, desc: &str, h: f64) -> String {
     format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {H}\" role=\"img\" \
-         aria-labelledby=\"{id}-t {id}-d\" id=\"{id}\" font-family=\"system-ui, sans-serif\" font-size=\"12\">\
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {h}\" role=\"img\" \
+         aria-labelledby=\"{id}-t {id}-d\" id=\"{id}\" font-family=\"system-ui, sans-serif\" font-size=\"14\">\
          <title id=\"{id}-t\">{}</title><desc id=\"{id}-d\">{}</desc>\
-         <rect width=\"{W}\" height=\"{H}\" fill=\"#fff\"/>\
-         <text x=\"{LEFT}\" y=\"20\" font-size=\"15\" font-weight=\"600\" fill=\"#1b1f24\">{}</text>",
+         <rect width=\"{W}\" height=\"{h}\" fill=\"#fff\"/>\
+         <text x=\"4\" y=\"20\" font-size=\"17\" font-weight=\"600\" fill=\"#1b1f24\">{}</text>",
         esc(title),
         esc(desc),
         esc(title)
@@ -67,7 +71,7 @@ fn y_axis(svg: &mut String, max: f64, step: f64, label: &str) {
     }
     let _ = write!(
         svg,
-        "<text transform=\"translate(14 {:.1}) rotate(-90)\" text-anchor=\"middle\" fill=\"#57606a\">{}</text>",
+        "<text transform=\"translate(16 {:.1}) rotate(-90)\" text-anchor=\"middle\" fill=\"#57606a\">{}</text>",
         TOP + plot_h / 2.0,
         esc(label)
     );
@@ -109,11 +113,16 @@ pub fn line(
     // Time ticks every few hours.
     for i in 0..=4 {
         let t = from + (to - from) * i / 4;
+        let anchor = match i {
+            0 => "start",
+            4 => "end",
+            _ => "middle",
+        };
         let _ = write!(
             svg,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#57606a\">{} UTC</text>",
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\" fill=\"#57606a\">{}</text>",
             x(t),
-            H - BOTTOM + 18.0,
+            H - BOTTOM + 20.0,
             esc(&crate::templates::format_datetime(t)[11..16])
         );
     }
@@ -147,7 +156,7 @@ pub fn line(
     }
     let _ = write!(
         svg,
-        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#57606a\">time</text></svg>",
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#57606a\">time (UTC)</text></svg>",
         LEFT + plot_w / 2.0,
         H - 8.0
     );
@@ -192,29 +201,29 @@ pub fn hourly_bars(id: &str, title: &str, hours: &[i64], series: &[(&str, Vec<u6
                 );
             }
         }
-        let every = (hours.len() / 6).max(1);
+        let every = (hours.len() / 4).max(1);
         if i % every == 0 {
             let _ = write!(
                 svg,
                 "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#57606a\">{}</text>",
                 gx + group * 0.4,
-                H - BOTTOM + 18.0,
+                H - BOTTOM + 20.0,
                 hour_label(*h)
             );
         }
     }
     // Legend.
-    let mut lx = LEFT + 260.0;
+    let mut lx = 4.0;
     for (s, (name, _)) in series.iter().enumerate() {
         let _ = write!(
             svg,
-            "<rect x=\"{lx:.1}\" y=\"10\" width=\"12\" height=\"12\" fill=\"{}\"/>\
-             <text x=\"{:.1}\" y=\"20\" fill=\"#1b1f24\">{}</text>",
+            "<rect x=\"{lx:.1}\" y=\"31\" width=\"13\" height=\"13\" fill=\"{}\"/>\
+             <text x=\"{:.1}\" y=\"42\" fill=\"#1b1f24\">{}</text>",
             COLORS[s % COLORS.len()],
-            lx + 16.0,
+            lx + 18.0,
             esc(name)
         );
-        lx += 30.0 + name.len() as f64 * 7.0;
+        lx += 36.0 + name.len() as f64 * 8.0;
     }
     let _ = write!(
         svg,
@@ -236,21 +245,24 @@ pub fn categories(id: &str, title: &str, items: &[(String, u64)]) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let mut svg = open(id, title, &desc);
+    let row = 34.0;
+    let top = 36.0;
+    let h = top + row * items.len().max(2) as f64 + 8.0;
+    let mut svg = open_h(id, title, &desc, h);
     let max = items.iter().map(|i| i.1).max().unwrap_or(0) as f64;
-    let label_w = 110.0;
-    let plot_w = W - LEFT - RIGHT - label_w - 40.0;
-    let row = ((H - TOP - 16.0) / items.len().max(1) as f64).min(36.0);
+    let label_w = 90.0;
+    let left = 4.0;
+    let plot_w = W - left - RIGHT - label_w - 40.0;
     if items.is_empty() {
         let _ = write!(
             svg,
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#57606a\">no live sessions</text>",
             W / 2.0,
-            H / 2.0
+            h / 2.0 + 10.0
         );
     }
     for (i, (label, count)) in items.iter().enumerate() {
-        let y = TOP + i as f64 * row;
+        let y = top + i as f64 * row;
         let w = if max > 0.0 {
             *count as f64 / max * plot_w
         } else {
@@ -261,14 +273,14 @@ pub fn categories(id: &str, title: &str, items: &[(String, u64)]) -> String {
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#1b1f24\">{}</text>\
              <rect x=\"{:.1}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{:.1}\" rx=\"3\" fill=\"{}\"/>\
              <text x=\"{:.1}\" y=\"{:.1}\" fill=\"#1b1f24\" font-weight=\"600\">{count}</text>",
-            LEFT + label_w - 8.0,
+            left + label_w - 8.0,
             y + row * 0.6,
             esc(label),
-            LEFT + label_w,
+            left + label_w,
             y + row * 0.15,
             row * 0.7,
             COLORS[i % COLORS.len()],
-            LEFT + label_w + w + 6.0,
+            left + label_w + w + 6.0,
             y + row * 0.6
         );
     }

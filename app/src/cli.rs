@@ -252,13 +252,11 @@ pub async fn stats(settings: &Settings) -> anyhow::Result<()> {
     let users = state.db.count_users().await?;
     let platforms = state.db.count_all_platforms().await?;
     let active = state.sessions.store().count().await?;
-    println!(
-        "store               {}",
-        state.sessions.store().backend_name()
-    );
-    println!("users               {users}");
-    println!("platform connections {platforms}");
-    println!("active sessions     {active}");
+    let row = |label: &str, value: &dyn std::fmt::Display| println!("{label:<28} {value}");
+    row("store", &state.sessions.store().backend_name());
+    row("users", &users);
+    row("platform connections", &platforms);
+    row("active sessions", &active);
     let mut by_kind = std::collections::BTreeMap::new();
     for h in state.stores.audit.counts_by_hour(None, since).await? {
         *by_kind.entry(h.kind.as_str()).or_insert(0u64) += h.count;
@@ -271,7 +269,7 @@ pub async fn stats(settings: &Settings) -> anyhow::Result<()> {
         .filter(|(_, r, _)| r == "success")
         .map(|(_, _, c)| c)
         .sum();
-    println!("logins (24 h)       {logins}");
+    row("logins (24 h)", &logins);
     for kind in [
         AuditKind::Created,
         AuditKind::Expired,
@@ -282,10 +280,9 @@ pub async fn stats(settings: &Settings) -> anyhow::Result<()> {
         AuditKind::CsrfRefused,
         AuditKind::FingerprintMismatch,
     ] {
-        println!(
-            "{:<20}{}",
-            format!("{} (24 h)", kind.as_str()),
-            by_kind.get(kind.as_str()).copied().unwrap_or(0)
+        row(
+            &format!("{} (24 h)", kind.as_str()),
+            &by_kind.get(kind.as_str()).copied().unwrap_or(0),
         );
     }
     eprintln!("… counting sessions by device");
@@ -299,7 +296,7 @@ pub async fn stats(settings: &Settings) -> anyhow::Result<()> {
         }
     }
     for (class, n) in devices {
-        println!("{:<20}{n}", format!("device {class}"));
+        row(&format!("sessions on {class}"), &n);
     }
     Ok(())
 }

@@ -8,7 +8,12 @@ use crate::helpers::{PASSWORD, assert_error, spawn_app, spawn_app_args};
 async fn register_creates_a_user_and_refuses_duplicates_and_bad_input() {
     let app = spawn_app().await;
     let c = app.client();
-    let r = c.post("/api/register", &json!({"username": "Alice", "password": PASSWORD})).await;
+    let r = c
+        .post(
+            "/api/register",
+            &json!({"username": "Alice", "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(r.status(), 201);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["user"]["username"], "alice");
@@ -17,15 +22,40 @@ async fn register_creates_a_user_and_refuses_duplicates_and_bad_input() {
     // Registration does not log in through the API and creates no session.
     assert!(c.cookie().is_none());
 
-    let dup = c.post("/api/register", &json!({"username": "alice", "password": PASSWORD})).await;
+    let dup = c
+        .post(
+            "/api/register",
+            &json!({"username": "alice", "password": PASSWORD}),
+        )
+        .await;
     assert_error(dup, 409, "username_taken").await;
-    let bad = c.post("/api/register", &json!({"username": "a b", "password": PASSWORD})).await;
+    let bad = c
+        .post(
+            "/api/register",
+            &json!({"username": "a b", "password": PASSWORD}),
+        )
+        .await;
     assert_error(bad, 400, "invalid_username").await;
-    let long = c.post("/api/register", &json!({"username": "a".repeat(33), "password": PASSWORD})).await;
+    let long = c
+        .post(
+            "/api/register",
+            &json!({"username": "a".repeat(33), "password": PASSWORD}),
+        )
+        .await;
     assert_error(long, 400, "invalid_username").await;
-    let weak = c.post("/api/register", &json!({"username": "bob", "password": "short"})).await;
+    let weak = c
+        .post(
+            "/api/register",
+            &json!({"username": "bob", "password": "short"}),
+        )
+        .await;
     assert_error(weak, 400, "weak_password").await;
-    let huge = c.post("/api/register", &json!({"username": "bob", "password": "x".repeat(200)})).await;
+    let huge = c
+        .post(
+            "/api/register",
+            &json!({"username": "bob", "password": "x".repeat(200)}),
+        )
+        .await;
     assert_error(huge, 400, "password_too_long").await;
     let missing = c.post("/api/register", &json!({"username": "bob"})).await;
     assert_error(missing, 400, "invalid_body").await;
@@ -37,21 +67,35 @@ async fn the_password_is_stored_as_an_argon2id_hash() {
     app.create_user("alice", false).await;
     let hash = app.state.db.password_hash(1).await.unwrap().unwrap();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
-    assert!(!app.database_bytes().windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes()));
+    assert!(
+        !app.database_bytes()
+            .windows(PASSWORD.len())
+            .any(|w| w == PASSWORD.as_bytes())
+    );
 }
 
 #[tokio::test]
 async fn registration_can_be_closed_by_configuration() {
     let app = spawn_app_args(&["--registration", "closed"]).await;
     let c = app.client();
-    let r = c.post("/api/register", &json!({"username": "alice", "password": PASSWORD})).await;
+    let r = c
+        .post(
+            "/api/register",
+            &json!({"username": "alice", "password": PASSWORD}),
+        )
+        .await;
     assert_error(r, 403, "registration_closed").await;
     // The login page has no registration form.
     let page = c.get("/login").await.text().await.unwrap();
     assert!(page.contains("id=\"login-submit\""));
     assert!(!page.contains("id=\"register-submit\""));
     // And the form route refuses too.
-    let r = c.post_form("/register", &[("username", "alice"), ("password", PASSWORD)]).await;
+    let r = c
+        .post_form(
+            "/register",
+            &[("username", "alice"), ("password", PASSWORD)],
+        )
+        .await;
     assert_eq!(r.status(), 403);
     assert!(app.state.db.user_by_name("alice").await.unwrap().is_none());
 }
@@ -62,10 +106,21 @@ async fn login_answers_the_user_and_a_csrf_token_and_sets_a_host_cookie() {
     app.create_user("alice", false).await;
     let c = app.client();
     let r = c
-        .request(reqwest::Method::POST, "/api/login", Some(&json!({"username": "alice", "password": PASSWORD})), &[])
+        .request(
+            reqwest::Method::POST,
+            "/api/login",
+            Some(&json!({"username": "alice", "password": PASSWORD})),
+            &[],
+        )
         .await;
     assert_eq!(r.status(), 200);
-    let set_cookie = r.headers().get("set-cookie").unwrap().to_str().unwrap().to_owned();
+    let set_cookie = r
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(set_cookie.starts_with("__Host-ratatoskr="), "{set_cookie}");
     for attr in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax"] {
         assert!(set_cookie.contains(attr), "{set_cookie} lacks {attr}");
@@ -126,9 +181,21 @@ async fn five_failures_lock_the_user_name_for_thirty_minutes() {
     assert_eq!(body["error"]["code"], "too_many_attempts");
     // Even the right password is refused while locked.
     let r = c
-        .request(reqwest::Method::POST, "/api/login", Some(&json!({"username": "alice", "password": PASSWORD})), &[])
+        .request(
+            reqwest::Method::POST,
+            "/api/login",
+            Some(&json!({"username": "alice", "password": PASSWORD})),
+            &[],
+        )
         .await;
-    let retry: u64 = r.headers().get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+    let retry: u64 = r
+        .headers()
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1700..=1800).contains(&retry), "{retry}");
     assert_error(r, 429, "too_many_attempts").await;
     // Unknown names lock the same way, so a lock says nothing about existence.
@@ -190,11 +257,26 @@ async fn changing_the_password_ends_every_session() {
     let a = app.logged_in("alice", false).await;
     let b = app.client();
     assert_eq!(b.login("alice", PASSWORD).await.0, 200);
-    let wrong = a.post("/api/password", &json!({"current_password": "nope nope", "new_password": "a new password"})).await;
+    let wrong = a
+        .post(
+            "/api/password",
+            &json!({"current_password": "nope nope", "new_password": "a new password"}),
+        )
+        .await;
     assert_error(wrong, 400, "wrong_password").await;
-    let weak = a.post("/api/password", &json!({"current_password": PASSWORD, "new_password": "short"})).await;
+    let weak = a
+        .post(
+            "/api/password",
+            &json!({"current_password": PASSWORD, "new_password": "short"}),
+        )
+        .await;
     assert_error(weak, 400, "weak_password").await;
-    let r = a.post("/api/password", &json!({"current_password": PASSWORD, "new_password": "a new password"})).await;
+    let r = a
+        .post(
+            "/api/password",
+            &json!({"current_password": PASSWORD, "new_password": "a new password"}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["revoked"], 2);
@@ -210,7 +292,9 @@ async fn a_disabled_account_cannot_log_in_and_loses_its_sessions() {
     let app = spawn_app().await;
     let c = app.logged_in("alice", false).await;
     let user = app.state.db.user_by_name("alice").await.unwrap().unwrap();
-    let n = ratatoskr::service::set_disabled(&app.state, &user, true).await.unwrap();
+    let n = ratatoskr::service::set_disabled(&app.state, &user, true)
+        .await
+        .unwrap();
     assert_eq!(n, 1);
     let (_, s) = c.get_json("/api/session").await;
     assert_eq!(s["authenticated"], false);
@@ -224,14 +308,26 @@ async fn malformed_requests_get_the_json_error_shape() {
     let app = spawn_app().await;
     let c = app.client();
     let r = c
-        .request(reqwest::Method::POST, "/api/login", None, &[("content-type", "application/json")])
+        .request(
+            reqwest::Method::POST,
+            "/api/login",
+            None,
+            &[("content-type", "application/json")],
+        )
         .await;
     assert_error(r, 400, "invalid_json").await;
     let r = c
-        .request(reqwest::Method::POST, "/api/login", None, &[("content-type", "text/plain")])
+        .request(
+            reqwest::Method::POST,
+            "/api/login",
+            None,
+            &[("content-type", "text/plain")],
+        )
         .await;
     assert_error(r, 415, "unsupported_media_type").await;
-    let r = c.post("/api/login", &json!({"username": 1, "password": []})).await;
+    let r = c
+        .post("/api/login", &json!({"username": 1, "password": []}))
+        .await;
     assert_error(r, 400, "invalid_body").await;
     assert_error(c.get("/api/nothing-here").await, 404, "not_found").await;
     assert_error(c.delete("/api/login").await, 405, "method_not_allowed").await;

@@ -6,7 +6,10 @@ use serde_json::Value;
 use crate::helpers::{assert_error, platform, spawn_app};
 
 async fn platform_count(c: &crate::helpers::Client) -> usize {
-    c.get_json("/api/platforms").await.1["platforms"].as_array().unwrap().len()
+    c.get_json("/api/platforms").await.1["platforms"]
+        .as_array()
+        .unwrap()
+        .len()
 }
 
 #[tokio::test]
@@ -15,23 +18,47 @@ async fn a_cross_site_post_with_a_valid_token_is_refused_and_changes_nothing() {
     let c = app.logged_in("alice", false).await;
     let body = platform("One", "https://one.example", "alice");
     let r = c
-        .request(reqwest::Method::POST, "/api/platforms", Some(&body), &[("sec-fetch-site", "cross-site")])
+        .request(
+            reqwest::Method::POST,
+            "/api/platforms",
+            Some(&body),
+            &[("sec-fetch-site", "cross-site")],
+        )
         .await;
     assert_error(r, 403, "cross_site_request").await;
     let r = c
-        .request(reqwest::Method::POST, "/api/platforms", Some(&body), &[("origin", "https://evil.example")])
+        .request(
+            reqwest::Method::POST,
+            "/api/platforms",
+            Some(&body),
+            &[("origin", "https://evil.example")],
+        )
         .await;
     assert_error(r, 403, "origin_mismatch").await;
     let r = c
-        .request(reqwest::Method::POST, "/api/platforms", Some(&body), &[("sec-fetch-site", "same-site")])
+        .request(
+            reqwest::Method::POST,
+            "/api/platforms",
+            Some(&body),
+            &[("sec-fetch-site", "same-site")],
+        )
         .await;
     assert_error(r, 403, "cross_site_request").await;
     assert_eq!(platform_count(&c).await, 0);
     // The refusals were counted and audited.
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("ratatoskr_csrf_refusals_total"), "{metrics}");
+    assert!(
+        metrics.contains("ratatoskr_csrf_refusals_total"),
+        "{metrics}"
+    );
     let events = app.state.stores.audit.recent(50).await.unwrap();
-    assert!(events.iter().filter(|e| e.kind == ratatoskr_core::AuditKind::CsrfRefused).count() >= 3);
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.kind == ratatoskr_core::AuditKind::CsrfRefused)
+            .count()
+            >= 3
+    );
 }
 
 #[tokio::test]
@@ -52,7 +79,12 @@ async fn a_same_origin_post_without_a_token_is_refused() {
         .await;
     assert_error(r, 403, "csrf_token_missing").await;
     let r = c
-        .request(reqwest::Method::DELETE, "/api/sessions/AAAAAAAAAAAAAAAA", None, &[])
+        .request(
+            reqwest::Method::DELETE,
+            "/api/sessions/AAAAAAAAAAAAAAAA",
+            None,
+            &[],
+        )
         .await;
     assert_error(r, 403, "csrf_token_missing").await;
     assert_eq!(platform_count(&c).await, 0);
@@ -62,7 +94,11 @@ async fn a_same_origin_post_without_a_token_is_refused() {
             reqwest::Method::POST,
             "/api/platforms",
             Some(&body),
-            &[("sec-fetch-site", "same-origin"), ("origin", &origin), ("x-csrf-token", &token)],
+            &[
+                ("sec-fetch-site", "same-origin"),
+                ("origin", &origin),
+                ("x-csrf-token", &token),
+            ],
         )
         .await;
     assert_eq!(r.status(), 201);
@@ -88,7 +124,12 @@ async fn a_token_from_another_session_is_invalid() {
     let old = a.csrf().unwrap();
     assert_eq!(a.login("alice", crate::helpers::PASSWORD).await.0, 200);
     let r = a
-        .request(reqwest::Method::POST, "/api/sessions/revoke-others", None, &[("x-csrf-token", &old)])
+        .request(
+            reqwest::Method::POST,
+            "/api/sessions/revoke-others",
+            None,
+            &[("x-csrf-token", &old)],
+        )
         .await;
     assert_error(r, 403, "csrf_token_invalid").await;
 }
@@ -103,7 +144,10 @@ async fn a_cross_site_login_is_refused_even_anonymous() {
             reqwest::Method::POST,
             "/api/login",
             Some(&serde_json::json!({"username": "alice", "password": crate::helpers::PASSWORD})),
-            &[("sec-fetch-site", "cross-site"), ("origin", "https://evil.example")],
+            &[
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "https://evil.example"),
+            ],
         )
         .await;
     assert_error(r, 403, "cross_site_request").await;
@@ -116,7 +160,10 @@ async fn html_forms_carry_the_token_in_a_field_and_refusals_are_pages() {
     let c = app.logged_in("alice", false).await;
     // The page embeds a masked token in each form.
     let page = c.get("/platforms").await.text().await.unwrap();
-    assert!(page.contains("name=\"csrf_token\" value=\""), "forms carry the token");
+    assert!(
+        page.contains("name=\"csrf_token\" value=\""),
+        "forms carry the token"
+    );
     let fields = [
         ("platform_type", "mastodon"),
         ("name", "Form"),
@@ -128,7 +175,12 @@ async fn html_forms_carry_the_token_in_a_field_and_refusals_are_pages() {
     *c.csrf.lock().unwrap() = None;
     let r = c.post_form("/platforms", &fields).await;
     assert_eq!(r.status(), 403);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     assert!(r.text().await.unwrap().contains("csrf_token_missing"));
     *c.csrf.lock().unwrap() = saved;
     let r = c.post_form("/platforms", &fields).await;

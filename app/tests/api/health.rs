@@ -50,11 +50,22 @@ async fn metrics_expose_sessions_logins_and_csrf_refusals() {
     app.create_user("alice", false).await;
     let c = app.client();
     assert_eq!(c.login("alice", PASSWORD).await.0, 200);
-    c.request(reqwest::Method::POST, "/api/logout", None, &[("sec-fetch-site", "cross-site")]).await;
+    c.request(
+        reqwest::Method::POST,
+        "/api/logout",
+        None,
+        &[("sec-fetch-site", "cross-site")],
+    )
+    .await;
     ratatoskr::analytics::sample(&app.state).await.unwrap();
     let r = app.get("/metrics").await;
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     let text = r.text().await.unwrap();
     for name in [
         "ratatoskr_active_sessions",

@@ -16,7 +16,10 @@ async fn pages_redirect_visitors_to_the_login_page() {
     let html = r.text().await.unwrap();
     assert!(html.contains("Please log in to continue."));
     assert!(html.contains("<label for=\"login-username\">"));
-    assert!(c.cookie().is_none(), "showing the login page creates no session");
+    assert!(
+        c.cookie().is_none(),
+        "showing the login page creates no session"
+    );
 }
 
 #[tokio::test]
@@ -24,10 +27,19 @@ async fn the_form_login_rotates_and_lands_on_the_dashboard() {
     let app = spawn_app().await;
     app.create_user("alice", false).await;
     let c = app.client();
-    let r = c.post_form("/login", &[("username", "alice"), ("password", "wrong")]).await;
+    let r = c
+        .post_form("/login", &[("username", "alice"), ("password", "wrong")])
+        .await;
     assert_eq!(r.status(), 401);
-    assert!(r.text().await.unwrap().contains("Wrong user name or password."));
-    let r = c.post_form("/login", &[("username", "alice"), ("password", PASSWORD)]).await;
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("Wrong user name or password.")
+    );
+    let r = c
+        .post_form("/login", &[("username", "alice"), ("password", PASSWORD)])
+        .await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/");
     assert!(c.cookie().is_some());
@@ -48,10 +60,17 @@ async fn the_form_login_rotates_and_lands_on_the_dashboard() {
 async fn registering_through_the_form_logs_in() {
     let app = spawn_app().await;
     let c = app.client();
-    let r = c.post_form("/register", &[("username", "x"), ("password", PASSWORD)]).await;
+    let r = c
+        .post_form("/register", &[("username", "x"), ("password", PASSWORD)])
+        .await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("a user name is 3 to 32"));
-    let r = c.post_form("/register", &[("username", "newbie"), ("password", PASSWORD)]).await;
+    let r = c
+        .post_form(
+            "/register",
+            &[("username", "newbie"), ("password", PASSWORD)],
+        )
+        .await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/platforms");
     let html = c.get("/platforms").await.text().await.unwrap();
@@ -72,10 +91,19 @@ async fn platform_forms_show_errors_in_the_page_and_switch_updates_the_dashboard
     let r = c.post_form("/platforms", &fields).await;
     assert_eq!(r.status(), 400);
     let html = r.text().await.unwrap();
-    assert!(html.contains("it must start with https:"), "the error is shown");
-    assert!(html.contains("My &lt;b&gt;photos&lt;&#x2f;b&gt;"), "what was typed comes back, escaped");
+    assert!(
+        html.contains("it must start with https:"),
+        "the error is shown"
+    );
+    assert!(
+        html.contains("My &lt;b&gt;photos&lt;&#x2f;b&gt;"),
+        "what was typed comes back, escaped"
+    );
     assert!(!html.contains("<b>photos"));
-    assert!(!html.contains("tok-123-secret"), "the token is never echoed");
+    assert!(
+        !html.contains("tok-123-secret"),
+        "the token is never echoed"
+    );
     fields[2] = ("instance_url", "https://pix.example");
     assert_eq!(c.post_form("/platforms", &fields).await.status(), 303);
     fields[1] = ("name", "Toots");
@@ -84,13 +112,17 @@ async fn platform_forms_show_errors_in_the_page_and_switch_updates_the_dashboard
     assert_eq!(c.post_form("/platforms", &fields).await.status(), 303);
     let html = c.get("/platforms").await.text().await.unwrap();
     assert!(html.contains("Connected Toots."));
-    let r = c.post_form("/platforms/switch", &[("platform_id", "2")]).await;
+    let r = c
+        .post_form("/platforms/switch", &[("platform_id", "2")])
+        .await;
     assert_eq!(r.status(), 303);
     let html = c.get("/").await.text().await.unwrap();
     assert!(html.contains("Switched to Toots."));
     assert!(html.contains("data-platform-id=\"2\""));
     // Someone else's or unknown ids are refused with a message, nothing switched.
-    let r = c.post_form("/platforms/switch", &[("platform_id", "99")]).await;
+    let r = c
+        .post_form("/platforms/switch", &[("platform_id", "99")])
+        .await;
     assert_eq!(r.status(), 303);
     let html = c.get("/platforms").await.text().await.unwrap();
     assert!(html.contains("no such platform"), "{html}");
@@ -126,7 +158,9 @@ async fn the_admin_page_shows_health_charts_and_users() {
     assert!(html.contains("id=\"health-status\">ok<"));
     assert!(html.contains("data-user=\"alice\""));
     assert!(html.contains("Revoke all of alice"));
-    let r = admin.post_form("/admin/users/alice/sessions/revoke", &[]).await;
+    let r = admin
+        .post_form("/admin/users/alice/sessions/revoke", &[])
+        .await;
     assert_eq!(r.status(), 303);
     let html = admin.get("/admin").await.text().await.unwrap();
     assert!(html.contains("Revoked 1 session(s) of alice."));

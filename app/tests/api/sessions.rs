@@ -27,14 +27,27 @@ async fn sessions_list_devices_addresses_and_the_current_one() {
     assert_eq!(other["ip"], "127.0.0.1");
     assert_eq!(other["user_agent"], PHONE);
     for s in list {
-        for field in ["handle", "created_at", "last_seen", "user_agent", "ip", "current"] {
+        for field in [
+            "handle",
+            "created_at",
+            "last_seen",
+            "user_agent",
+            "ip",
+            "current",
+        ] {
             assert!(s.get(field).is_some(), "{field} in {s}");
         }
     }
     // The device survives rotation (a second login on the same browser).
     assert_eq!(phone.login("alice", PASSWORD).await.0, 200);
     let (_, body) = phone.get_json("/api/sessions").await;
-    let me = body["sessions"].as_array().unwrap().iter().find(|s| s["current"] == true).cloned().unwrap();
+    let me = body["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == true)
+        .cloned()
+        .unwrap();
     assert_eq!(me["device"], "Chrome on Android");
 }
 
@@ -45,14 +58,27 @@ async fn revoking_one_session_logs_that_browser_out() {
     let b = app.client_ua(PHONE);
     assert_eq!(b.login("alice", PASSWORD).await.0, 200);
     let (_, body) = a.get_json("/api/sessions").await;
-    let handle = body["sessions"].as_array().unwrap().iter().find(|s| s["current"] == false).unwrap()["handle"]
+    let handle = body["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["current"] == false)
+        .unwrap()["handle"]
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(a.delete(&format!("/api/sessions/{handle}")).await.status(), 204);
+    assert_eq!(
+        a.delete(&format!("/api/sessions/{handle}")).await.status(),
+        204
+    );
     let (_, s) = b.get_json("/api/session").await;
     assert_eq!(s["authenticated"], false);
-    assert_error(a.delete(&format!("/api/sessions/{handle}")).await, 404, "not_found").await;
+    assert_error(
+        a.delete(&format!("/api/sessions/{handle}")).await,
+        404,
+        "not_found",
+    )
+    .await;
     let (_, s) = a.get_json("/api/session").await;
     assert_eq!(s["authenticated"], true);
 }
@@ -64,9 +90,24 @@ async fn another_users_session_is_not_found_and_stays_alive() {
     let b = app.logged_in("bob", false).await;
     let (_, s) = b.get_json("/api/session").await;
     let bobs = s["handle"].as_str().unwrap().to_owned();
-    let m1 = assert_error(a.delete(&format!("/api/sessions/{bobs}")).await, 404, "not_found").await;
-    let m2 = assert_error(a.delete("/api/sessions/AAAAAAAAAAAAAAAA").await, 404, "not_found").await;
-    let m3 = assert_error(a.delete("/api/sessions/not%20a%20handle").await, 404, "not_found").await;
+    let m1 = assert_error(
+        a.delete(&format!("/api/sessions/{bobs}")).await,
+        404,
+        "not_found",
+    )
+    .await;
+    let m2 = assert_error(
+        a.delete("/api/sessions/AAAAAAAAAAAAAAAA").await,
+        404,
+        "not_found",
+    )
+    .await;
+    let m3 = assert_error(
+        a.delete("/api/sessions/not%20a%20handle").await,
+        404,
+        "not_found",
+    )
+    .await;
     assert_eq!(m1, m2);
     assert_eq!(m2, m3);
     let (_, s) = b.get_json("/api/session").await;
@@ -103,9 +144,18 @@ async fn the_concurrent_session_limit_evicts_the_oldest_at_login() {
         assert_eq!(c.login("alice", PASSWORD).await.0, 200);
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    assert_eq!(clients[0].get_json("/api/session").await.1["authenticated"], false);
-    assert_eq!(clients[1].get_json("/api/session").await.1["authenticated"], true);
-    assert_eq!(clients[2].get_json("/api/session").await.1["authenticated"], true);
+    assert_eq!(
+        clients[0].get_json("/api/session").await.1["authenticated"],
+        false
+    );
+    assert_eq!(
+        clients[1].get_json("/api/session").await.1["authenticated"],
+        true
+    );
+    assert_eq!(
+        clients[2].get_json("/api/session").await.1["authenticated"],
+        true
+    );
 }
 
 #[tokio::test]
@@ -114,11 +164,18 @@ async fn with_fingerprint_revoke_a_stolen_cookie_from_another_browser_is_dead() 
     let a = app.logged_in("alice", false).await;
     let thief = app.client_ua("curl/8.5.0");
     thief.set_cookie(a.cookie());
-    assert_eq!(thief.get_json("/api/session").await.1["authenticated"], false);
+    assert_eq!(
+        thief.get_json("/api/session").await.1["authenticated"],
+        false
+    );
     // The mismatch ended the session for its owner too, and was audited.
     assert_eq!(a.get_json("/api/session").await.1["authenticated"], false);
     let events = app.state.stores.audit.recent(50).await.unwrap();
-    assert!(events.iter().any(|e| e.kind == ratatoskr_core::AuditKind::FingerprintMismatch));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == ratatoskr_core::AuditKind::FingerprintMismatch)
+    );
 }
 
 #[tokio::test]
@@ -127,9 +184,16 @@ async fn with_fingerprint_log_a_mismatch_is_audited_and_the_session_kept() {
     let a = app.logged_in("alice", false).await;
     let other = app.client_ua("curl/8.5.0");
     other.set_cookie(a.cookie());
-    assert_eq!(other.get_json("/api/session").await.1["authenticated"], true);
+    assert_eq!(
+        other.get_json("/api/session").await.1["authenticated"],
+        true
+    );
     let events = app.state.stores.audit.recent(50).await.unwrap();
-    assert!(events.iter().any(|e| e.kind == ratatoskr_core::AuditKind::FingerprintMismatch));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == ratatoskr_core::AuditKind::FingerprintMismatch)
+    );
 }
 
 #[tokio::test]
@@ -139,28 +203,96 @@ async fn preferences_are_stored_in_the_session_and_bounded() {
     let (status, prefs) = c.get_json("/api/session/preferences").await;
     assert_eq!(status, 200);
     assert_eq!(prefs, json!({}));
-    assert_eq!(c.put("/api/session/preferences/theme", &json!("dark")).await.status(), 204);
-    assert_eq!(c.put("/api/session/preferences/page-size", &json!(50)).await.status(), 204);
-    assert_eq!(c.put("/api/session/preferences/filters", &json!({"nsfw": false, "tags": ["a"]})).await.status(), 204);
+    assert_eq!(
+        c.put("/api/session/preferences/theme", &json!("dark"))
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        c.put("/api/session/preferences/page-size", &json!(50))
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        c.put(
+            "/api/session/preferences/filters",
+            &json!({"nsfw": false, "tags": ["a"]})
+        )
+        .await
+        .status(),
+        204
+    );
     let (_, prefs) = c.get_json("/api/session/preferences").await;
-    assert_eq!(prefs, json!({"theme": "dark", "page-size": 50, "filters": {"nsfw": false, "tags": ["a"]}}));
-    assert_eq!(c.delete("/api/session/preferences/theme").await.status(), 204);
+    assert_eq!(
+        prefs,
+        json!({"theme": "dark", "page-size": 50, "filters": {"nsfw": false, "tags": ["a"]}})
+    );
+    assert_eq!(
+        c.delete("/api/session/preferences/theme").await.status(),
+        204
+    );
     let (_, prefs) = c.get_json("/api/session/preferences").await;
     assert!(prefs.get("theme").is_none());
 
     let big = json!("x".repeat(2000));
-    assert_error(c.put("/api/session/preferences/big", &big).await, 413, "preference_too_large").await;
+    assert_error(
+        c.put("/api/session/preferences/big", &big).await,
+        413,
+        "preference_too_large",
+    )
+    .await;
     let huge = json!("x".repeat(100_000));
-    assert_error(c.put("/api/session/preferences/huge", &huge).await, 413, "payload_too_large").await;
-    assert_error(c.put("/api/session/preferences/Bad%20Key", &json!(1)).await, 400, "invalid_preference_key").await;
+    assert_error(
+        c.put("/api/session/preferences/huge", &huge).await,
+        413,
+        "payload_too_large",
+    )
+    .await;
+    assert_error(
+        c.put("/api/session/preferences/Bad%20Key", &json!(1)).await,
+        400,
+        "invalid_preference_key",
+    )
+    .await;
     let long_key = "k".repeat(33);
-    assert_error(c.put(&format!("/api/session/preferences/{long_key}"), &json!(1)).await, 400, "invalid_preference_key").await;
+    assert_error(
+        c.put(&format!("/api/session/preferences/{long_key}"), &json!(1))
+            .await,
+        400,
+        "invalid_preference_key",
+    )
+    .await;
     for i in 0..14 {
-        assert_eq!(c.put(&format!("/api/session/preferences/k{i}"), &json!(i)).await.status(), 204);
+        assert_eq!(
+            c.put(&format!("/api/session/preferences/k{i}"), &json!(i))
+                .await
+                .status(),
+            204
+        );
     }
-    assert_error(c.put("/api/session/preferences/one-too-many", &json!(1)).await, 400, "too_many_preferences").await;
+    assert_error(
+        c.put("/api/session/preferences/one-too-many", &json!(1))
+            .await,
+        400,
+        "too_many_preferences",
+    )
+    .await;
     // Overwriting an existing key is still fine.
-    assert_eq!(c.put("/api/session/preferences/k0", &json!("again")).await.status(), 204);
+    assert_eq!(
+        c.put("/api/session/preferences/k0", &json!("again"))
+            .await
+            .status(),
+        204
+    );
     // Anonymous visitors have no preferences to change.
-    assert_error(app.client().put("/api/session/preferences/theme", &json!("x")).await, 401, "unauthenticated").await;
+    assert_error(
+        app.client()
+            .put("/api/session/preferences/theme", &json!("x"))
+            .await,
+        401,
+        "unauthenticated",
+    )
+    .await;
 }

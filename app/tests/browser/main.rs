@@ -26,7 +26,8 @@ async fn shot(b: &Browser, name: &str) {
 }
 
 async fn full_shot(b: &Browser, name: &str, width: u32, height: u32) {
-    b.full_screenshot(&artifacts().join(format!("{name}.png")), width).await;
+    b.full_screenshot(&artifacts().join(format!("{name}.png")), width)
+        .await;
     b.set_window(width, height).await;
 }
 
@@ -56,8 +57,11 @@ async fn evil_site(bind: &str, target: String, token: String) -> String {
          <input name=access_token value=forged-token></form>\
          <script>document.getElementById('f').submit()</script></body></html>"
     );
-    let router = axum::Router::new().route("/", axum::routing::get(move || async move { Html(page) }));
-    let listener = tokio::net::TcpListener::bind(bind).await.expect("bind the other origin");
+    let router =
+        axum::Router::new().route("/", axum::routing::get(move || async move { Html(page) }));
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .expect("bind the other origin");
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await });
     format!("http://{addr}/")
@@ -85,7 +89,11 @@ async fn a_user_logs_in_switches_platforms_revokes_a_device_and_logs_out() {
     a.fill("#login-username", "alice").await;
     a.fill("#login-password", "wrong password").await;
     a.click("#login-submit").await;
-    assert!(a.text("#login-error").await.contains("Wrong user name or password"));
+    assert!(
+        a.text("#login-error")
+            .await
+            .contains("Wrong user name or password")
+    );
     shot(&a, "02-login-error").await;
 
     login(&a, &app, "alice").await;
@@ -97,26 +105,36 @@ async fn a_user_logs_in_switches_platforms_revokes_a_device_and_logs_out() {
     assert_eq!(cookies[0]["secure"], true);
     assert_eq!(cookies[0]["httpOnly"], true);
     assert_eq!(cookies[0]["sameSite"], "Lax");
-    assert!(a.exec("return document.cookie").await.as_str().unwrap().is_empty(), "HttpOnly");
+    assert!(
+        a.exec("return document.cookie")
+            .await
+            .as_str()
+            .unwrap()
+            .is_empty(),
+        "HttpOnly"
+    );
     shot(&a, "03-dashboard-empty").await;
 
     // Add two platforms through the form; a bad URL first.
     a.goto(&format!("{}/platforms", base(&app))).await;
     a.fill("#pf-name", "Toots").await;
     // type=url would refuse this in the browser; remove it to see the server's answer.
-    a.exec("document.getElementById('pf-url').type = 'text'").await;
+    a.exec("document.getElementById('pf-url').type = 'text'")
+        .await;
     a.fill("#pf-url", "http://toot.example").await;
     a.fill("#pf-user", "alice").await;
     a.fill("#pf-token", "tok-toots-123").await;
     a.click("#add-submit").await;
     assert!(a.text("#form-error").await.contains("https://"));
     shot(&a, "04-platform-error").await;
-    a.exec("document.getElementById('pf-url').type = 'text'").await;
+    a.exec("document.getElementById('pf-url').type = 'text'")
+        .await;
     a.fill("#pf-url", "https://toot.example").await;
     a.fill("#pf-token", "tok-toots-123").await;
     a.click("#add-submit").await;
     assert!(a.text("#flash").await.contains("Connected Toots"));
-    a.exec("document.getElementById('pf-type').value = 'pixelfed'").await;
+    a.exec("document.getElementById('pf-type').value = 'pixelfed'")
+        .await;
     a.fill("#pf-name", "Photos").await;
     a.fill("#pf-url", "https://pix.example").await;
     a.fill("#pf-user", "alice_pics").await;
@@ -128,18 +146,21 @@ async fn a_user_logs_in_switches_platforms_revokes_a_device_and_logs_out() {
 
     // Switch from the platforms page, then with the dashboard's switcher.
     a.click("li[data-platform-id='1'] button.btn-primary").await;
-    a.wait_url("the dashboard", |u| !u.contains("/platforms")).await;
+    a.wait_url("the dashboard", |u| !u.contains("/platforms"))
+        .await;
     assert!(a.text("#flash").await.contains("Switched to Toots"));
     assert!(a.text("#active-platform").await.contains("Toots"));
     shot(&a, "06-dashboard-toots").await;
-    a.exec("document.getElementById('switch-to').value = '2'").await;
+    a.exec("document.getElementById('switch-to').value = '2'")
+        .await;
     a.click("#switch-submit").await;
     assert!(a.text("#flash").await.contains("Switched to Photos"));
     assert!(a.text("#active-platform").await.contains("Photos"));
     // And with the keyboard-free script path: changing the select submits by itself.
     a.exec("var s = document.getElementById('switch-to'); s.value = '1'; s.dispatchEvent(new Event('change'))").await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    a.wait_url("the dashboard", |u| !u.contains("/platforms/")).await;
+    a.wait_url("the dashboard", |u| !u.contains("/platforms/"))
+        .await;
     assert!(a.text("#active-platform").await.contains("Toots"));
     shot(&a, "07-dashboard-switched").await;
 
@@ -147,11 +168,20 @@ async fn a_user_logs_in_switches_platforms_revokes_a_device_and_logs_out() {
     let b = driver.browser(1280, 900).await;
     login(&b, &app, "alice").await;
     a.goto(&format!("{}/sessions", base(&app))).await;
-    assert_eq!(a.exec("return document.querySelectorAll('#session-list > li').length").await, 2);
+    assert_eq!(
+        a.exec("return document.querySelectorAll('#session-list > li').length")
+            .await,
+        2
+    );
     shot(&a, "08-sessions").await;
-    a.click("#session-list li:not(.current) button.revoke").await;
+    a.click("#session-list li:not(.current) button.revoke")
+        .await;
     assert!(a.text("#flash").await.contains("Session revoked"));
-    assert_eq!(a.exec("return document.querySelectorAll('#session-list > li').length").await, 1);
+    assert_eq!(
+        a.exec("return document.querySelectorAll('#session-list > li').length")
+            .await,
+        1
+    );
     b.goto(&format!("{}/platforms", base(&app))).await;
     let u = b.wait_url("the login page", |u| u.contains("/login")).await;
     assert!(u.contains("login_required"), "{u}");
@@ -167,13 +197,20 @@ async fn a_user_logs_in_switches_platforms_revokes_a_device_and_logs_out() {
         .to_owned();
     let same_site = evil_site("127.0.0.1:0", base(&app), token.clone()).await;
     a.goto(&same_site).await;
-    a.wait_url("the forged post's answer", |u| u.starts_with(&base(&app))).await;
+    a.wait_url("the forged post's answer", |u| u.starts_with(&base(&app)))
+        .await;
     let page = a.source().await;
-    assert!(page.contains("Forbidden") && page.contains("cross_site_request"), "{page}");
+    assert!(
+        page.contains("Forbidden")
+            && page.contains("cross_site_request")
+            && page.contains("Nothing was changed"),
+        "{page}"
+    );
     shot(&a, "10-forged-post-refused").await;
     let cross_site = evil_site("127.0.0.2:0", base(&app), token).await;
     a.goto(&cross_site).await;
-    a.wait_url("the forged post's answer", |u| u.starts_with(&base(&app))).await;
+    a.wait_url("the forged post's answer", |u| u.starts_with(&base(&app)))
+        .await;
     let page = a.source().await;
     assert!(page.contains("Forbidden"), "{page}");
     assert_eq!(platform_count(&app).await, 2, "no forged platform");
@@ -202,9 +239,18 @@ async fn every_page_reads_well_on_a_desktop_and_a_phone() {
     let admin = driver.browser(1280, 900).await;
     login(&admin, &app, "root").await;
     // Some data for the pages and charts.
-    for (name, url, t) in [("Toots", "https://toot.example", "mastodon"), ("A rather long platform name for phones", "https://pixelfed.a-very-long-instance-name.example", "pixelfed")] {
+    for (name, url, t) in [
+        ("Toots", "https://toot.example", "mastodon"),
+        (
+            "A rather long platform name for phones",
+            "https://pixelfed.a-very-long-instance-name.example",
+            "pixelfed",
+        ),
+    ] {
         phone.goto(&format!("{}/platforms", base(&app))).await;
-        phone.exec(&format!("document.getElementById('pf-type').value = '{t}'")).await;
+        phone
+            .exec(&format!("document.getElementById('pf-type').value = '{t}'"))
+            .await;
         phone.fill("#pf-name", name).await;
         phone.fill("#pf-url", url).await;
         phone.fill("#pf-user", "alice").await;
@@ -212,11 +258,19 @@ async fn every_page_reads_well_on_a_desktop_and_a_phone() {
         phone.click("#add-submit").await;
         assert!(phone.text("#flash").await.contains("Connected"));
     }
-    phone.click("li[data-platform-id='2'] button.btn-primary").await;
-    phone.wait_url("the dashboard", |u| !u.contains("/platforms")).await;
+    phone
+        .click("li[data-platform-id='2'] button.btn-primary")
+        .await;
+    phone
+        .wait_url("the dashboard", |u| !u.contains("/platforms"))
+        .await;
     ratatoskr::analytics::sample(&app.state).await.unwrap();
 
-    let pages = [("dashboard", "/"), ("platforms", "/platforms"), ("sessions", "/sessions")];
+    let pages = [
+        ("dashboard", "/"),
+        ("platforms", "/platforms"),
+        ("sessions", "/sessions"),
+    ];
     for (name, path) in pages {
         phone.goto(&format!("{}{path}", base(&app))).await;
         let overflow = phone
@@ -224,7 +278,10 @@ async fn every_page_reads_well_on_a_desktop_and_a_phone() {
             .await
             .as_i64()
             .unwrap();
-        assert!(overflow <= 0, "{path} overflows a 390px phone by {overflow}px");
+        assert!(
+            overflow <= 0,
+            "{path} overflows a 390px phone by {overflow}px"
+        );
         full_shot(&phone, &format!("phone-{name}"), 390, 844).await;
         admin.goto(&format!("{}{path}", base(&app))).await;
         full_shot(&admin, &format!("desktop-{name}"), 1280, 900).await;
@@ -241,7 +298,10 @@ async fn every_page_reads_well_on_a_desktop_and_a_phone() {
         .await
         .as_i64()
         .unwrap();
-    assert!(overflow <= 0, "/admin overflows a 390px phone by {overflow}px");
+    assert!(
+        overflow <= 0,
+        "/admin overflows a 390px phone by {overflow}px"
+    );
     full_shot(&admin_on_phone, "phone-admin", 390, 844).await;
 
     // Keyboard: Tab reaches the skip link first, then the navigation, with a visible focus ring.

@@ -75,7 +75,10 @@ impl Driver {
             {
                 break;
             }
-            assert!(Instant::now() < deadline, "chromedriver did not become ready");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not become ready"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Driver {
@@ -153,7 +156,13 @@ impl Browser {
         if let Some(b) = body {
             rb = rb.json(&b);
         }
-        let v: Value = rb.send().await.expect("webdriver call").json().await.expect("webdriver body");
+        let v: Value = rb
+            .send()
+            .await
+            .expect("webdriver call")
+            .json()
+            .await
+            .expect("webdriver body");
         v["value"].clone()
     }
 
@@ -167,13 +176,18 @@ impl Browser {
 
     /// Resize the window.
     pub async fn set_window(&self, w: u32, h: u32) {
-        self.ok(reqwest::Method::POST, "/window/rect", Some(json!({"width": w, "height": h})))
-            .await;
+        self.ok(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({"width": w, "height": h})),
+        )
+        .await;
     }
 
     /// Navigate and wait for the load.
     pub async fn goto(&self, url: &str) {
-        self.ok(reqwest::Method::POST, "/url", Some(json!({ "url": url }))).await;
+        self.ok(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
+            .await;
     }
 
     /// The current URL.
@@ -232,15 +246,23 @@ impl Browser {
     /// Click the element matching `css`.
     pub async fn click(&self, css: &str) {
         let id = self.find(css).await;
-        self.ok(reqwest::Method::POST, &format!("/element/{id}/click"), Some(json!({})))
-            .await;
+        self.ok(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            Some(json!({})),
+        )
+        .await;
     }
 
     /// Clear the field matching `css` and type `text` into it.
     pub async fn fill(&self, css: &str, text: &str) {
         let id = self.find(css).await;
-        self.ok(reqwest::Method::POST, &format!("/element/{id}/clear"), Some(json!({})))
-            .await;
+        self.ok(
+            reqwest::Method::POST,
+            &format!("/element/{id}/clear"),
+            Some(json!({})),
+        )
+        .await;
         self.ok(
             reqwest::Method::POST,
             &format!("/element/{id}/value"),
