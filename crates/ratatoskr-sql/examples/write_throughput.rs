@@ -10,6 +10,8 @@
 //!     [--batch 64] [--lanes 4] [--connections 8] [--rounds 1]
 //! ```
 //!
+//! Rounds alternate off and on, so a change in the machine's load hits both.
+//!
 //! `--url sqlite` (the default) uses a fresh database file in a temporary directory for each run.
 //! With a PostgreSQL URL each run gets a scratch schema of its own, dropped at the end, so the
 //! database named needs `CREATE` rights (as the tests do).
@@ -92,7 +94,7 @@ impl Scratch {
                 SqliteStore::connect_with(&format!("sqlite://{}", file.display()), options).await?;
             let stats = {
                 let s = store.clone();
-                Box::new(move || s.write_stats()) as StatsFn
+                Box::new(move || (s.write_stats(), s.group_commit())) as StatsFn
             };
             Ok((Scratch::Sqlite(dir), Arc::new(store), stats))
         } else {
@@ -106,7 +108,7 @@ impl Scratch {
             let store = PgStore::connect_with_options(connect, options).await?;
             let stats = {
                 let s = store.clone();
-                Box::new(move || s.write_stats()) as StatsFn
+                Box::new(move || (s.write_stats(), s.group_commit())) as StatsFn
             };
             Ok((
                 Scratch::Postgres {
@@ -138,7 +140,8 @@ impl Scratch {
     }
 }
 
-type StatsFn = Box<dyn Fn() -> WriteStats + Send + Sync>;
+/// The store's write counters and its group-commit settings in effect.
+type StatsFn = Box<dyn Fn() -> (WriteStats, GroupCommit) + Send + Sync>;
 
 struct Outcome {
     writes: u64,
@@ -146,6 +149,7 @@ struct Outcome {
     elapsed: Duration,
     latencies: Vec<Duration>,
     stats: WriteStats,
+    config: GroupCommit,
 }
 
 async fn run(
@@ -170,7 +174,7 @@ async fn run(
         store.create(&key, &record).await?;
         keys.push(key);
     }
-    let before = stats();
+    let (before, config) = stats();
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.seconds);
     let tasks: Vec<_> = keys
@@ -210,6 +214,7 @@ async fn run(
         elapsed: Duration::ZERO,
         latencies: Vec::new(),
         stats: WriteStats::default(),
+        config,
     };
     for t in tasks {
         let (w, e, l) = t.await?;
@@ -218,7 +223,7 @@ async fn run(
         outcome.latencies.extend(l);
     }
     outcome.elapsed = started.elapsed();
-    let after = stats();
+    let (after, _) = stats();
     outcome.stats = WriteStats {
         transactions: after.transactions - before.transactions,
         operations: after.operations - before.operations,
@@ -236,8 +241,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-fn report(label: &str, mut o: Outcome) {
+fn report(mut o: Outcome) {
     o.latencies.sort_unstable();
+    let label = if o.config.is_on() {
+        format!(
+            "group commit on ({} x {})",
+            o.config.max_batch, o.config.lanes
+        )
+    } else {
+        "group commit off".to_owned()
+    };
     let per_tx = if o.stats.transactions == 0 {
         0.0
     } else {
@@ -278,17 +291,11 @@ async fn main() {
         lanes: args.lanes,
     };
     for _ in 0..args.rounds {
-        for (label, config) in [
-            ("group commit off".to_owned(), GroupCommit::off()),
-            (
-                format!("group commit on ({}x{})", on.max_batch, on.lanes),
-                on.clone(),
-            ),
-        ] {
+        for config in [GroupCommit::off(), on.clone()] {
             match run(&args, config).await {
-                Ok(o) => report(&label, o),
+                Ok(o) => report(o),
                 Err(e) => {
-                    eprintln!("{label}: {e}");
+                    eprintln!("{e}");
                     std::process::exit(1);
                 }
             }

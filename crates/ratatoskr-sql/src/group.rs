@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use ratatoskr_core::{
     JournalTarget, Limits, Meta, Millis, Record, SessionKey, StoreError, StoreResult,
@@ -67,11 +67,12 @@ impl GroupCommit {
 }
 
 impl Default for GroupCommit {
-    /// On: up to 64 writes per transaction, 4 lanes on PostgreSQL.
+    /// On: up to 64 writes per transaction; on PostgreSQL up to 8 lanes (as many as the default
+    /// pool has connections).
     fn default() -> Self {
         GroupCommit {
             max_batch: 64,
-            lanes: 4,
+            lanes: 8,
         }
     }
 }
@@ -81,7 +82,8 @@ impl Default for GroupCommit {
 pub struct WriteStats {
     /// Transactions committed (a single-statement write without a transaction counts as one).
     pub transactions: u64,
-    /// Writes committed in them. `operations / transactions` is the mean batch size.
+    /// Writes those transactions carried (a write refused for its own reasons, such as
+    /// `NotFound`, counts too). `operations / transactions` is the mean batch size.
     pub operations: u64,
 }
 
@@ -316,6 +318,8 @@ struct WriterInner {
     max_batch: usize,
     lanes: usize,
     queue: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
+    /// One per lane: held by a lane while it runs a batch, or by a caller writing alone.
+    busy: Arc<Semaphore>,
 }
 
 impl Writer {
@@ -325,12 +329,14 @@ impl Writer {
         config: &GroupCommit,
         max_lanes: usize,
     ) -> Self {
+        let lanes = config.lanes.clamp(1, max_lanes.max(1));
         Writer(Arc::new(WriterInner {
             backend,
             runner,
             max_batch: config.max_batch.max(1),
-            lanes: config.lanes.clamp(1, max_lanes.max(1)),
+            lanes,
             queue: std::sync::Mutex::new(None),
+            busy: Arc::new(Semaphore::new(lanes)),
         }))
     }
 
@@ -346,6 +352,15 @@ impl Writer {
     pub(crate) async fn submit(&self, op: Op) -> StoreResult<bool> {
         let inner = &self.0;
         if inner.max_batch <= 1 {
+            return self.alone(op).await;
+        }
+        // Idle (nothing queued, a lane free): write in the caller's own task, sparing the hop
+        // to a lane and back. Only this write is in that transaction, so a caller that gives
+        // up rolls back nothing but its own write.
+        if let Some(queue) = self.queue()
+            && queue.capacity() == queue.max_capacity()
+            && let Ok(_lane) = inner.busy.try_acquire()
+        {
             return self.alone(op).await;
         }
         let (reply, answer) = oneshot::channel();
@@ -399,6 +414,7 @@ impl Writer {
             runtime.spawn(lane(
                 Arc::clone(&rx),
                 Arc::clone(&inner.runner),
+                Arc::clone(&inner.busy),
                 inner.max_batch,
             ));
         }
@@ -412,6 +428,7 @@ impl Writer {
 async fn lane(
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
     runner: Arc<dyn Batcher>,
+    busy: Arc<Semaphore>,
     max: usize,
 ) {
     let mut jobs = Vec::with_capacity(max);
@@ -420,6 +437,21 @@ async fn lane(
             let mut rx = rx.lock().await;
             if rx.recv_many(&mut jobs, max).await == 0 {
                 return;
+            }
+        }
+        // Wait for a free lane (callers writing alone hold some), then take along whatever
+        // was queued meanwhile, unless another lane is collecting already.
+        let Ok(_lane) = busy.acquire().await else {
+            return;
+        };
+        if jobs.len() < max
+            && let Ok(mut rx) = rx.try_lock()
+        {
+            while jobs.len() < max {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
             }
         }
         // A caller that gave up before its batch began: its write is not made.

@@ -159,6 +159,12 @@ pub(crate) async fn postgres(pool: &PgPool) -> StoreResult<()> {
     const B: &str = "postgres";
     let be = |e: sqlx::Error| StoreError::backend(B, format!("migration failed: {e}"));
     let mut tx = pool.begin().await.map_err(be)?;
+    // Migrations may legitimately run (or wait for a twin) longer than the statement timeout
+    // the store's connections carry for ordinary operations.
+    sqlx::query("SET LOCAL statement_timeout = 0")
+        .execute(&mut *tx)
+        .await
+        .map_err(be)?;
     // One migrator per schema at a time; CREATE TABLE IF NOT EXISTS is not safe against a
     // concurrent twin without it.
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))")
