@@ -297,7 +297,7 @@ impl RedisStore {
         let store = Self::connect_lazy(config)?;
         let rx = store
             .subscribe_invalidations()
-            .expect("tracking is on: the store has a channel");
+            .ok_or_else(|| backend("tracking mode has no invalidation channel"))?;
         store.first_contact().await?;
         Ok((store, rx))
     }
