@@ -53,6 +53,9 @@ pub async fn open(settings: &Settings) -> anyhow::Result<(AppState, SessionLayer
             idle_timeout: settings.idle_timeout,
             absolute_timeout: settings.absolute_timeout,
             max_sessions_per_user: Some(settings.max_sessions_per_user),
+            // A touch at most every minute, and often enough that an active session never
+            // reaches its idle deadline between two touches.
+            touch_interval: (settings.idle_timeout / 4).min(Duration::from_secs(60)),
             ..ManagerConfig::default()
         },
     );

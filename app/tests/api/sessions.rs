@@ -296,3 +296,39 @@ async fn preferences_are_stored_in_the_session_and_bounded() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn idle_and_absolute_timeouts_are_enforced_by_the_server() {
+    let app = spawn_app_args(&["--idle-timeout", "1s", "--absolute-timeout", "3s"]).await;
+    let idle = app.logged_in("alice", false).await;
+    let active = app.client();
+    assert_eq!(active.login("alice", PASSWORD).await.0, 200);
+    // The active session is used every 300 ms and slides past its idle timeout…
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_millis(2000) {
+        assert_eq!(
+            active.get_json("/api/session").await.1["authenticated"],
+            true
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    // …while the idle one has ended.
+    assert_eq!(
+        idle.get_json("/api/session").await.1["authenticated"],
+        false
+    );
+    // The absolute lifetime ends the active one too.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(
+        active.get_json("/api/session").await.1["authenticated"],
+        false
+    );
+    let events = app.state.stores.audit.recent(50).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.kind == ratatoskr_core::AuditKind::Expired)
+            .count()
+            >= 2
+    );
+}
