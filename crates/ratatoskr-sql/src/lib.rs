@@ -2,8 +2,9 @@
 //!
 //! Session stores for Ratatoskr on a relational database, through sqlx: [`SqliteStore`] (the
 //! embedded default) and [`PgStore`], both implementing [`SessionStore`] and both passing the
-//! same `ratatoskr-conformance` suite as every other backend. Also here: [`SqlAudit`], a durable
-//! audit trail, and [`spawn_reaper`], which deletes expired rows in the background.
+//! same `ratatoskr-conformance` suite as every other backend. Also here: [`SqlJournal`], the
+//! durable outage journal the Redis+database tiers share, [`SqlAudit`], a durable audit trail,
+//! and [`spawn_reaper`], which deletes expired rows in the background.
 //!
 //! ## Which backend?
 //!
@@ -12,7 +13,18 @@
 //!   write lock; at session-store write rates (logins, attribute changes, rate-limited touches)
 //!   that is rarely the limit.
 //! - **PostgreSQL** when several instances on several hosts share the sessions, or the
-//!   application's data already lives there. Every operation is one short transaction.
+//!   application's data already lives there. Every operation is one short transaction, or part
+//!   of one shared with the writes made at the same moment (group commit).
+//!
+//! ## Group commit
+//!
+//! Durable writes (create, restore, delta, touch, rotate, destroy, journal) that wait at the
+//! same time share one transaction and one commit ([`GroupCommit`], on by default), so under
+//! load the database commits batches instead of single writes; a lone write goes straight to
+//! the database in its caller's task. Every caller still gets its own result (`NotFound`,
+//! `TooLarge`, … for its write alone), and its future resolves only once its write is
+//! committed. [`SqliteStore::write_stats`] / [`PgStore::write_stats`] count transactions and
+//! writes. See `docs/sql.md` for the design and measurements.
 //!
 //! Either way the application keeps its own tables (users, …) in the same database: get the
 //! pool with [`SqliteStore::pool`] / [`PgStore::pool`]. Ratatoskr's tables all start with
@@ -29,6 +41,7 @@
 //! | `ratatoskr_session_attrs` | attribute | a delta writes only the rows it changes, so parallel requests never clobber each other |
 //! | `ratatoskr_user_revocations` | user revoked at least once | "log out everywhere" also refuses sessions whose creation began before it |
 //! | `ratatoskr_audit` | audit event | the trail behind [`SqlAudit`] |
+//! | `ratatoskr_redis_journal` | Redis invalidation still owed | the outage journal behind [`SqlJournal`] |
 //! | `ratatoskr_schema_migrations` | migration | which schema versions are applied |
 //!
 //! `user_id` on the sessions table is the per-user index: listing and revoking a user's
