@@ -6,7 +6,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use ratatoskr_axum::{Session, SessionError};
+use ratatoskr_axum::Session;
 use serde::de::DeserializeOwned;
 
 use crate::db::User;
@@ -32,20 +32,7 @@ impl CurrentUser {
 /// Load the session's user; a session whose user is gone or disabled is ended.
 async fn current_user(parts: &mut Parts, state: &AppState) -> Result<CurrentUser, AppError> {
     let session = Session::from_request_parts(parts, state).await?;
-    let Some(uid) = session.user_id().await? else {
-        return Err(SessionError::Unauthenticated.into());
-    };
-    let user = match uid.parse::<i64>() {
-        Ok(id) => state.db.user_by_id(id).await?,
-        Err(_) => None,
-    };
-    match user {
-        Some(user) if !user.disabled => Ok(CurrentUser { user, session }),
-        _ => {
-            session.logout().await?;
-            Err(SessionError::Unauthenticated.into())
-        }
-    }
+    crate::routes::auth::current(state, &session).await
 }
 
 impl FromRequestParts<AppState> for CurrentUser {

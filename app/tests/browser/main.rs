@@ -317,10 +317,22 @@ async fn every_page_reads_well_on_a_desktop_and_a_phone() {
     assert_eq!(outline, "solid", "a visible focus outline");
     shot(&admin, "desktop-keyboard-focus").await;
 
-    // The login page on a phone.
+    // The login page on a phone, at http://localhost (the address `serve` prints): the
+    // Secure, __Host- cookie is accepted there too.
     let visitor = driver.browser(390, 844).await;
-    visitor.goto(&format!("{}/login", base(&app))).await;
+    let localhost = base(&app).replace("127.0.0.1", "localhost");
+    visitor.goto(&format!("{localhost}/login")).await;
     full_shot(&visitor, "phone-login", 390, 844).await;
+    visitor.fill("#login-username", "alice").await;
+    visitor.fill("#login-password", PASSWORD).await;
+    visitor.click("#login-submit").await;
+    visitor
+        .wait_url("the dashboard", |u| !u.contains("/login"))
+        .await;
+    assert!(visitor.source().await.contains("Hello, alice"));
+    let cookies = visitor.cookies().await;
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    assert_eq!(cookies[0]["secure"], true);
     for b in [phone, admin, admin_on_phone, visitor] {
         b.quit().await;
     }
