@@ -274,9 +274,7 @@ impl Attempt {
                 .collect(),
         )
     }
-}
 
-impl Attempt {
     /// The results of an attempt that is not run again op by op: a failure lands on every op.
     pub(crate) fn into_results(self, backend: &'static str, n: usize) -> Vec<StoreResult<bool>> {
         match self {
