@@ -7,6 +7,7 @@
 //!
 //! `cargo run --release -p ratatoskr-bench -- --help` lists the flags.
 
+pub mod cpu;
 pub mod loadgen;
 pub mod options;
 pub mod redis_server;
@@ -33,11 +34,14 @@ fn progress(msg: impl AsRef<str>) {
 fn line(what: &str, s: &Result<Summary, String>) -> String {
     match s {
         Ok(s) => format!(
-            "{what}: {:>9}/s  p50 {:>9}  p99 {:>9}  errors {}",
+            "{what}: {:>9}/s  p50 {:>9}  p99 {:>9}  errors {}{}",
             thousands(s.per_sec),
             ms(s.p50_us),
             ms(s.p99_us),
-            s.errors
+            s.errors,
+            s.other_load
+                .map(|l| format!("  (other processes: {:.0} % CPU)", l * 100.0))
+                .unwrap_or_default()
         ),
         Err(e) => format!("{what}: not measured: {e}"),
     }
@@ -112,6 +116,7 @@ pub fn run(o: &Options) -> Result<std::path::PathBuf, String> {
     for (id, name, kind) in stores {
         step += 1;
         progress(format!("[{step}/{total}] store: {name}"));
+        quiet(o, &redis);
         let result = store_rt.block_on(store_contender(o, *kind, &redis, &postgres));
         progress(format!("    {}", line("writes", &result)));
         store.push(StoreRow { id, name, result });
@@ -209,12 +214,18 @@ fn http_contender(
             return failed(e);
         }
     };
-    let (clients, read) =
+    quiet(o, redis);
+    let before = cpu::sample(Some(redis.pid()));
+    let (clients, mut read) =
         client_rt.block_on(loadgen::phase(clients, Op::Read, o.warmup, o.duration));
+    read.other_load = cpu::others(before, cpu::sample(Some(redis.pid())));
     progress(format!("    {}", line("read ", &Ok(read.clone()))));
     let after_reads = server.report();
-    let (clients, write) =
+    quiet(o, redis);
+    let before = cpu::sample(Some(redis.pid()));
+    let (clients, mut write) =
         client_rt.block_on(loadgen::phase(clients, Op::Write, o.warmup, o.duration));
+    write.other_load = cpu::others(before, cpu::sample(Some(redis.pid())));
     progress(format!("    {}", line("write", &Ok(write.clone()))));
 
     let mut notes = Vec::new();
@@ -263,6 +274,13 @@ fn http_contender(
     }
 }
 
+/// With `--wait-quiet`, wait for other processes to calm down before a scenario.
+fn quiet(o: &Options, redis: &RedisServer) {
+    if !o.wait_quiet.is_zero() {
+        cpu::wait_quiet(Some(redis.pid()), 0.10, o.wait_quiet, progress);
+    }
+}
+
 fn note_limit(wrong: &[String]) -> String {
     match wrong.first() {
         Some(first) => format!(" (e.g. {first})"),
@@ -288,7 +306,7 @@ async fn store_contender(
         std::process::id()
     ));
     let run = |store: Arc<dyn SessionStore>| {
-        store_bench::writes(store, o.store_tasks, o.warmup, o.duration)
+        store_bench::writes(store, o.store_tasks, o.warmup, o.duration, redis.pid())
     };
     match kind {
         StoreKind::RedisOnly => {

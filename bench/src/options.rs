@@ -16,7 +16,8 @@ ratatoskr-bench: HTTP and store throughput of Ratatoskr and its peers, in one ru
 
 usage: ratatoskr-bench [--duration SECS] [--warmup SECS] [--connections N] [--store-tasks N]
                        [--server-threads N] [--client-threads N] [--pg-url URL|none]
-                       [--redis-server PATH] [--only WORD[,WORD…]] [--out FILE.md] [--tiny]
+                       [--redis-server PATH] [--only WORD[,WORD…]] [--wait-quiet SECS]
+                       [--out FILE.md] [--tiny]
 
   --duration SECS      measured time per scenario (default 5)
   --warmup SECS        unmeasured time before each scenario (default 1)
@@ -28,6 +29,9 @@ usage: ratatoskr-bench [--duration SECS] [--warmup SECS] [--connections N] [--st
                        (default postgres://postgres@127.0.0.1:5432/test; skipped if unreachable)
   --redis-server PATH  the redis-server binary; the bench runs its own on a free port
   --only WORDS         run only contenders whose id contains one of the comma-separated words
+  --wait-quiet SECS    before each scenario, wait up to SECS for other processes to use less
+                       than 10 % of the CPU (default 0: do not wait; the report shows their
+                       share either way)
   --out FILE.md        where to write the report (the SVG chart goes beside it, same stem)
                        (default docs/benchmarks.md; with --tiny, a temporary directory)
   --tiny               ~200 ms per scenario, 4 connections: checks the harness, measures nothing
@@ -44,6 +48,7 @@ pub struct Options {
     pub pg_url: Option<String>,
     pub redis_server: String,
     pub only: Vec<String>,
+    pub wait_quiet: Duration,
     pub out: PathBuf,
     pub tiny: bool,
     /// The arguments as given, for the report.
@@ -63,6 +68,7 @@ impl Options {
             pg_url: Some("postgres://postgres@127.0.0.1:5432/test".into()),
             redis_server: "redis-server".into(),
             only: Vec::new(),
+            wait_quiet: Duration::ZERO,
             out: PathBuf::new(),
             tiny,
             args: args.clone(),
@@ -96,6 +102,7 @@ impl Options {
                         .map(str::to_owned)
                         .collect()
                 }
+                "--wait-quiet" => o.wait_quiet = secs(&flag, &value()?)?,
                 "--out" => out = Some(PathBuf::from(value()?)),
                 "--help" | "-h" => return Err(USAGE.to_owned()),
                 other => return Err(format!("unknown argument `{other}`\n\n{USAGE}")),

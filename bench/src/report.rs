@@ -166,7 +166,21 @@ impl Report {
         let _ = writeln!(
             md,
             "| latency | per request, from writing the request to reading the whole response \
-             (p50, p99 nearest rank) |\n"
+             (p50, p99 nearest rank) |"
+        );
+        let _ = writeln!(
+            md,
+            "| other load | the share of the machine's CPU used meanwhile by processes other \
+             than the bench, its Redis and PostgreSQL (from `/proc`): near 0 % means a quiet \
+             machine{} |\n",
+            if o.wait_quiet.is_zero() {
+                String::new()
+            } else {
+                format!(
+                    "; each scenario waited up to {} for it to fall below 10 %",
+                    secs(o.wait_quiet)
+                )
+            }
         );
 
         for (write, title, what) in [
@@ -188,8 +202,8 @@ impl Report {
             let _ = writeln!(md, "## {title}\n\n{what}\n");
             let _ = writeln!(
                 md,
-                "| contender | requests/s | vs bare axum | p50 | p99 | errors |\n\
-                 |---|---:|---:|---:|---:|---:|"
+                "| contender | requests/s | vs bare axum | p50 | p99 | errors | other load |\n\
+                 |---|---:|---:|---:|---:|---:|---:|"
             );
             let ceiling = self.bare_axum(write);
             for row in &self.http {
@@ -203,16 +217,18 @@ impl Report {
                     Ok(s) => {
                         let _ = writeln!(
                             md,
-                            "| {name} | {} | {} | {} | {} | {} |",
+                            "| {name} | {} | {} | {} | {} | {} | {} |",
                             thousands(s.per_sec),
                             ceiling.map_or("–".into(), |c| pct(s.per_sec, c)),
                             ms(s.p50_us),
                             ms(s.p99_us),
-                            s.errors
+                            s.errors,
+                            load(s)
                         );
                     }
                     Err(e) => {
-                        let _ = writeln!(md, "| {name} | not measured: {} | | | | |", one_line(e));
+                        let _ =
+                            writeln!(md, "| {name} | not measured: {} | | | | | |", one_line(e));
                     }
                 }
             }
@@ -228,8 +244,8 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "| store | writes/s | vs Redis only | p50 | p99 | errors |\n\
-             |---|---:|---:|---:|---:|---:|"
+            "| store | writes/s | vs Redis only | p50 | p99 | errors | other load |\n\
+             |---|---:|---:|---:|---:|---:|---:|"
         );
         let redis_only = self
             .store
@@ -242,19 +258,20 @@ impl Report {
                 Ok(s) => {
                     let _ = writeln!(
                         md,
-                        "| {} | {} | {} | {} | {} | {} |",
+                        "| {} | {} | {} | {} | {} | {} | {} |",
                         row.name,
                         thousands(s.per_sec),
                         redis_only.map_or("–".into(), |c| pct(s.per_sec, c)),
                         ms(s.p50_us),
                         ms(s.p99_us),
-                        s.errors
+                        s.errors,
+                        load(s)
                     );
                 }
                 Err(e) => {
                     let _ = writeln!(
                         md,
-                        "| {} | not measured: {} | | | | |",
+                        "| {} | not measured: {} | | | | | |",
                         row.name,
                         one_line(e)
                     );
@@ -459,6 +476,11 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+fn load(s: &Summary) -> String {
+    s.other_load
+        .map_or("–".into(), |l| format!("{:.0} %", l * 100.0))
+}
+
 fn one_line(s: &str) -> String {
     let s: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
     let s = s.replace('|', "/");
@@ -509,6 +531,11 @@ Every contender runs the same three routes with the same handlers' logic and def
 on every write). Idle expiry is not extended on these reads by any contender (Ratatoskr writes a
 touch at most once a minute per session; tower-sessions and actix-session, with their default
 expiry settings, do not touch on reads).
+
+Threads: each axum server runs on a Tokio multi-thread runtime of its own with `--server-threads`
+workers (the Redis clients' connection tasks included); actix-web runs `--server-threads` workers,
+each a single-threaded runtime, and actix-session's Redis connection task lives on the actix
+`System` thread, as in any actix-web application that builds its store before `HttpServer::new`.
 
 Caveats: one machine, load generator in the same process as the server, Redis and the databases
 on the same cores; the absolute numbers depend on all of it, the ratios between rows much less.

@@ -16,6 +16,8 @@ pub struct Summary {
     pub p99_us: u32,
     /// The first error seen, for the report.
     pub first_error: Option<String>,
+    /// The share of the machine's CPU that other processes used meanwhile (see `cpu`).
+    pub other_load: Option<f64>,
 }
 
 impl Summary {
@@ -34,6 +36,7 @@ impl Summary {
             p50_us: percentile(&latencies_us, 0.50),
             p99_us: percentile(&latencies_us, 0.99),
             first_error,
+            other_load: None,
         }
     }
 }
