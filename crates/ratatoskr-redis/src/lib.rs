@@ -308,6 +308,25 @@ impl RedisStore {
         self.tracking.as_ref().map(|t| t.subscribe())
     }
 
+    /// A barrier for the invalidation channel (tracking mode; a no-op otherwise): when it
+    /// returns `Ok`, the notice for every change Redis completed before this call — by any
+    /// client, e.g. a write another instance has seen return — is on the channel. It is one
+    /// `PING` round trip on the tracked connection, whose pushes arrive in order with its
+    /// replies. For tests and for the rare read that must see another instance's write
+    /// without waiting for the notice to arrive by itself (typically tens of µs later; see
+    /// `docs/redis.md`). An error means the connection was lost (and `All` was sent).
+    pub async fn sync_invalidations(&self) -> StoreResult<()> {
+        match &self.tracking {
+            Some(t) => {
+                t.run(self.config.response_timeout, |mut c| async move {
+                    redis::cmd("PING").query_async::<()>(&mut c).await
+                })
+                .await
+            }
+            None => Ok(()),
+        }
+    }
+
     /// How many tracked connections this store (and its clones) established so far, `None`
     /// outside tracking mode. More than one means the tracked connection was lost and
     /// re-established (each time announced with [`Invalidation::All`]).

@@ -166,6 +166,26 @@ async fn every_change_to_a_loaded_session_is_announced() {
     assert!(key_notice(&mut rx, &later, NOTICE_WITHIN).await);
 }
 
+/// `sync_invalidations` is a barrier: once it returns, the notice for a change another client
+/// completed before the call is already on the channel, every time.
+#[tokio::test]
+async fn sync_invalidations_is_a_barrier() {
+    let prefix = common::random_prefix();
+    let (a, mut rx) = tracked(common::config(&prefix)).await;
+    let b = common::store(&prefix).await;
+    for _ in 0..200 {
+        let k = key();
+        b.create(&k, &record(None)).await.unwrap();
+        assert!(a.load(&k).await.unwrap().is_some());
+        drain(&mut rx);
+        assert!(b.destroy(&k).await.unwrap());
+        a.sync_invalidations().await.unwrap();
+        assert_eq!(rx.try_recv().ok(), Some(Invalidation::Key(k)));
+    }
+    // Outside tracking mode it is a no-op.
+    b.sync_invalidations().await.unwrap();
+}
+
 /// More receivers see the same notices; a session expiring in Redis is announced.
 #[tokio::test]
 async fn expiry_is_announced_to_every_receiver() {
