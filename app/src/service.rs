@@ -337,9 +337,22 @@ pub async fn sessions_of(
     current: Option<Handle>,
 ) -> AppResult<Vec<SessionView>> {
     let list = state.sessions.list_user(user_id).await?;
+    // Platforms that can still be active: a session naming another one shows none (it drops
+    // the reference itself at its next request).
+    let usable: Vec<i64> = match user_id.parse::<i64>() {
+        Ok(uid) if !list.is_empty() => state
+            .db
+            .platforms(uid)
+            .await?
+            .into_iter()
+            .filter(|p| p.active)
+            .map(|p| p.id)
+            .collect(),
+        _ => Vec::new(),
+    };
     let mut out = Vec::with_capacity(list.len());
     for s in list {
-        out.push(view(state, s, current).await?);
+        out.push(view(state, s, current, &usable).await?);
     }
     Ok(out)
 }
@@ -348,12 +361,15 @@ async fn view(
     state: &AppState,
     s: SessionSummary,
     current: Option<Handle>,
+    usable: &[i64],
 ) -> AppResult<SessionView> {
     // The attributes ride with the session (through rotations) and end with it.
     let record = state.sessions.store().load(&s.key).await?;
     let attr = |name: &str| record.as_ref().and_then(|r| r.attrs.get(name));
     let device: Option<Device> = attr(device::ATTR).and_then(|v| serde_json::from_slice(v).ok());
-    let active: Option<ActiveRef> = attr(ACTIVE_ATTR).and_then(|v| serde_json::from_slice(v).ok());
+    let active: Option<ActiveRef> = attr(ACTIVE_ATTR)
+        .and_then(|v| serde_json::from_slice::<ActiveRef>(v).ok())
+        .filter(|a| usable.contains(&a.id));
     let expires = s.meta.idle_deadline(s.last_seen);
     Ok(SessionView {
         handle: s.handle.to_string(),

@@ -177,3 +177,20 @@ async fn unknown_pages_are_html_404s_and_assets_are_served() {
     let js = app.get("/static/app.js").await;
     assert_eq!(js.status(), 200);
 }
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers() {
+    let app = spawn_app().await;
+    for path in ["/login", "/api/session", "/nothing", "/static/app.css"] {
+        let r = app.get(path).await;
+        let h = r.headers();
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "same-origin", "{path}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"),
+            "{csp}"
+        );
+    }
+}
