@@ -145,7 +145,7 @@ pub fn run(o: &Options) -> Result<std::path::PathBuf, String> {
     }
     std::fs::write(&md_path, report.markdown(o, &svg_name))
         .map_err(|e| format!("{}: {e}", md_path.display()))?;
-    std::fs::write(&svg_path, report.svg()).map_err(|e| format!("{}: {e}", svg_path.display()))?;
+    std::fs::write(&svg_path, report.svg(o)).map_err(|e| format!("{}: {e}", svg_path.display()))?;
     progress(format!(
         "wrote {} and {} in {:.0} s",
         md_path.display(),

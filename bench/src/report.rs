@@ -329,7 +329,7 @@ impl Report {
     }
 
     /// Three horizontal bar panels: reads, writes, store-level writes.
-    pub fn svg(&self) -> String {
+    pub fn svg(&self, o: &Options) -> String {
         let reads: Vec<Bar> = self
             .http
             .iter()
@@ -363,8 +363,26 @@ impl Report {
         let label_w = 330.0;
         let bar_max = width - label_w - 130.0;
         let row_h = 26.0;
-        let mut y = 56.0;
+        let mut y = 100.0;
         let mut body = String::new();
+        let _ = writeln!(
+            body,
+            r#"<text x="16" y="24" class="t">Ratatoskr and its peers: throughput (higher is better)</text>"#
+        );
+        let _ = writeln!(
+            body,
+            r#"<text x="16" y="44" class="s">{}; {} cores; {} HTTP connections, {} store writers; {} per scenario; {}</text>"#,
+            esc(&self.date),
+            self.machine.cores,
+            o.connections,
+            o.store_tasks,
+            secs(o.duration),
+            if o.tiny {
+                "--tiny run: not a measurement"
+            } else {
+                self.machine.profile
+            }
+        );
         for (title, bars) in &panels {
             let _ = writeln!(
                 body,
@@ -411,7 +429,7 @@ impl Report {
             y += 30.0;
         }
         let height = y;
-        let legend_y = 30.0;
+        let legend_y = 66.0;
         let legend = [
             (RATATOSKR, "Ratatoskr"),
             (RATATOSKR_LIGHT, "Ratatoskr, Redis only"),
@@ -431,7 +449,7 @@ impl Report {
         }
         format!(
             r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">
-<style>.h{{font-size:15px;font-weight:bold;fill:#222}} .l{{font-size:12.5px;fill:#333}} .v{{font-size:12px;fill:#222}} .n{{font-size:12px;fill:#a33;font-style:italic}}</style>
+<style>.t{{font-size:17px;font-weight:bold;fill:#111}} .s{{font-size:12px;fill:#555}} .h{{font-size:15px;font-weight:bold;fill:#222}} .l{{font-size:12.5px;fill:#333}} .v{{font-size:12px;fill:#222}} .n{{font-size:12px;fill:#a33;font-style:italic}}</style>
 <rect width="100%" height="100%" fill="#fff"/>
 {lg}{body}</svg>
 "##
