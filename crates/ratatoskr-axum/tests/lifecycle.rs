@@ -446,6 +446,8 @@ async fn an_admin_can_revoke_a_users_sessions_from_outside_a_request() {
     let mut a = app.client();
     let mut b = app.client();
     a.login("alice").await;
+    // Sessions are listed oldest first by creation time (ms): keep the two logins apart.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     b.login("alice").await;
     let sessions = app.control.list_user("alice").await.unwrap();
     assert!(
