@@ -299,18 +299,19 @@ async fn preferences_are_stored_in_the_session_and_bounded() {
 
 #[tokio::test]
 async fn idle_and_absolute_timeouts_are_enforced_by_the_server() {
-    let app = spawn_app_args(&["--idle-timeout", "1s", "--absolute-timeout", "3s"]).await;
+    use std::time::{Duration, Instant};
+    let app = spawn_app_args(&["--idle-timeout", "2s", "--absolute-timeout", "5s"]).await;
     let idle = app.logged_in("alice", false).await;
     let active = app.client();
     assert_eq!(active.login("alice", PASSWORD).await.0, 200);
-    // The active session is used every 300 ms and slides past its idle timeout…
-    let start = std::time::Instant::now();
-    while start.elapsed() < std::time::Duration::from_millis(2000) {
+    let logged_in = Instant::now();
+    // The active session is used every 400 ms and slides past its idle timeout…
+    while logged_in.elapsed() < Duration::from_millis(3500) {
         assert_eq!(
             active.get_json("/api/session").await.1["authenticated"],
             true
         );
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
     }
     // …while the idle one has ended.
     assert_eq!(
@@ -318,7 +319,7 @@ async fn idle_and_absolute_timeouts_are_enforced_by_the_server() {
         false
     );
     // The absolute lifetime ends the active one too.
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(5300).saturating_sub(logged_in.elapsed())).await;
     assert_eq!(
         active.get_json("/api/session").await.1["authenticated"],
         false
