@@ -230,7 +230,7 @@ async fn restyle_refusal(response: axum::response::Response) -> axum::response::
         return response;
     }
     let (parts, body) = response.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024).await else {
+    let Ok(bytes) = axum::body::to_bytes(body, 256 * 1024).await else {
         return axum::response::Response::from_parts(parts, axum::body::Body::empty());
     };
     let text = String::from_utf8_lossy(&bytes);
