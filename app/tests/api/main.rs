@@ -9,3 +9,4 @@ mod pages;
 mod platforms;
 mod postgres;
 mod sessions;
+mod tiers;

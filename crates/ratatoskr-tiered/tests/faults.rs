@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use ratatoskr_core::{Delta, Record, SessionKey, SessionStore, Token, now_ms};
 use ratatoskr_redis::{RedisConfig, RedisStore};
 use ratatoskr_sql::SqlStore;
+use ratatoskr_testkit::{PgProcess, RedisProcess};
 use ratatoskr_tiered::breaker::BreakerState;
 use ratatoskr_tiered::{TieredConfig, TieredStore};
-use support::procs::{PgProcess, RedisProcess};
 
 const REDIS_TIMEOUT: Duration = Duration::from_millis(150);
 

@@ -311,12 +311,12 @@ async fn with_the_database_down_reads_work_and_writes_fail_loudly_without_touchi
 
 #[test]
 fn the_fault_harness_can_run_its_own_redis_and_postgres() {
-    let mut r = support::procs::RedisProcess::start();
+    let mut r = ratatoskr_testkit::RedisProcess::start();
     r.freeze();
     r.thaw();
     r.kill();
     r.restart();
-    let pg = support::procs::PgProcess::start();
+    let pg = ratatoskr_testkit::PgProcess::start();
     pg.stop();
     pg.restart();
     assert!(std::net::TcpStream::connect(("127.0.0.1", pg.port)).is_ok());

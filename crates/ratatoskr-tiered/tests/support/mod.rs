@@ -1,8 +1,6 @@
 //! A store wrapper that can fail, hang, or "restart", for tests of the tiered store's logic.
 #![allow(dead_code)]
 
-pub mod procs;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The fault tests' own server processes: a `redis-server` and a PostgreSQL cluster on free
+//! The tests' own server processes: a `redis-server` and a PostgreSQL cluster on free
 //! loopback ports, which the tests kill, freeze and restart. The shared services on 6379 and
 //! 5432 are never touched.
 

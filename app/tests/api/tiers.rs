@@ -1,0 +1,119 @@
+//! With `REDIS_URL` the app runs on the tiers (Redis in front of the database) with no other
+//! change. These tests use their own redis-server (never the shared one), so they can kill it.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ratatoskr_testkit::RedisProcess;
+use serde_json::json;
+
+use crate::helpers::spawn_app_args;
+
+/// Calls of every data command Redis has served (not PING, INFO or CLIENT: heartbeats and
+/// these probes).
+fn data_commands(redis: &RedisProcess) -> u64 {
+    let out = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "INFO", "commandstats"])
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        .filter(|l| {
+            !["ping:", "info:", "client|", "hello:", "select:", "script|"]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_url_the_app_runs_on_the_tiers_and_warm_reads_stay_in_process() {
+    let redis = RedisProcess::start();
+    let app = spawn_app_args(&["--redis-url", &redis.url()]).await;
+    let admin = app.logged_in("root", true).await;
+
+    let (status, h) = admin.get_json("/health/sessions").await;
+    assert_eq!(status, 200, "{h}");
+    assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(h["tiers"]["redis"]["configured"], true);
+    assert_eq!(h["tiers"]["redis"]["breaker"], "closed");
+    assert_eq!(h["sessions"]["store"], "tiered");
+
+    // Warm the near cache, then read the session 50 times: Redis serves no data command.
+    let (status, s) = admin.get_json("/api/session").await;
+    assert_eq!(status, 200);
+    assert_eq!(s["authenticated"], true);
+    let before = data_commands(&redis);
+    for _ in 0..50 {
+        let (status, s) = admin.get_json("/api/session").await;
+        assert_eq!(status, 200);
+        assert_eq!(s["authenticated"], true);
+    }
+    let after = data_commands(&redis);
+    assert_eq!(
+        after - before,
+        0,
+        "warm reads made {} Redis round trips",
+        after - before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_keeps_everyone_logged_in_through_a_redis_crash_and_restart() {
+    let mut redis = RedisProcess::start();
+    let app = spawn_app_args(&["--redis-url", &redis.url()]).await;
+    let admin = app.logged_in("root", true).await;
+    let alice = app.logged_in("alice", false).await;
+    assert_eq!(
+        alice
+            .put("/api/session/preferences/theme", &json!("dark"))
+            .await
+            .status(),
+        204
+    );
+
+    redis.kill();
+    for _ in 0..20 {
+        let (status, s) = alice.get_json("/api/session").await;
+        assert_eq!(status, 200);
+        assert_eq!(s["authenticated"], true, "logged out by a Redis crash");
+    }
+    // Writes go to the database while Redis is away.
+    assert_eq!(
+        alice
+            .put("/api/session/preferences/font", &json!("large"))
+            .await
+            .status(),
+        204
+    );
+    let (_, h) = admin.get_json("/health/sessions").await;
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["fallback"]["active"], true);
+
+    redis.restart();
+    wait_for("the breaker to close", async || {
+        admin.get_json("/health/sessions").await.1["status"] == "ok"
+    })
+    .await;
+    let (status, prefs) = alice.get_json("/api/session/preferences").await;
+    assert_eq!(status, 200);
+    assert_eq!(prefs["theme"], "dark");
+    assert_eq!(prefs["font"], "large");
+}
