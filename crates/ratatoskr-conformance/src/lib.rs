@@ -19,6 +19,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use ratatoskr_core::{SessionKey, SessionStore};
 
+#![warn(missing_docs)]
+
 pub mod cases;
 
 /// How the suite reaches one backend. Each call of the user's factory must return a harness over

@@ -4,6 +4,8 @@
 //! on 6379 and 5432, so they start their own with [`RedisProcess`] and [`PgProcess`], on free
 //! loopback ports, and these are stopped and deleted when dropped.
 
+#![warn(missing_docs)]
+
 pub mod procs;
 
 pub use procs::{PgProcess, RedisProcess, free_port};

@@ -41,6 +41,7 @@ fn signal(pid: u32, sig: &str) {
 
 /// A test-owned redis-server. Dropped: killed.
 pub struct RedisProcess {
+    /// The loopback port it listens on.
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
@@ -155,6 +156,7 @@ impl Drop for RedisProcess {
 /// A test-owned PostgreSQL cluster (initdb in a temp dir, run as the `postgres` OS user, since
 /// PostgreSQL refuses to run as root). Dropped: stopped and deleted.
 pub struct PgProcess {
+    /// The loopback port it listens on.
     pub port: u16,
     dir: PathBuf,
     bin: PathBuf,

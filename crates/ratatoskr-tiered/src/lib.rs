@@ -12,7 +12,7 @@
 //! | load | near cache → Redis → database, repopulating Redis on the way back |
 //! | list, count, reap | database (the source of truth) |
 //!
-//! A [`Breaker`](breaker::Breaker) stops waiting on a sick Redis: one failure or timeout opens it,
+//! A [`Breaker`] stops waiting on a sick Redis: one failure or timeout opens it,
 //! and while it is open requests go straight to the database. Durable changes that Redis could not
 //! be told about go into an [`OutageJournal`] in the database. Whoever sees Redis answer again —
 //! this instance or any other, since the journal is shared and every instance polls its length —
@@ -20,7 +20,7 @@
 //! empty logs nobody out (reads fall through to the database and repopulate), and a Redis that
 //! comes back with old data cannot resurrect a revoked session.
 //!
-//! The [`NearCache`](near_cache::NearCache) keeps decoded sessions in process. It is filled only
+//! The [`NearCache`] keeps decoded sessions in process. It is filled only
 //! from Redis reads and kept correct by the invalidation notices Redis sends (`CLIENT TRACKING`),
 //! so a read-only request on a warm session makes no network round trip.
 //!
@@ -34,6 +34,8 @@
 //! // `store` is a SessionStore: hand it to a SessionManager.
 //! # }
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod breaker;
 pub mod near_cache;
