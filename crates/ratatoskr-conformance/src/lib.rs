@@ -14,12 +14,12 @@
 //! The cases use short timeouts (hundreds of milliseconds) with generous margins, so they test
 //! real expiry on real backends without being flaky on a loaded machine.
 
+#![warn(missing_docs)]
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use ratatoskr_core::{SessionKey, SessionStore};
-
-#![warn(missing_docs)]
 
 pub mod cases;
 
