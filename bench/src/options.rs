@@ -5,8 +5,10 @@ use std::time::Duration;
 
 /// Where `docs/benchmarks.md` is, whatever directory the bench is started from.
 pub fn default_out() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
+    let bench = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    bench
+        .parent()
+        .unwrap_or(bench)
         .join("docs")
         .join("benchmarks.md")
 }
@@ -30,8 +32,9 @@ usage: ratatoskr-bench [--duration SECS] [--warmup SECS] [--connections N] [--st
   --redis-server PATH  the redis-server binary; the bench runs its own on a free port
   --only WORDS         run only contenders whose id contains one of the comma-separated words
   --wait-quiet SECS    before each scenario, wait up to SECS for other processes to use less
-                       than 10 % of the CPU (default 0: do not wait; the report shows their
-                       share either way)
+                       than 10 % of the CPU, and measure a scenario they disturbed again
+                       (3 times at most, the least disturbed is kept); default 0: do not wait
+                       (the report shows their share either way)
   --out FILE.md        where to write the report (the SVG chart goes beside it, same stem)
                        (default docs/benchmarks.md; with --tiny, a temporary directory)
   --tiny               ~200 ms per scenario, 4 connections: checks the harness, measures nothing

@@ -177,7 +177,9 @@ impl Report {
                 String::new()
             } else {
                 format!(
-                    "; each scenario waited up to {} for it to fall below 10 %",
+                    "; each scenario waited up to {} for it to fall below 10 %, and one that \
+                     went above was measured again (3 times at most; the least disturbed \
+                     measurement is shown)",
                     secs(o.wait_quiet)
                 )
             }

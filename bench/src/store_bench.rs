@@ -124,7 +124,6 @@ pub async fn writes(
     tasks: usize,
     warmup: Duration,
     duration: Duration,
-    redis_pid: u32,
 ) -> Result<Summary, String> {
     let mut keys = Vec::with_capacity(tasks);
     for i in 0..tasks {
@@ -141,7 +140,6 @@ pub async fn writes(
             .map_err(|e| format!("create: {e}"))?;
         keys.push(key);
     }
-    let cpu_before = crate::cpu::sample(Some(redis_pid));
     let start = Instant::now();
     let measure_from = start + warmup;
     let end = measure_from + duration;
@@ -205,13 +203,10 @@ pub async fn writes(
         }
         lost += usize::from(x);
     }
-    let other_load = crate::cpu::others(cpu_before, crate::cpu::sample(Some(redis_pid)));
     if lost > 0 {
         return Err(format!(
             "{lost} sessions do not hold their last written value"
         ));
     }
-    let mut summary = Summary::new(ok, errors, duration, latencies, first_error);
-    summary.other_load = other_load;
-    Ok(summary)
+    Ok(Summary::new(ok, errors, duration, latencies, first_error))
 }
