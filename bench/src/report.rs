@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::options::Options;
-use crate::servers::Contender;
+use crate::servers::{CONTENDERS, Contender, Kind};
 use crate::stats::{Summary, ms, thousands};
 
 pub struct Machine {
@@ -93,6 +93,131 @@ impl Report {
             .map(|s| s.per_sec)
     }
 
+    fn http_rate(&self, kind: Kind, write: bool) -> Option<f64> {
+        self.http
+            .iter()
+            .find(|r| r.contender.kind == kind)
+            .and_then(|r| if write { &r.write } else { &r.read }.as_ref().ok())
+            .map(|s| s.per_sec)
+    }
+
+    fn store_rate(&self, id: &str) -> Option<f64> {
+        self.store
+            .iter()
+            .find(|r| r.id == id)
+            .and_then(|r| r.result.as_ref().ok())
+            .map(|s| s.per_sec)
+    }
+
+    /// The comparisons the numbers were taken for, worked out from this run's numbers.
+    fn findings(&self) -> String {
+        let mut out = String::new();
+        let best_peer = |write: bool| {
+            [Kind::TowerSessions, Kind::ActixSession]
+                .into_iter()
+                .filter_map(|k| {
+                    let name = CONTENDERS.iter().find(|c| c.kind == k)?.name;
+                    Some((name, self.http_rate(k, write)?))
+                })
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+        };
+        let ratio = |a: f64, b: f64| {
+            if a >= b {
+                format!("{:.2}× ({:+.0} %)", a / b, 100.0 * (a / b - 1.0))
+            } else {
+                format!("{:.2}× ({:.0} %)", a / b, 100.0 * (a / b - 1.0))
+            }
+        };
+        let mut lines = Vec::new();
+        let bare = self.http_rate(Kind::BareAxum, false);
+        if let (Some(tiered), Some((peer, p))) = (
+            self.http_rate(Kind::RatatoskrTiered, false),
+            best_peer(false),
+        ) {
+            let mut l = format!(
+                "**Reads**: Ratatoskr tiered (near cache) serves {}/s, {} the best peer's \
+                 ({peer}, {}/s)",
+                thousands(tiered),
+                ratio(tiered, p),
+                thousands(p)
+            );
+            if let Some(b) = bare {
+                let _ = write!(
+                    l,
+                    ", {} of the bare axum handler ({}/s)",
+                    pct(tiered, b),
+                    thousands(b)
+                );
+            }
+            if let Some(r) = self.http_rate(Kind::RatatoskrRedis, false) {
+                let _ = write!(
+                    l,
+                    ". Without the near cache (Redis only) it serves {}/s, {} the best peer's",
+                    thousands(r),
+                    ratio(r, p)
+                );
+            }
+            l.push('.');
+            lines.push(l);
+        }
+        if let Some((peer, p)) = best_peer(true) {
+            let mut parts = Vec::new();
+            for (kind, what) in [
+                (Kind::RatatoskrRedis, "Ratatoskr Redis-only"),
+                (
+                    Kind::RatatoskrTiered,
+                    "Ratatoskr tiered (durable in SQLite before it answers)",
+                ),
+            ] {
+                if let Some(r) = self.http_rate(kind, true) {
+                    parts.push(format!(
+                        "{what} {}/s, {} the best peer's",
+                        thousands(r),
+                        ratio(r, p)
+                    ));
+                }
+            }
+            if !parts.is_empty() {
+                lines.push(format!(
+                    "**Writes**: {} (the best peer: {peer}, {}/s).",
+                    parts.join("; "),
+                    thousands(p)
+                ));
+            }
+        }
+        if let Some(redis) = self.store_rate("store-redis") {
+            let mut parts = Vec::new();
+            for (id, what) in [
+                ("store-tiered-sqlite", "Redis + SQLite"),
+                ("store-tiered-pg", "Redis + PostgreSQL"),
+            ] {
+                if let Some(t) = self.store_rate(id) {
+                    parts.push(format!(
+                        "{what} {}/s ({} of it)",
+                        thousands(t),
+                        pct(t, redis)
+                    ));
+                }
+            }
+            if !parts.is_empty() {
+                lines.push(format!(
+                    "**Durability** (store level, no HTTP): the Redis store alone takes {}/s \
+                     writes; the tiered store {}.",
+                    thousands(redis),
+                    parts.join(", ")
+                ));
+            }
+        }
+        if !lines.is_empty() {
+            let _ = writeln!(out, "## In short\n");
+            for l in lines {
+                let _ = writeln!(out, "- {l}");
+            }
+            let _ = writeln!(out);
+        }
+        out
+    }
+
     pub fn markdown(&self, o: &Options, svg_name: &str) -> String {
         let mut md = String::new();
         let m = &self.machine;
@@ -116,6 +241,7 @@ impl Report {
             "![Requests and writes per second, per contender]({svg_name})\n"
         );
 
+        md.push_str(&self.findings());
         let _ = writeln!(md, "## Machine and parameters\n");
         let _ = writeln!(md, "| | |\n|---|---|");
         let _ = writeln!(md, "| CPU | {} cores, {} |", m.cores, m.cpu);
@@ -465,7 +591,6 @@ const PEER: &str = "#e08a2c";
 const REFERENCE: &str = "#b0b0b0";
 
 fn colour(c: &Contender) -> &'static str {
-    use crate::servers::Kind;
     match c.kind {
         Kind::RatatoskrTiered => RATATOSKR,
         Kind::RatatoskrRedis => RATATOSKR_LIGHT,
