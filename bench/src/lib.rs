@@ -79,16 +79,32 @@ pub fn run(o: &Options) -> Result<std::path::PathBuf, String> {
         .iter()
         .filter(|(id, ..)| o.selected(id))
         .collect();
-    let total = selected.len() + stores.len();
+    let total = (selected.len() + stores.len()) * o.rounds;
     let mut step = 0;
+    let round_tag = |round: usize| {
+        if o.rounds > 1 {
+            format!(" (round {round}/{})", o.rounds)
+        } else {
+            String::new()
+        }
+    };
 
-    let mut http = Vec::new();
-    for c in selected {
-        step += 1;
-        progress(format!("[{step}/{total}] HTTP: {}", c.name));
-        http.push(http_contender(o, c, &redis, &client_rt));
+    // Rounds interleave the contenders, so that a slow spell of the machine does not fall on
+    // one contender only; each contender's median round is reported.
+    let mut http_rounds: Vec<Vec<HttpRow>> = vec![Vec::new(); selected.len()];
+    for round in 1..=o.rounds {
+        for (i, c) in selected.iter().enumerate() {
+            step += 1;
+            progress(format!(
+                "[{step}/{total}] HTTP: {}{}",
+                c.name,
+                round_tag(round)
+            ));
+            http_rounds[i].push(http_contender(o, c, &redis, &client_rt));
+        }
     }
     drop(client_rt);
+    let http: Vec<HttpRow> = http_rounds.into_iter().map(HttpRow::median).collect();
 
     // Store level.
     let store_rt = tokio::runtime::Builder::new_multi_thread()
@@ -112,18 +128,32 @@ pub fn run(o: &Options) -> Result<std::path::PathBuf, String> {
     if let Err(e) = &postgres {
         progress(format!("PostgreSQL: {e}"));
     }
-    let mut store = Vec::new();
-    for (id, name, kind) in stores {
-        step += 1;
-        progress(format!("[{step}/{total}] store: {name}"));
-        let ((), result) = measure(o, &redis, "writes", (), |()| {
-            (
-                (),
-                store_rt.block_on(store_contender(o, *kind, &redis, &postgres)),
-            )
-        });
-        store.push(StoreRow { id, name, result });
+    let mut store_rounds: Vec<Vec<Result<Summary, String>>> = vec![Vec::new(); stores.len()];
+    for round in 1..=o.rounds {
+        for (i, (_, name, kind)) in stores.iter().enumerate() {
+            step += 1;
+            progress(format!(
+                "[{step}/{total}] store: {name}{}",
+                round_tag(round)
+            ));
+            let ((), result) = measure(o, &redis, "writes", (), |()| {
+                (
+                    (),
+                    store_rt.block_on(store_contender(o, *kind, &redis, &postgres)),
+                )
+            });
+            store_rounds[i].push(result);
+        }
     }
+    let store: Vec<StoreRow> = stores
+        .iter()
+        .zip(store_rounds)
+        .map(|((id, name, _), results)| StoreRow {
+            id,
+            name,
+            result: stats::median(results),
+        })
+        .collect();
     store_rt.shutdown_timeout(Duration::from_secs(2));
 
     let machine = Machine::probe(redis.version.clone(), postgres);

@@ -19,7 +19,7 @@ ratatoskr-bench: HTTP and store throughput of Ratatoskr and its peers, in one ru
 usage: ratatoskr-bench [--duration SECS] [--warmup SECS] [--connections N] [--store-tasks N]
                        [--server-threads N] [--client-threads N] [--pg-url URL|none]
                        [--redis-server PATH] [--only WORD[,WORD…]] [--wait-quiet SECS]
-                       [--out FILE.md] [--tiny]
+                       [--rounds N] [--out FILE.md] [--tiny]
 
   --duration SECS      measured time per scenario (default 5)
   --warmup SECS        unmeasured time before each scenario (default 1)
@@ -35,6 +35,8 @@ usage: ratatoskr-bench [--duration SECS] [--warmup SECS] [--connections N] [--st
                        than 10 % of the CPU, and measure a scenario they disturbed again
                        (3 times at most, the least disturbed is kept); default 0: do not wait
                        (the report shows their share either way)
+  --rounds N           measure every contender N times, the contenders interleaved, and report
+                       each one's median round with the range (default 1)
   --out FILE.md        where to write the report (the SVG chart goes beside it, same stem)
                        (default docs/benchmarks.md; with --tiny, a temporary directory)
   --tiny               ~200 ms per scenario, 4 connections: checks the harness, measures nothing
@@ -52,6 +54,7 @@ pub struct Options {
     pub redis_server: String,
     pub only: Vec<String>,
     pub wait_quiet: Duration,
+    pub rounds: usize,
     pub out: PathBuf,
     pub tiny: bool,
     /// The arguments as given, for the report.
@@ -72,6 +75,7 @@ impl Options {
             redis_server: "redis-server".into(),
             only: Vec::new(),
             wait_quiet: Duration::ZERO,
+            rounds: 1,
             out: PathBuf::new(),
             tiny,
             args: args.clone(),
@@ -106,6 +110,7 @@ impl Options {
                         .collect()
                 }
                 "--wait-quiet" => o.wait_quiet = secs(&flag, &value()?)?,
+                "--rounds" => o.rounds = count(&flag, &value()?)?,
                 "--out" => out = Some(PathBuf::from(value()?)),
                 "--help" | "-h" => return Err(USAGE.to_owned()),
                 other => return Err(format!("unknown argument `{other}`\n\n{USAGE}")),

@@ -45,12 +45,34 @@ impl Machine {
     }
 }
 
+#[derive(Clone)]
 pub struct HttpRow {
     pub contender: Contender,
     pub read: Result<Summary, String>,
     pub write: Result<Summary, String>,
     /// Server state after the run, and the write check.
     pub notes: Vec<String>,
+}
+
+impl HttpRow {
+    /// One contender's rounds as one row: the median read and write rounds, all notes.
+    pub fn median(rounds: Vec<HttpRow>) -> HttpRow {
+        let contender = rounds[0].contender;
+        let mut notes: Vec<String> = Vec::new();
+        for n in rounds.iter().flat_map(|r| r.notes.iter()) {
+            if !notes.contains(n) {
+                notes.push(n.clone());
+            }
+        }
+        let (reads, writes): (Vec<_>, Vec<_>) =
+            rounds.into_iter().map(|r| (r.read, r.write)).unzip();
+        HttpRow {
+            contender,
+            read: crate::stats::median(reads),
+            write: crate::stats::median(writes),
+            notes,
+        }
+    }
 }
 
 pub struct StoreRow {
@@ -289,6 +311,15 @@ impl Report {
             secs(o.warmup),
             secs(o.duration)
         );
+        if o.rounds > 1 {
+            let _ = writeln!(
+                md,
+                "| rounds | {} rounds, the contenders interleaved (every contender once per \
+                 round, in the order of the tables); each row is the contender's median round \
+                 by throughput, with that round's latencies, and the range over all rounds |",
+                o.rounds
+            );
+        }
         let _ = writeln!(
             md,
             "| latency | per request, from writing the request to reading the whole response \
@@ -330,8 +361,10 @@ impl Report {
             let _ = writeln!(md, "## {title}\n\n{what}\n");
             let _ = writeln!(
                 md,
-                "| contender | requests/s | vs bare axum | p50 | p99 | errors | other load |\n\
-                 |---|---:|---:|---:|---:|---:|---:|"
+                "| contender | requests/s | vs bare axum | p50 | p99 | errors | other load |{}\n\
+                 |---|---:|---:|---:|---:|---:|---:|{}",
+                range_head(o),
+                range_rule(o)
             );
             let ceiling = self.bare_axum(write);
             for row in &self.http {
@@ -345,13 +378,14 @@ impl Report {
                     Ok(s) => {
                         let _ = writeln!(
                             md,
-                            "| {name} | {} | {} | {} | {} | {} | {} |",
+                            "| {name} | {} | {} | {} | {} | {} | {} |{}",
                             thousands(s.per_sec),
                             ceiling.map_or("–".into(), |c| pct(s.per_sec, c)),
                             ms(s.p50_us),
                             ms(s.p99_us),
                             s.errors,
-                            load(s)
+                            load(s),
+                            range_cell(o, s)
                         );
                     }
                     Err(e) => {
@@ -372,8 +406,10 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "| store | writes/s | vs Redis only | p50 | p99 | errors | other load |\n\
-             |---|---:|---:|---:|---:|---:|---:|"
+            "| store | writes/s | vs Redis only | p50 | p99 | errors | other load |{}\n\
+             |---|---:|---:|---:|---:|---:|---:|{}",
+            range_head(o),
+            range_rule(o)
         );
         let redis_only = self
             .store
@@ -386,14 +422,15 @@ impl Report {
                 Ok(s) => {
                     let _ = writeln!(
                         md,
-                        "| {} | {} | {} | {} | {} | {} | {} |",
+                        "| {} | {} | {} | {} | {} | {} | {} |{}",
                         row.name,
                         thousands(s.per_sec),
                         redis_only.map_or("–".into(), |c| pct(s.per_sec, c)),
                         ms(s.p50_us),
                         ms(s.p99_us),
                         s.errors,
-                        load(s)
+                        load(s),
+                        range_cell(o, s)
                     );
                 }
                 Err(e) => {
@@ -499,12 +536,17 @@ impl Report {
         );
         let _ = writeln!(
             body,
-            r#"<text x="16" y="44" class="s">{}; {} cores; {} HTTP connections, {} store writers; {} per scenario; {}</text>"#,
+            r#"<text x="16" y="44" class="s">{}; {} cores; {} HTTP connections, {} store writers; {} per scenario{}; {}</text>"#,
             esc(&self.date),
             self.machine.cores,
             o.connections,
             o.store_tasks,
             secs(o.duration),
+            if o.rounds > 1 {
+                format!(", median of {} rounds", o.rounds)
+            } else {
+                String::new()
+            },
             if o.tiny {
                 "--tiny run: not a measurement"
             } else {
@@ -619,6 +661,26 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+fn range_head(o: &Options) -> &'static str {
+    if o.rounds > 1 {
+        " rounds: min – max |"
+    } else {
+        ""
+    }
+}
+
+fn range_rule(o: &Options) -> &'static str {
+    if o.rounds > 1 { "---:|" } else { "" }
+}
+
+fn range_cell(o: &Options, s: &Summary) -> String {
+    match s.range {
+        Some((lo, hi)) if o.rounds > 1 => format!(" {} – {} |", thousands(lo), thousands(hi)),
+        _ if o.rounds > 1 => " – |".into(),
+        _ => String::new(),
+    }
 }
 
 fn load(s: &Summary) -> String {

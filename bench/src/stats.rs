@@ -18,6 +18,43 @@ pub struct Summary {
     pub first_error: Option<String>,
     /// The share of the machine's CPU that other processes used meanwhile (see `cpu`).
     pub other_load: Option<f64>,
+    /// Lowest and highest throughput over the rounds, when there were several.
+    pub range: Option<(f64, f64)>,
+}
+
+/// The median round by throughput (the lower middle one for an even count), with the range
+/// over the rounds; the first error if no round succeeded.
+pub fn median(rounds: Vec<Result<Summary, String>>) -> Result<Summary, String> {
+    let n = rounds.len();
+    let mut ok: Vec<Summary> = Vec::new();
+    let mut first_err = None;
+    for r in rounds {
+        match r {
+            Ok(s) => ok.push(s),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if ok.is_empty() {
+        return Err(first_err.unwrap_or_else(|| "not run".into()));
+    }
+    ok.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
+    let range = (ok[0].per_sec, ok[ok.len() - 1].per_sec);
+    let failed = n - ok.len();
+    let mut m = ok.swap_remove((ok.len() - 1) / 2);
+    if n > 1 {
+        m.range = Some(range);
+    }
+    if failed > 0 {
+        m.first_error.get_or_insert_with(|| {
+            format!(
+                "{failed} of {n} rounds failed: {}",
+                first_err.unwrap_or_default()
+            )
+        });
+    }
+    Ok(m)
 }
 
 impl Summary {
@@ -37,6 +74,7 @@ impl Summary {
             p99_us: percentile(&latencies_us, 0.99),
             first_error,
             other_load: None,
+            range: None,
         }
     }
 }
@@ -72,6 +110,27 @@ pub fn ms(us: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_median_round_is_kept_with_the_range() {
+        let s = |r: f64| {
+            Ok(Summary::new(
+                (r * 2.0) as u64,
+                0,
+                Duration::from_secs(2),
+                vec![],
+                None,
+            ))
+        };
+        let m = median(vec![s(30.0), s(10.0), s(20.0)]).unwrap();
+        assert_eq!(m.per_sec, 20.0);
+        assert_eq!(m.range, Some((10.0, 30.0)));
+        let m = median(vec![s(30.0), Err("down".into()), s(10.0)]).unwrap();
+        assert_eq!(m.per_sec, 10.0);
+        assert!(m.first_error.unwrap().contains("1 of 3 rounds failed"));
+        assert_eq!(median(vec![s(5.0)]).unwrap().range, None);
+        assert_eq!(median(vec![Err("x".into())]).unwrap_err(), "x");
+    }
 
     #[test]
     fn percentiles_and_formatting() {

@@ -26,7 +26,7 @@ fn a_tiny_run_writes_a_row_per_contender_and_a_chart() {
     let dir = std::env::temp_dir().join(format!("ratatoskr-bench-test-{}", std::process::id()));
     let md_path = dir.join("report.md");
     let output = Command::new(env!("CARGO_BIN_EXE_ratatoskr-bench"))
-        .args(["--tiny", "--out"])
+        .args(["--tiny", "--rounds", "2", "--out"])
         .arg(&md_path)
         .output()
         .expect("the bench runs");
@@ -73,7 +73,11 @@ fn a_tiny_run_writes_a_row_per_contender_and_a_chart() {
             cells[0]
         );
     }
-    assert!(report.contains("cargo run --release -p ratatoskr-bench -- --tiny"));
+    assert!(report.contains("cargo run --release -p ratatoskr-bench -- --tiny --rounds 2"));
+    assert!(
+        md.contains("| rounds: min – max |"),
+        "the range over rounds is shown"
+    );
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     assert!(!md.contains("write check FAILED"), "{md}");
     let _ = std::fs::remove_dir_all(&dir);
