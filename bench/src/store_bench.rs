@@ -124,6 +124,7 @@ pub async fn writes(
     tasks: usize,
     warmup: Duration,
     duration: Duration,
+    redis_pid: u32,
 ) -> Result<Summary, String> {
     let mut keys = Vec::with_capacity(tasks);
     for i in 0..tasks {
@@ -140,6 +141,10 @@ pub async fn writes(
             .map_err(|e| format!("create: {e}"))?;
         keys.push(key);
     }
+    // Sampled here, while the store's connections (and PostgreSQL's backends) are alive: the
+    // CPU time of a process that exits before the second sample could not be told apart from
+    // another program's.
+    let cpu_before = crate::cpu::sample(Some(redis_pid));
     let start = Instant::now();
     let measure_from = start + warmup;
     let end = measure_from + duration;
@@ -203,10 +208,13 @@ pub async fn writes(
         }
         lost += usize::from(x);
     }
+    let other_load = crate::cpu::others(cpu_before, crate::cpu::sample(Some(redis_pid)));
     if lost > 0 {
         return Err(format!(
             "{lost} sessions do not hold their last written value"
         ));
     }
-    Ok(Summary::new(ok, errors, duration, latencies, first_error))
+    let mut summary = Summary::new(ok, errors, duration, latencies, first_error);
+    summary.other_load = other_load;
+    Ok(summary)
 }
