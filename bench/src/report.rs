@@ -746,5 +746,7 @@ each a single-threaded runtime, and actix-session's Redis connection task lives 
 
 Caveats: one machine, load generator in the same process as the server, Redis and the databases
 on the same cores; the absolute numbers depend on all of it, the ratios between rows much less.
-`vs bare axum` is against the bare axum handler measured in the same run.
+`vs bare axum` is against the bare axum handler measured in the same run. On a shared virtual
+machine the speed drifts even when no other process is visible (see the range over rounds): that
+is why contenders are interleaved in rounds and compared within one run, never across runs.
 ";
