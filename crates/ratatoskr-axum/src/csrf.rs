@@ -92,8 +92,14 @@ pub fn verify_token(presented: &[u8], secret: &[u8; 16]) -> bool {
 /// What the origin checks need to know about the deployment.
 #[derive(Clone, Debug, Default)]
 pub struct OriginPolicy {
-    /// The app's own origin (`https://app.example`), lowercase. `None`: compare `Origin`'s host
-    /// with the request's `Host` header instead (right unless a proxy rewrites `Host`).
+    /// The app's own origin (`https://app.example`), lowercase; compared whole, scheme
+    /// included. `None`: compare `Origin`'s host with the request's `Host` header instead
+    /// (right unless a proxy rewrites `Host`), and its scheme with the one the session cookie
+    /// works under: `https`, or `http` only for a loopback host (`localhost`, `*.localhost`,
+    /// `127.0.0.0/8`, `[::1]`), which browsers treat as a secure context. So a page served
+    /// over plain `http://app.example` (a network attacker can write those) cannot post to
+    /// `https://app.example`. Serving plain HTTP on another host (the insecure development
+    /// cookie) needs this set to that `http://` origin.
     pub own_origin: Option<String>,
     /// Other origins allowed to make unsafe requests, lowercase, no trailing slash.
     pub trusted_origins: Vec<String>,
@@ -136,8 +142,12 @@ pub fn check_origin<'a>(
     };
     let own = match &policy.own_origin {
         Some(own) => own.as_bytes().eq_ignore_ascii_case(o),
-        None => match (origin_authority(o), single(host)) {
-            (Some(authority), Single::One(h)) => authority.eq_ignore_ascii_case(h),
+        None => match (origin_scheme(o), origin_authority(o), single(host)) {
+            (Some(scheme), Some(authority), Single::One(h)) => {
+                authority.eq_ignore_ascii_case(h)
+                    && (scheme.eq_ignore_ascii_case(b"https")
+                        || (scheme.eq_ignore_ascii_case(b"http") && is_loopback_authority(h)))
+            }
             _ => false,
         },
     };
@@ -179,6 +189,38 @@ pub fn origin_authority(origin: &[u8]) -> Option<&[u8]> {
         return None;
     }
     Some(authority)
+}
+
+/// The scheme of a serialized origin `scheme://…` (`None` for `null` and non-origins).
+pub fn origin_scheme(origin: &[u8]) -> Option<&[u8]> {
+    origin_authority(origin)?;
+    let pos = origin.windows(3).position(|w| w == b"://")?;
+    Some(&origin[..pos])
+}
+
+/// Whether a `host[:port]` names this machine: `localhost` or a `*.localhost` name, an IPv4
+/// address in `127.0.0.0/8`, or `[::1]`. Browsers treat `http://` on these as secure contexts
+/// (and accept `Secure`, `__Host-` cookies from them).
+pub fn is_loopback_authority(authority: &[u8]) -> bool {
+    let Ok(authority) = std::str::from_utf8(authority) else {
+        return false;
+    };
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((h, port)) if port.is_empty() || port.starts_with(':') => h,
+            _ => return false,
+        }
+    } else {
+        authority.split(':').next().unwrap_or("")
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host == "localhost" || host.ends_with(".localhost") {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => false,
+    }
 }
 
 /// The `csrf_token` field of an `application/x-www-form-urlencoded` body, if present.
@@ -285,6 +327,52 @@ mod tests {
             check_origin(&[], &[b"http://app.example"], host, &fixed),
             Err(Refusal::OriginMismatch)
         );
+    }
+
+    #[test]
+    fn without_an_own_origin_the_scheme_must_be_https_or_loopback_http() {
+        let p = policy();
+        let app: &[&[u8]] = &[b"app.example"];
+        assert_eq!(
+            check_origin(&[], &[b"https://app.example"], app, &p),
+            Ok(())
+        );
+        // Same host, plain HTTP: a page a network attacker can write.
+        assert_eq!(
+            check_origin(&[b"same-origin"], &[b"http://app.example"], app, &p),
+            Err(Refusal::OriginMismatch)
+        );
+        assert_eq!(
+            check_origin(&[], &[b"ws://app.example"], app, &p),
+            Err(Refusal::OriginMismatch)
+        );
+        for host in [
+            &b"127.0.0.1:8080"[..],
+            b"localhost:8080",
+            b"LOCALHOST",
+            b"dev.localhost:3000",
+            b"[::1]:8080",
+            b"127.1.2.3",
+        ] {
+            let mut origin = b"http://".to_vec();
+            origin.extend_from_slice(host);
+            assert_eq!(
+                check_origin(&[], &[&origin], &[host], &p),
+                Ok(()),
+                "{host:?}"
+            );
+        }
+        for host in [&b"192.168.1.5:8080"[..], b"localhost.example", b"[::2]:80"] {
+            let mut origin = b"http://".to_vec();
+            origin.extend_from_slice(host);
+            assert_eq!(
+                check_origin(&[], &[&origin], &[host], &p),
+                Err(Refusal::OriginMismatch),
+                "{host:?}"
+            );
+        }
+        assert_eq!(origin_scheme(b"https://a.example"), Some(&b"https"[..]));
+        assert_eq!(origin_scheme(b"null"), None);
     }
 
     #[test]

@@ -148,6 +148,35 @@ async fn a_configured_own_origin_replaces_the_host_comparison() {
 }
 
 #[tokio::test]
+async fn the_origin_scheme_is_compared_too_not_only_the_host() {
+    let app = spawn(SessionConfig::default()).await;
+    let c = logged_in(&app).await;
+    let post = |host: &str, origin: &str| {
+        bare_post(&c, "/count")
+            .header("Host", host)
+            .header("Sec-Fetch-Site", "same-origin")
+            .header("Origin", origin)
+            .header("X-CSRF-Token", c.csrf.clone().unwrap())
+    };
+    // Served as https://app.example (behind a TLS proxy): a plain-HTTP page on the same host
+    // name, which anyone on the network path can write, may not post.
+    let r = post("app.example", "http://app.example")
+        .send(app.addr)
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.error_code(), "origin_mismatch");
+    let r = post("app.example", "https://app.example")
+        .send(app.addr)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Loopback development over plain HTTP still works (a secure context for browsers).
+    let r = post(&app.addr.to_string(), &app.origin())
+        .send(app.addr)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[tokio::test]
 async fn non_browser_clients_without_fetch_metadata_need_only_the_token() {
     let app = spawn(SessionConfig::default()).await;
     let c = logged_in(&app).await;
