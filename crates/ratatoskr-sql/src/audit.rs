@@ -10,10 +10,14 @@
 //! the retention you need.
 
 use async_trait::async_trait;
+use sqlx::pool::Pool;
 use sqlx::{PgPool, SqlitePool};
 
 use ratatoskr_core::audit::{AuditEvent, AuditKind, AuditSink};
 use ratatoskr_core::{Handle, Millis, StoreError, StoreResult};
+
+use crate::dialect::{AnyPool, Dialect, either};
+use crate::driver::stmt;
 
 /// One hour of [`SqlAudit::counts_by_hour`]: how many events of `kind` happened in the hour
 /// starting at `hour`.
@@ -29,12 +33,6 @@ pub struct HourlyCount {
 
 /// One hour in milliseconds.
 pub const HOUR_MS: Millis = 3_600_000;
-
-#[derive(Clone)]
-enum Pool {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-}
 
 /// An [`AuditSink`] writing to the `ratatoskr_audit` table of a SQLite or PostgreSQL database.
 ///
@@ -57,7 +55,7 @@ enum Pool {
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct SqlAudit(Pool);
+pub struct SqlAudit(AnyPool);
 
 impl std::fmt::Debug for SqlAudit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,30 +68,23 @@ type RawEvent = (i64, String, Option<String>, Option<String>, Option<String>);
 impl SqlAudit {
     /// An audit sink on a SQLite pool; applies Ratatoskr's migrations.
     pub async fn from_sqlite_pool(pool: SqlitePool) -> StoreResult<Self> {
-        crate::migrate::sqlite(&pool).await?;
-        Ok(Self::from_sqlite_migrated(pool))
+        crate::migrate::migrate(&pool).await?;
+        Ok(Self::migrated(AnyPool::Sqlite(pool)))
     }
 
     /// An audit sink on a PostgreSQL pool; applies Ratatoskr's migrations.
     pub async fn from_pg_pool(pool: PgPool) -> StoreResult<Self> {
-        crate::migrate::postgres(&pool).await?;
-        Ok(Self::from_pg_migrated(pool))
+        crate::migrate::migrate(&pool).await?;
+        Ok(Self::migrated(AnyPool::Postgres(pool)))
     }
 
-    pub(crate) fn from_sqlite_migrated(pool: SqlitePool) -> Self {
-        SqlAudit(Pool::Sqlite(pool))
-    }
-
-    pub(crate) fn from_pg_migrated(pool: PgPool) -> Self {
-        SqlAudit(Pool::Postgres(pool))
+    pub(crate) fn migrated(pool: AnyPool) -> Self {
+        SqlAudit(pool)
     }
 
     /// `"sqlite"` or `"postgres"`.
     pub fn backend(&self) -> &'static str {
-        match self.0 {
-            Pool::Sqlite(_) => "sqlite",
-            Pool::Postgres(_) => "postgres",
-        }
+        self.0.backend()
     }
 
     fn be(&self) -> impl Fn(sqlx::Error) -> StoreError + '_ {
@@ -102,35 +93,7 @@ impl SqlAudit {
 
     /// Record one event, reporting failure (the [`AuditSink`] impl logs it instead).
     pub async fn try_record(&self, e: &AuditEvent) -> StoreResult<()> {
-        let handle = e.handle.map(|h| h.to_string());
-        match &self.0 {
-            Pool::Sqlite(pool) => sqlx::query(
-                "INSERT INTO ratatoskr_audit (at, kind, handle, user_id, detail)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .bind(e.at)
-            .bind(e.kind.as_str())
-            .bind(handle)
-            .bind(e.user_id.as_deref())
-            .bind(e.detail.as_deref())
-            .execute(pool)
-            .await
-            .map(drop),
-            Pool::Postgres(pool) => sqlx::query(
-                "INSERT INTO ratatoskr_audit (at, kind, handle, user_id, detail)
-                     VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(e.at)
-            .bind(e.kind.as_str())
-            .bind(handle)
-            .bind(e.user_id.as_deref())
-            .bind(e.detail.as_deref())
-            .execute(pool)
-            .await
-            .map(drop),
-        }
-        .map_err(self.be())?;
-        Ok(())
+        either!(&self.0, AnyPool, p => insert(p, e).await).map_err(self.be())
     }
 
     /// The latest `limit` events, newest first.
@@ -145,31 +108,8 @@ impl SqlAudit {
 
     async fn query_events(&self, user: Option<&str>, limit: u32) -> StoreResult<Vec<AuditEvent>> {
         let limit = i64::from(limit);
-        let rows: Vec<RawEvent> = match &self.0 {
-            Pool::Sqlite(pool) => {
-                sqlx::query_as(
-                    "SELECT at, kind, handle, user_id, detail FROM ratatoskr_audit
-                     WHERE (?1 IS NULL OR user_id = ?1)
-                     ORDER BY at DESC, id DESC LIMIT ?2",
-                )
-                .bind(user)
-                .bind(limit)
-                .fetch_all(pool)
-                .await
-            }
-            Pool::Postgres(pool) => {
-                sqlx::query_as(
-                    "SELECT at, kind, handle, user_id, detail FROM ratatoskr_audit
-                     WHERE ($1::text IS NULL OR user_id = $1::text)
-                     ORDER BY at DESC, id DESC LIMIT $2",
-                )
-                .bind(user)
-                .bind(limit)
-                .fetch_all(pool)
-                .await
-            }
-        }
-        .map_err(self.be())?;
+        let rows =
+            either!(&self.0, AnyPool, p => events(p, user, limit).await).map_err(self.be())?;
         Ok(rows
             .into_iter()
             .filter_map(|(at, kind, handle, user_id, detail)| {
@@ -199,33 +139,8 @@ impl SqlAudit {
         since: Millis,
     ) -> StoreResult<Vec<HourlyCount>> {
         let kind = kind.map(AuditKind::as_str);
-        let rows: Vec<(i64, String, i64)> = match &self.0 {
-            Pool::Sqlite(pool) => {
-                sqlx::query_as(
-                    "SELECT (at / 3600000) * 3600000 AS hour, kind, count(*)
-                     FROM ratatoskr_audit
-                     WHERE at >= ?1 AND (?2 IS NULL OR kind = ?2)
-                     GROUP BY hour, kind ORDER BY hour, kind",
-                )
-                .bind(since)
-                .bind(kind)
-                .fetch_all(pool)
-                .await
-            }
-            Pool::Postgres(pool) => {
-                sqlx::query_as(
-                    "SELECT (at / 3600000) * 3600000 AS hour, kind, count(*)
-                     FROM ratatoskr_audit
-                     WHERE at >= $1 AND ($2::text IS NULL OR kind = $2::text)
-                     GROUP BY hour, kind ORDER BY hour, kind",
-                )
-                .bind(since)
-                .bind(kind)
-                .fetch_all(pool)
-                .await
-            }
-        }
-        .map_err(self.be())?;
+        let rows =
+            either!(&self.0, AnyPool, p => hourly(p, kind, since).await).map_err(self.be())?;
         Ok(rows
             .into_iter()
             .filter_map(|(hour, kind, count)| {
@@ -240,19 +155,7 @@ impl SqlAudit {
 
     /// Delete events older than `before`; returns how many were deleted.
     pub async fn prune(&self, before: Millis) -> StoreResult<u64> {
-        let done = match &self.0 {
-            Pool::Sqlite(pool) => sqlx::query("DELETE FROM ratatoskr_audit WHERE at < ?1")
-                .bind(before)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected()),
-            Pool::Postgres(pool) => sqlx::query("DELETE FROM ratatoskr_audit WHERE at < $1")
-                .bind(before)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected()),
-        };
-        done.map_err(self.be())
+        either!(&self.0, AnyPool, p => delete_before(p, before).await).map_err(self.be())
     }
 }
 
@@ -268,4 +171,66 @@ impl AuditSink for SqlAudit {
             );
         }
     }
+}
+
+async fn insert<D: Dialect>(pool: &Pool<D>, e: &AuditEvent) -> Result<(), sqlx::Error> {
+    let handle = e.handle.map(|h| h.to_string());
+    stmt::<D>(
+        "INSERT INTO ratatoskr_audit (at, kind, handle, user_id, detail)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(e.at)
+    .bind(e.kind.as_str())
+    .bind(handle.as_deref())
+    .bind(e.user_id.as_deref())
+    .bind(e.detail.as_deref())
+    .execute_in(pool)
+    .await
+    .map(drop)
+}
+
+async fn events<D: Dialect>(
+    pool: &Pool<D>,
+    user: Option<&str>,
+    limit: i64,
+) -> Result<Vec<RawEvent>, sqlx::Error> {
+    let rows = stmt::<D>(
+        "SELECT at, kind, handle, user_id, detail FROM ratatoskr_audit
+         WHERE ($1 IS NULL OR user_id = $1)
+         ORDER BY at DESC, id DESC LIMIT $2",
+    )
+    .bind(user)
+    .bind(limit)
+    .fetch_all_in(pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .collect()
+}
+
+async fn hourly<D: Dialect>(
+    pool: &Pool<D>,
+    kind: Option<&str>,
+    since: Millis,
+) -> Result<Vec<(i64, String, i64)>, sqlx::Error> {
+    let rows = stmt::<D>(
+        "SELECT (at / 3600000) * 3600000 AS hour, kind, count(*)
+         FROM ratatoskr_audit
+         WHERE at >= $1 AND ($2 IS NULL OR kind = $2)
+         GROUP BY hour, kind ORDER BY hour, kind",
+    )
+    .bind(since)
+    .bind(kind)
+    .fetch_all_in(pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .collect()
+}
+
+async fn delete_before<D: Dialect>(pool: &Pool<D>, before: Millis) -> Result<u64, sqlx::Error> {
+    stmt::<D>("DELETE FROM ratatoskr_audit WHERE at < $1")
+        .bind(before)
+        .execute_in(pool)
+        .await
 }

@@ -10,7 +10,7 @@ use ratatoskr_core::{Delta, Meta, Millis, SessionKey, SessionSummary, StoreError
 /// value it sets for each name. `Record::apply` removes first and then sets, so a name in both
 /// lists ends up set; a name set twice ends up with the later value. Owned, so a write can be
 /// handed to the store's writer task.
-pub(crate) struct Normalized {
+pub struct Normalized {
     pub remove: Vec<String>,
     pub set: BTreeMap<String, Vec<u8>>,
 }

@@ -110,7 +110,7 @@ impl Stats {
 /// One durable write, with everything it needs (already encoded and checked where that needs no
 /// database). Every op answers `bool`: whether it wrote (`restore`), whether the session existed
 /// (`touch`, `destroy`), `true` otherwise.
-pub(crate) enum Op {
+pub enum Op {
     Create {
         key: SessionKey,
         record: Record,
@@ -202,7 +202,7 @@ pub(crate) trait Batcher: Send + Sync + 'static {
 
 /// The error an op fails with inside a batch: refused by the store's rules (the op wrote
 /// nothing), or a database error (the transaction is unusable and must be rolled back).
-pub(crate) enum Fail {
+pub enum Fail {
     Refused(StoreError),
     Db(sqlx::Error),
 }
@@ -234,7 +234,7 @@ impl Fail {
     }
 }
 
-pub(crate) type OpResult<T> = Result<T, Fail>;
+pub type OpResult<T> = Result<T, Fail>;
 
 /// How one attempt at a batch ended.
 pub(crate) enum Attempt {

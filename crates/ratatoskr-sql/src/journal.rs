@@ -7,17 +7,13 @@
 //! [`OutageJournal`](ratatoskr_core::OutageJournal) for the contract.
 
 use async_trait::async_trait;
-use sqlx::{PgPool, SqlitePool};
+use sqlx::pool::Pool;
 
 use ratatoskr_core::{JournalEntry, JournalTarget, OutageJournal, StoreError, StoreResult};
 
+use crate::dialect::{AnyPool, Dialect, either};
+use crate::driver::stmt;
 use crate::group::{Op, Writer};
-
-#[derive(Clone)]
-enum Pool {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-}
 
 /// An [`OutageJournal`] in the `ratatoskr_redis_journal` table of a SQLite or PostgreSQL
 /// database, shared by every instance using that database.
@@ -51,7 +47,7 @@ enum Pool {
 /// ```
 #[derive(Clone)]
 pub struct SqlJournal {
-    pool: Pool,
+    pool: AnyPool,
     writer: Writer,
 }
 
@@ -76,26 +72,13 @@ pub(crate) fn columns(target: &JournalTarget) -> (&'static str, Option<&[u8]>, O
 }
 
 impl SqlJournal {
-    pub(crate) fn sqlite(pool: SqlitePool, writer: Writer) -> Self {
-        SqlJournal {
-            pool: Pool::Sqlite(pool),
-            writer,
-        }
-    }
-
-    pub(crate) fn postgres(pool: PgPool, writer: Writer) -> Self {
-        SqlJournal {
-            pool: Pool::Postgres(pool),
-            writer,
-        }
+    pub(crate) fn new(pool: AnyPool, writer: Writer) -> Self {
+        SqlJournal { pool, writer }
     }
 
     /// `"sqlite"` or `"postgres"`.
     pub fn backend(&self) -> &'static str {
-        match self.pool {
-            Pool::Sqlite(_) => "sqlite",
-            Pool::Postgres(_) => "postgres",
-        }
+        self.pool.backend()
     }
 
     fn be(&self) -> impl Fn(sqlx::Error) -> StoreError + '_ {
@@ -139,27 +122,7 @@ impl OutageJournal for SqlJournal {
     /// by a newer version during a rolling deploy) are left for that version to replay.
     async fn pending(&self, limit: usize) -> StoreResult<Vec<JournalEntry>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows: Vec<RawEntry> = match &self.pool {
-            Pool::Sqlite(pool) => {
-                sqlx::query_as(
-                    "SELECT id, at, kind, session_key, user_id FROM ratatoskr_redis_journal
-                     WHERE kind IN ('session', 'user') ORDER BY id LIMIT ?1",
-                )
-                .bind(limit)
-                .fetch_all(pool)
-                .await
-            }
-            Pool::Postgres(pool) => {
-                sqlx::query_as(
-                    "SELECT id, at, kind, session_key, user_id FROM ratatoskr_redis_journal
-                     WHERE kind IN ('session', 'user') ORDER BY id LIMIT $1",
-                )
-                .bind(limit)
-                .fetch_all(pool)
-                .await
-            }
-        }
-        .map_err(self.be())?;
+        let rows = either!(&self.pool, AnyPool, p => pending(p, limit).await).map_err(self.be())?;
         Ok(rows.into_iter().filter_map(|r| self.entry(r)).collect())
     }
 
@@ -174,19 +137,29 @@ impl OutageJournal for SqlJournal {
     }
 
     async fn pending_count(&self) -> StoreResult<u64> {
-        let n: i64 = match &self.pool {
-            Pool::Sqlite(pool) => sqlx::query_scalar(
-                "SELECT count(*) FROM ratatoskr_redis_journal WHERE kind IN ('session', 'user')",
-            )
-            .fetch_one(pool)
-            .await,
-            Pool::Postgres(pool) => sqlx::query_scalar(
-                "SELECT count(*) FROM ratatoskr_redis_journal WHERE kind IN ('session', 'user')",
-            )
-            .fetch_one(pool)
-            .await,
-        }
-        .map_err(self.be())?;
+        let n = either!(&self.pool, AnyPool, p => pending_count(p).await).map_err(self.be())?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
+}
+
+/// The oldest `limit` entries of the kinds this build knows, by id.
+async fn pending<D: Dialect>(pool: &Pool<D>, limit: i64) -> Result<Vec<RawEntry>, sqlx::Error> {
+    let rows = stmt::<D>(
+        "SELECT id, at, kind, session_key, user_id FROM ratatoskr_redis_journal
+         WHERE kind IN ('session', 'user') ORDER BY id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all_in(pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .collect()
+}
+
+/// How many entries of the kinds this build knows are pending.
+async fn pending_count<D: Dialect>(pool: &Pool<D>) -> Result<i64, sqlx::Error> {
+    stmt::<D>("SELECT count(*) FROM ratatoskr_redis_journal WHERE kind IN ('session', 'user')")
+        .fetch_one_in(pool)
+        .await?
+        .get(0)
 }

@@ -110,23 +110,64 @@ use ratatoskr_core::{Limits, SessionStore, StoreError, StoreResult};
 
 mod audit;
 mod common;
+mod dialect;
+mod driver;
 mod group;
 mod journal;
 mod migrate;
 mod postgres;
 mod sqlite;
+mod store;
+mod write;
 
 pub use audit::{HOUR_MS, HourlyCount, SqlAudit};
+pub use dialect::Dialect;
 pub use group::{GroupCommit, WriteStats};
 pub use journal::SqlJournal;
 pub use migrate::SCHEMA_VERSION;
-pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+pub use store::Store;
+
+use dialect::either;
+
+/// The SQLite session store: the embedded default (see [`Store`]; SQLite specifics:
+/// `connect_with_options`, `journal_mode`).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), ratatoskr_core::StoreError> {
+/// use ratatoskr_sql::SqliteStore;
+///
+/// // Creates the file and its directory if missing, and applies migrations.
+/// let store = SqliteStore::connect("sqlite://data/sessions.db").await?;
+/// // The application's own tables can live in the same file.
+/// sqlx::query("CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY)")
+///     .execute(store.pool())
+///     .await
+///     .map_err(|e| ratatoskr_core::StoreError::backend("sqlite", e))?;
+/// # Ok(()) }
+/// ```
+pub type SqliteStore = Store<Sqlite>;
+
+/// The PostgreSQL session store, in the connection's current schema (see [`Store`];
+/// PostgreSQL specifics: `connect_with_options`).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), ratatoskr_core::StoreError> {
+/// use ratatoskr_sql::PgStore;
+///
+/// let store = PgStore::connect("postgres://app@db.internal/app").await?;
+/// // The application's own tables live in the same database.
+/// let users: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables")
+///     .fetch_one(store.pool())
+///     .await
+///     .map_err(|e| ratatoskr_core::StoreError::backend("postgres", e))?;
+/// # let _ = users; Ok(()) }
+/// ```
+pub type PgStore = Store<Postgres>;
 
 #[doc(no_inline)]
 pub use ratatoskr_core::now_ms;
 #[doc(no_inline)]
-pub use sqlx::{PgPool, SqlitePool};
+pub use sqlx::{PgPool, Postgres, Sqlite, SqlitePool};
 
 /// How many expired rows one reaping statement deletes.
 const REAP_BATCH: i64 = 1_000;
@@ -232,43 +273,36 @@ impl SqlStore {
 
     /// The store, to hand to a session manager.
     pub fn store(&self) -> Arc<dyn SessionStore> {
-        match self {
-            SqlStore::Sqlite(s) => Arc::new(s.clone()),
-            SqlStore::Postgres(s) => Arc::new(s.clone()),
-        }
+        either!(self, SqlStore, s => Arc::new(s.clone()))
     }
 
     /// An audit sink in the same database.
     pub fn audit(&self) -> SqlAudit {
-        match self {
-            SqlStore::Sqlite(s) => s.audit(),
-            SqlStore::Postgres(s) => s.audit(),
-        }
+        either!(self, SqlStore, s => s.audit())
     }
 
     /// The outage journal in the same database, for the tiered store (its writes share the
     /// store's group-commit writer).
     pub fn journal(&self) -> SqlJournal {
-        match self {
-            SqlStore::Sqlite(s) => s.journal(),
-            SqlStore::Postgres(s) => s.journal(),
-        }
+        either!(self, SqlStore, s => s.journal())
     }
 
     /// Write transactions committed and writes carried (see [`WriteStats`]).
     pub fn write_stats(&self) -> WriteStats {
-        match self {
-            SqlStore::Sqlite(s) => s.write_stats(),
-            SqlStore::Postgres(s) => s.write_stats(),
-        }
+        either!(self, SqlStore, s => s.write_stats())
     }
 
     /// `"sqlite"` or `"postgres"`.
     pub fn backend_name(&self) -> &'static str {
-        match self {
-            SqlStore::Sqlite(s) => s.backend_name(),
-            SqlStore::Postgres(s) => s.backend_name(),
-        }
+        either!(self, SqlStore, s => s.backend_name())
+    }
+
+    /// Find a live session by its public handle (see [`Store::find_by_handle`]).
+    pub async fn find_by_handle(
+        &self,
+        handle: &ratatoskr_core::Handle,
+    ) -> StoreResult<Option<ratatoskr_core::SessionSummary>> {
+        either!(self, SqlStore, s => s.find_by_handle(handle).await)
     }
 }
 

@@ -15,12 +15,15 @@
 //! versions newer than this build knows is accepted with a warning (an older instance during a
 //! rolling deploy), since migrations are written to be additive.
 
-use sqlx::{Executor, PgPool, Row, SqlitePool};
+use sqlx::pool::Pool;
 
 use ratatoskr_core::{StoreError, StoreResult, now_ms};
 
-/// One schema change, with the SQL for each backend.
-pub(crate) struct Migration {
+use crate::dialect::Dialect;
+use crate::driver::{begin, stmt};
+
+/// One schema change, with the SQL for each backend (column types differ).
+pub struct Migration {
     pub version: i64,
     pub description: &'static str,
     pub sqlite: &'static str,
@@ -52,23 +55,6 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: i64 = 3;
 
-const CREATE_TABLE_SQLITE: &str = "CREATE TABLE IF NOT EXISTS ratatoskr_schema_migrations (
-    version     INTEGER NOT NULL PRIMARY KEY,
-    description TEXT    NOT NULL,
-    checksum    INTEGER NOT NULL,
-    applied_at  INTEGER NOT NULL
-) STRICT";
-
-const CREATE_TABLE_POSTGRES: &str = "CREATE TABLE IF NOT EXISTS ratatoskr_schema_migrations (
-    version     BIGINT NOT NULL PRIMARY KEY,
-    description TEXT   NOT NULL,
-    checksum    BIGINT NOT NULL,
-    applied_at  BIGINT NOT NULL
-)";
-
-/// Advisory-lock namespace for migrations (the first key of the two-key form).
-const PG_MIGRATION_LOCK_NS: i32 = 0x5241_5400; // "RAT\0"
-
 /// FNV-1a, 64 bits: enough to notice an edited migration, no dependency.
 fn checksum(sql: &str) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -79,16 +65,12 @@ fn checksum(sql: &str) -> i64 {
     i64::from_ne_bytes(h.to_ne_bytes())
 }
 
-fn check_applied(
-    backend: &'static str,
-    applied: &[(i64, i64)],
-    pick: impl Fn(&Migration) -> &'static str,
-) -> StoreResult<()> {
+fn check_applied<D: Dialect>(applied: &[(i64, i64)]) -> StoreResult<()> {
     for (version, sum) in applied {
         match MIGRATIONS.iter().find(|m| m.version == *version) {
-            Some(m) if checksum(pick(m)) != *sum => {
+            Some(m) if checksum(D::migration_sql(m)) != *sum => {
                 return Err(StoreError::backend(
-                    backend,
+                    D::BACKEND,
                     format!(
                         "schema migration {version} ({}) was applied with different SQL than this \
                          build carries; released migrations must not be edited",
@@ -98,7 +80,7 @@ fn check_applied(
             }
             Some(_) => {}
             None => tracing::warn!(
-                backend,
+                backend = D::BACKEND,
                 version,
                 known = SCHEMA_VERSION,
                 "the database has a newer Ratatoskr schema than this build knows; continuing"
@@ -108,114 +90,50 @@ fn check_applied(
     Ok(())
 }
 
-// Multi-statement SQL goes through `Executor::execute(raw_sql(..))`, not `raw_sql(..).execute(..)`:
-// the latter is a generic async fn whose future rustc cannot prove `Send` for every lifetime
-// (rust-lang/rust#100013), which would make `SqliteStore::connect` unusable in `async_trait`
-// methods.
-
-/// Apply every missing migration to a SQLite database.
-pub(crate) async fn sqlite(pool: &SqlitePool) -> StoreResult<()> {
-    const B: &str = "sqlite";
-    let be = |e: sqlx::Error| StoreError::backend(B, format!("migration failed: {e}"));
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(be)?;
-    (&mut *tx)
-        .execute(sqlx::raw_sql(CREATE_TABLE_SQLITE))
+/// Apply every missing migration (on PostgreSQL, to the connection's current schema).
+pub(crate) async fn migrate<D: Dialect>(pool: &Pool<D>) -> StoreResult<()> {
+    let be = |e: sqlx::Error| StoreError::backend(D::BACKEND, format!("migration failed: {e}"));
+    let mut tx = begin(pool, D::BEGIN).await.map_err(be)?;
+    D::lock_migrations(&mut tx).await.map_err(be)?;
+    D::execute_script(&mut tx, D::MIGRATIONS_TABLE)
         .await
         .map_err(be)?;
-    let applied = applied(
-        sqlx::query("SELECT version, checksum FROM ratatoskr_schema_migrations")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(be)?,
-    )
-    .map_err(be)?;
-    check_applied(B, &applied, |m| m.sqlite)?;
-    for m in MIGRATIONS {
-        if applied.iter().any(|(v, _)| *v == m.version) {
-            continue;
-        }
-        (&mut *tx)
-            .execute(sqlx::raw_sql(m.sqlite))
-            .await
-            .map_err(be)?;
-        sqlx::query(
-            "INSERT INTO ratatoskr_schema_migrations (version, description, checksum, applied_at)
-             VALUES (?1, ?2, ?3, ?4)",
-        )
-        .bind(m.version)
-        .bind(m.description)
-        .bind(checksum(m.sqlite))
-        .bind(now_ms())
-        .execute(&mut *tx)
+    let mut applied = Vec::new();
+    for row in stmt::<D>("SELECT version, checksum FROM ratatoskr_schema_migrations")
+        .fetch_all(&mut tx)
         .await
-        .map_err(be)?;
-        tracing::info!(backend = B, version = m.version, "applied schema migration");
+        .map_err(be)?
+    {
+        applied.push((
+            row.get::<i64>(0).map_err(be)?,
+            row.get::<i64>(1).map_err(be)?,
+        ));
     }
-    tx.commit().await.map_err(be)
-}
-
-/// Apply every missing migration to the current schema of a PostgreSQL database.
-pub(crate) async fn postgres(pool: &PgPool) -> StoreResult<()> {
-    const B: &str = "postgres";
-    let be = |e: sqlx::Error| StoreError::backend(B, format!("migration failed: {e}"));
-    let mut tx = pool.begin().await.map_err(be)?;
-    // Migrations may legitimately run (or wait for a twin) longer than the statement timeout
-    // the store's connections carry for ordinary operations.
-    sqlx::query("SET LOCAL statement_timeout = 0")
-        .execute(&mut *tx)
-        .await
-        .map_err(be)?;
-    // One migrator per schema at a time; CREATE TABLE IF NOT EXISTS is not safe against a
-    // concurrent twin without it.
-    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))")
-        .bind(PG_MIGRATION_LOCK_NS)
-        .execute(&mut *tx)
-        .await
-        .map_err(be)?;
-    (&mut *tx)
-        .execute(sqlx::raw_sql(CREATE_TABLE_POSTGRES))
-        .await
-        .map_err(be)?;
-    let applied = applied(
-        sqlx::query("SELECT version, checksum FROM ratatoskr_schema_migrations")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(be)?,
-    )
-    .map_err(be)?;
-    check_applied(B, &applied, |m| m.postgres)?;
+    check_applied::<D>(&applied)?;
     for m in MIGRATIONS {
         if applied.iter().any(|(v, _)| *v == m.version) {
             continue;
         }
-        (&mut *tx)
-            .execute(sqlx::raw_sql(m.postgres))
-            .await
-            .map_err(be)?;
-        sqlx::query(
+        let sql = D::migration_sql(m);
+        D::execute_script(&mut tx, sql).await.map_err(be)?;
+        stmt::<D>(
             "INSERT INTO ratatoskr_schema_migrations (version, description, checksum, applied_at)
              VALUES ($1, $2, $3, $4)",
         )
         .bind(m.version)
         .bind(m.description)
-        .bind(checksum(m.postgres))
+        .bind(checksum(sql))
         .bind(now_ms())
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .map_err(be)?;
-        tracing::info!(backend = B, version = m.version, "applied schema migration");
+        tracing::info!(
+            backend = D::BACKEND,
+            version = m.version,
+            "applied schema migration"
+        );
     }
     tx.commit().await.map_err(be)
-}
-
-fn applied<R: Row>(rows: Vec<R>) -> Result<Vec<(i64, i64)>, sqlx::Error>
-where
-    usize: sqlx::ColumnIndex<R>,
-    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    rows.iter()
-        .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?)))
-        .collect()
 }
 
 #[cfg(test)]

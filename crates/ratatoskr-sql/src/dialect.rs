@@ -1,0 +1,220 @@
+//! The dialect seam: what really differs between SQLite and PostgreSQL, and nothing else.
+//!
+//! Every statement the store runs is written once (in `write.rs`, `store.rs`, `journal.rs`,
+//! `audit.rs`, `migrate.rs`), with `$N` parameters, which both drivers accept. A [`Dialect`]
+//! supplies only:
+//!
+//! - **fragments** spliced into a shared statement: the larger of two values (`max` /
+//!   `GREATEST`), row locking (`FOR UPDATE OF s`, `FOR UPDATE SKIP LOCKED`: nothing on SQLite,
+//!   whose transactions take the database's one write lock up front);
+//! - **transactions and locks**: how a write transaction begins (`BEGIN IMMEDIATE` / `BEGIN`),
+//!   whether writers take turns (SQLite's one writer), the per-user advisory lock and the
+//!   batch pre-locks (PostgreSQL), the migration lock;
+//! - **many rows in one statement** (PostgreSQL's `UNNEST` / `= ANY`): setting and removing
+//!   attributes, `touch_many`, journal appends and acknowledgements, and runs of deltas. The
+//!   defaults make them row by row with the shared single-row statements, which is what SQLite
+//!   does: its statements cost no round trip, so batching them buys nothing;
+//! - **connecting**: URL and pool settings, SQLite's WAL switch, PostgreSQL's statement timeout;
+//! - **the schema**: each backend's migration files (column types differ).
+//!
+//! It is implemented for `sqlx::Sqlite` (`sqlite.rs`) and `sqlx::Postgres` (`postgres.rs`), and
+//! sealed: the store is written against exactly these two.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use sqlx::pool::Pool;
+use sqlx::{PgPool, SqlitePool};
+
+use ratatoskr_core::{JournalTarget, Millis, SessionKey, StoreResult, now_ms};
+
+use crate::SqlOptions;
+use crate::driver::Driver;
+use crate::group::{Op, OpResult};
+use crate::migrate::Migration;
+use crate::write::{self, Statements};
+
+/// A SQL dialect the store runs on: `sqlx::Sqlite` or `sqlx::Postgres` (re-exported as
+/// [`crate::Sqlite`] and [`crate::Postgres`]). Sealed; see [`crate::Store`].
+pub trait Dialect: Backend {}
+
+impl<T: Backend> Dialect for T {}
+
+pub(crate) use sealed::Backend;
+
+mod sealed {
+    use super::*;
+
+    /// What differs between the dialects (see the module documentation). Every method with a
+    /// default is the row-by-row way, which PostgreSQL replaces with one statement over arrays.
+    pub trait Backend: Driver {
+        /// `"sqlite"` or `"postgres"`: the backend name in errors and logs.
+        const BACKEND: &'static str;
+        /// The function giving the larger of two values.
+        const GREATEST: &'static str;
+        /// Ends a `SELECT … FROM ratatoskr_sessions s …` whose rows the transaction will write.
+        const LOCK_SESSION_ROW: &'static str;
+        /// Ends the select of expired rows a reaping batch deletes, so concurrent reapers take
+        /// different rows instead of queueing.
+        const SKIP_LOCKED: &'static str;
+        /// The statement that begins a write transaction (`None`: the driver's `BEGIN`).
+        const BEGIN: Option<&'static str>;
+        /// One writer at a time per database: an instance's writers take turns
+        /// ([`crate::write::Core::turn`]) and group commit has one lane.
+        const ONE_WRITER: bool;
+        /// The table recording applied migrations.
+        const MIGRATIONS_TABLE: &'static str;
+
+        /// This dialect's text of a migration.
+        fn migration_sql(m: &Migration) -> &'static str;
+
+        /// The statements carrying this dialect's fragments, built on first use.
+        fn statements() -> &'static Statements;
+
+        /// The pool as either backend's (for the audit log and the journal).
+        fn any_pool(pool: Pool<Self>) -> AnyPool;
+
+        /// How many group-commit lanes a pool allows.
+        fn max_lanes(pool: &Pool<Self>) -> usize;
+
+        /// A pool for `url` with `options`.
+        fn open(
+            url: &str,
+            options: &SqlOptions,
+        ) -> impl Future<Output = StoreResult<Pool<Self>>> + Send;
+
+        /// Settings a pool needs before the store uses it (SQLite: WAL mode).
+        fn prepare(pool: &Pool<Self>) -> impl Future<Output = StoreResult<()>> + Send {
+            let _ = pool;
+            async { Ok(()) }
+        }
+
+        /// Inside the migration transaction, before anything else: wait out other migrators.
+        fn lock_migrations(
+            c: &mut Self::Connection,
+        ) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
+            let _ = c;
+            async { Ok(()) }
+        }
+
+        /// Serialize this transaction with every other create, restore, rotate and revoke-all
+        /// of `user` (SQLite's transactions are serialized already).
+        fn lock_user(
+            c: &mut Self::Connection,
+            user: Option<&str>,
+        ) -> impl Future<Output = OpResult<()>> + Send {
+            let _ = (c, user);
+            async { Ok(()) }
+        }
+
+        /// Before the writes of a batch of several: take the locks they will take, in one
+        /// global order, so batches on different connections cannot deadlock.
+        fn prelock(
+            c: &mut Self::Connection,
+            ops: &[Op],
+        ) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
+            let _ = (c, ops);
+            async { Ok(()) }
+        }
+
+        /// Set attributes of a session.
+        fn upsert_attrs(
+            c: &mut Self::Connection,
+            key: &SessionKey,
+            attrs: &BTreeMap<String, Vec<u8>>,
+        ) -> impl Future<Output = OpResult<()>> + Send {
+            async move {
+                for (name, value) in attrs {
+                    write::upsert_attr::<Self>(c, key, name, value).await?;
+                }
+                Ok(())
+            }
+        }
+
+        /// Remove attributes of a session.
+        fn remove_attrs(
+            c: &mut Self::Connection,
+            key: &SessionKey,
+            names: &[String],
+        ) -> impl Future<Output = OpResult<()>> + Send {
+            async move {
+                for name in names {
+                    write::remove_attr::<Self>(c, key, name).await?;
+                }
+                Ok(())
+            }
+        }
+
+        /// Touch sessions (deduplicated, sorted by key); missing and expired ones are skipped.
+        fn touch_many(
+            c: &mut Self::Connection,
+            touches: &[(SessionKey, Millis)],
+        ) -> impl Future<Output = OpResult<()>> + Send {
+            async move {
+                for (key, last_seen) in touches {
+                    write::touch::<Self>(c, key, *last_seen).await?;
+                }
+                Ok(())
+            }
+        }
+
+        /// Append journal entries, ids in the targets' order.
+        fn journal_append(
+            c: &mut Self::Connection,
+            targets: &[JournalTarget],
+        ) -> impl Future<Output = OpResult<()>> + Send {
+            async move {
+                let at = now_ms();
+                for target in targets {
+                    write::journal_append_one::<Self>(c, at, target).await?;
+                }
+                Ok(())
+            }
+        }
+
+        /// Delete journal entries by id (ids already gone are ignored).
+        fn journal_ack(
+            c: &mut Self::Connection,
+            ids: &[i64],
+        ) -> impl Future<Output = OpResult<()>> + Send;
+
+        /// A run of two or more consecutive deltas of a batch, answered per delta, equivalent
+        /// to applying them one after another.
+        fn apply_run(
+            c: &mut Self::Connection,
+            ops: &[Op],
+        ) -> impl Future<Output = OpResult<Vec<StoreResult<bool>>>> + Send {
+            write::apply_each::<Self>(c, ops)
+        }
+    }
+}
+
+/// Evaluate `$body` with `$x` bound to the contents of whichever variant (`Sqlite` or
+/// `Postgres`) of the enum `$ty` `$value` is: one body, compiled for each backend.
+macro_rules! either {
+    ($value:expr, $ty:ident, $x:ident => $body:expr) => {
+        match $value {
+            $ty::Sqlite($x) => $body,
+            $ty::Postgres($x) => $body,
+        }
+    };
+}
+pub(crate) use either;
+
+/// A pool of either backend, for the types that serve both without being generic (the audit
+/// log, the journal).
+#[derive(Clone)]
+pub enum AnyPool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl AnyPool {
+    /// `"sqlite"` or `"postgres"`.
+    pub(crate) fn backend(&self) -> &'static str {
+        fn name<D: Dialect>(_: &Pool<D>) -> &'static str {
+            D::BACKEND
+        }
+        either!(self, AnyPool, p => name(p))
+    }
+}
