@@ -68,7 +68,9 @@ pub enum SessionsCommand {
 
 fn fail(e: AppError) -> anyhow::Error {
     match e {
-        AppError::Status(_, code, m) => anyhow::anyhow!("{m} ({code})"),
+        AppError::Status(_, code, m) | AppError::RetryLater(_, code, m, _) => {
+            anyhow::anyhow!("{m} ({code})")
+        }
         AppError::Session(e) => anyhow::anyhow!("{e}"),
         AppError::Database(e) => anyhow::anyhow!("database: {e}"),
         AppError::Internal(e) => e,
@@ -132,7 +134,7 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
             let u = user_named(&state, &name).await?;
             let pw = read_password()?;
             crate::validation::password(&pw).map_err(|(c, m)| anyhow::anyhow!("{m} ({c})"))?;
-            let hash = crate::crypto::hash_password(pw).await?;
+            let hash = state.hasher.hash(pw).await?;
             state.db.set_password(u.id, &hash).await?;
             let n = state
                 .control

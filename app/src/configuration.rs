@@ -16,19 +16,22 @@ pub struct Settings {
     pub bind: SocketAddr,
 
     /// `sqlite://…` or `postgres://…`: the durable store (sessions and the application's tables).
+    /// The environment's value is never shown in `--help` (it may carry a password).
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "sqlite://./data/ratatoskr.db"
+        default_value = "sqlite://./data/ratatoskr.db",
+        hide_env_values = true
     )]
     pub database_url: String,
 
-    /// `redis://host:port/db` for a standalone Redis tier; unset = no Redis tier.
-    #[arg(long, env = "REDIS_URL")]
+    /// `redis://host:port/db` for a standalone Redis tier; unset = no Redis tier. The
+    /// environment's value is never shown in `--help` (it may carry a password).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
-    /// Comma-separated `host:port` list for Redis Cluster.
-    #[arg(long, env = "REDIS_CLUSTER_NODES")]
+    /// Comma-separated `host:port` list for Redis Cluster (its value is never shown in `--help`).
+    #[arg(long, env = "REDIS_CLUSTER_NODES", hide_env_values = true)]
     pub redis_cluster_nodes: Option<String>,
 
     /// How long a session may sit unused (humantime: `90s`, `30m`, `2h`).
@@ -74,6 +77,66 @@ pub struct Settings {
     /// `scheme://host[:port]`), e.g. when a proxy serves the app under another name.
     #[arg(long, env = "RATATOSKR_TRUSTED_ORIGINS", value_delimiter = ',')]
     pub trusted_origins: Vec<String>,
+
+    /// Logins (`POST /api/login`, the login form) allowed per client address: `N/DURATION`
+    /// (N at once, then one every DURATION/N), or `off`.
+    #[arg(long, env = "RATATOSKR_LOGIN_RATE_LIMIT", default_value = "20/1m")]
+    pub login_rate_limit: RateLimit,
+
+    /// Registrations allowed per client address: `N/DURATION` or `off`.
+    #[arg(long, env = "RATATOSKR_REGISTER_RATE_LIMIT", default_value = "10/1h")]
+    pub register_rate_limit: RateLimit,
+
+    /// Password changes allowed per client address: `N/DURATION` or `off`.
+    #[arg(long, env = "RATATOSKR_PASSWORD_RATE_LIMIT", default_value = "10/15m")]
+    pub password_rate_limit: RateLimit,
+
+    /// Password hashes (argon2id, 19 MiB each) computed at once; 0 = one per CPU core.
+    #[arg(long, env = "RATATOSKR_HASH_CONCURRENCY", default_value_t = 0)]
+    pub hash_concurrency: usize,
+
+    /// Password hashes that may wait for a free worker; beyond them a login, registration or
+    /// password change is answered at once with `503 server_busy` and `Retry-After`.
+    #[arg(long, env = "RATATOSKR_HASH_QUEUE", default_value_t = 16)]
+    pub hash_queue: usize,
+
+    /// How long audit events are kept (the per-user trail and the hourly counts of anonymous
+    /// events); older ones are pruned.
+    #[arg(long, env = "RATATOSKR_AUDIT_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub audit_retention: Duration,
+}
+
+/// A per-client rate limit: `n` requests at once, refilled at one every `per / n`; or none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit(pub Option<(std::num::NonZeroU32, Duration)>);
+
+impl std::str::FromStr for RateLimit {
+    type Err = String;
+
+    /// `N/DURATION` (`20/1m`, `10/1h`) or `off`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(RateLimit(None));
+        }
+        let bad = || format!("`{s}` is not a rate limit like 20/1m, 10/1h or off");
+        let (n, per) = s.split_once('/').ok_or_else(bad)?;
+        let n: std::num::NonZeroU32 = n.trim().parse().map_err(|_| bad())?;
+        let per = humantime::parse_duration(per.trim()).map_err(|_| bad())?;
+        if per.is_zero() || per > Duration::from_secs(366 * 24 * 3600) {
+            return Err(bad());
+        }
+        Ok(RateLimit(Some((n, per))))
+    }
+}
+
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => f.write_str("off"),
+            Some((n, per)) => write!(f, "{n}/{}", humantime::format_duration(per)),
+        }
+    }
 }
 
 /// Whether people may register themselves.
@@ -123,6 +186,15 @@ impl Settings {
         {
             return Err(
                 "RATATOSKR_SECRET_KEY must be at least 32 characters of random text".into(),
+            );
+        }
+        if self.audit_retention < Duration::from_secs(3600) {
+            return Err("RATATOSKR_AUDIT_RETENTION must be at least 1h".into());
+        }
+        if self.hash_concurrency > 1024 || self.hash_queue > 65_536 {
+            return Err(
+                "RATATOSKR_HASH_CONCURRENCY (at most 1024) or RATATOSKR_HASH_QUEUE (at most 65536) is too large"
+                    .into(),
             );
         }
         if self.max_sessions_per_user == 0 {
@@ -189,6 +261,25 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite://./data/x.db"), "sqlite://./data/x.db");
+    }
+
+    #[test]
+    fn rate_limits_parse_as_count_per_duration_or_off() {
+        let r: RateLimit = "20/1m".parse().unwrap();
+        assert_eq!(
+            r.0,
+            Some((
+                std::num::NonZeroU32::new(20).unwrap(),
+                Duration::from_secs(60)
+            ))
+        );
+        assert_eq!("off".parse::<RateLimit>().unwrap(), RateLimit(None));
+        for bad in [
+            "", "20", "0/1m", "x/1m", "5/soon", "5/0s", "-1/1m", "5/1m/2",
+        ] {
+            assert!(bad.parse::<RateLimit>().is_err(), "{bad}");
+        }
+        assert_eq!(r.to_string(), "20/1m");
     }
 
     #[test]

@@ -8,8 +8,9 @@
 //! open. Plain tokens exist only in the request that receives one and in [`TokenCipher::open`]'s
 //! caller; they are never cached, logged or returned.
 //!
-//! **Passwords.** argon2id with the crate's default parameters (19 MiB, 2 passes), run on the
-//! blocking pool.
+//! **Passwords.** argon2id with the crate's default parameters (19 MiB, 2 passes), run by a
+//! [`Hasher`]: a fixed pool of worker threads with a short queue, so a storm of logins can
+//! neither exhaust memory nor starve the rest of the server.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -160,41 +161,168 @@ pub fn token_aad(user_id: i64, platform_type: &str, instance_url: &str, username
         .into_bytes()
 }
 
-/// Hash a password with argon2id and a fresh salt (PHC string), on the blocking pool.
-pub async fn hash_password(password: String) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || {
-        let salt: [u8; 16] = random_bytes();
-        Argon2::default()
-            .hash_password_with_salt(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| anyhow::anyhow!("password hashing failed: {e}"))
-    })
-    .await?
+/// Hash a password with argon2id and a fresh salt (PHC string), on the calling thread.
+fn hash_now(password: &[u8]) -> anyhow::Result<String> {
+    let salt: [u8; 16] = random_bytes();
+    Argon2::default()
+        .hash_password_with_salt(password, &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("password hashing failed: {e}"))
+}
+
+/// Check a password against a stored hash (or the dummy hash), on the calling thread.
+fn verify_now(password: &[u8], hash: Option<&str>) -> bool {
+    let hash = hash.unwrap_or_else(|| dummy_hash());
+    Argon2::default().verify_password(password, hash).is_ok()
 }
 
 /// A valid hash of a random password, verified against when the user does not exist so that
-/// a login for an unknown name takes as long as one for a known name.
-pub fn dummy_hash() -> &'static str {
+/// a login for an unknown name takes as long as one for a known name. Computed once, on a
+/// hashing worker (never on the async runtime).
+fn dummy_hash() -> &'static str {
     static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HASH.get_or_init(|| {
-        let salt: [u8; 16] = random_bytes();
         let pw: [u8; 16] = random_bytes();
-        Argon2::default()
-            .hash_password_with_salt(&pw, &salt)
-            .map(|h| h.to_string())
-            .unwrap_or_default()
+        hash_now(&pw).unwrap_or_default()
     })
 }
 
-/// Check a password against a stored hash, on the blocking pool.
-pub async fn verify_password(password: String, hash: String) -> bool {
-    tokio::task::spawn_blocking(move || {
-        Argon2::default()
-            .verify_password(password.as_bytes(), hash.as_str())
-            .is_ok()
-    })
-    .await
-    .unwrap_or(false)
+/// The hashing pool is full: answer `503` with `Retry-After` rather than queue more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the password-hashing pool is full")
+    }
+}
+
+impl std::error::Error for Busy {}
+
+enum Job {
+    Hash(String, tokio::sync::oneshot::Sender<anyhow::Result<String>>),
+    Verify(String, Option<String>, tokio::sync::oneshot::Sender<bool>),
+}
+
+/// Password hashing with a bound: a fixed set of worker threads (one per core by default)
+/// runs argon2id, a short queue holds what waits for them, and what finds the queue full is
+/// refused at once with [`Busy`] instead of piling up.
+///
+/// Each argon2id run takes 19 MiB while it runs; with the workers fixed, so is the memory a
+/// storm of logins can make the process use (workers × 19 MiB, plus what the allocator keeps
+/// of it per thread), and the async runtime's blocking pool is left to other work. Cheap to
+/// clone; the workers end when the last clone is dropped.
+#[derive(Clone)]
+pub struct Hasher {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    workers: usize,
+    queue: usize,
+    runs: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hasher")
+            .field("workers", &self.workers)
+            .field("queue", &self.queue)
+            .finish()
+    }
+}
+
+impl Hasher {
+    /// `workers` threads (0 = one per available core) and room for `queue` waiting jobs.
+    pub fn new(workers: usize, queue: usize) -> Self {
+        let workers = if workers == 0 {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        } else {
+            workers
+        };
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(queue);
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        for i in 0..workers {
+            let rx = rx.clone();
+            let runs = runs.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else {
+                            return; // every sender dropped
+                        };
+                        runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        match job {
+                            Job::Hash(pw, reply) => {
+                                let _ = reply.send(hash_now(pw.as_bytes()));
+                            }
+                            Job::Verify(pw, hash, reply) => {
+                                let _ = reply.send(verify_now(pw.as_bytes(), hash.as_deref()));
+                            }
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "could not start a password-hashing worker");
+            }
+        }
+        Hasher {
+            jobs,
+            workers,
+            queue,
+            runs,
+        }
+    }
+
+    /// Worker threads.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Jobs that may wait for a worker.
+    pub fn queue(&self) -> usize {
+        self.queue
+    }
+
+    /// argon2id runs started since the pool was made (hashes and verifications).
+    pub fn runs(&self) -> u64 {
+        self.runs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn submit(&self, job: Job) -> Result<(), Busy> {
+        match self.jobs.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                metrics::counter!("ratatoskr_app_hash_busy_total").increment(1);
+                Err(Busy)
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                tracing::error!("every password-hashing worker has stopped");
+                Err(Busy)
+            }
+        }
+    }
+
+    /// Hash `password` with argon2id and a fresh salt (PHC string).
+    pub async fn hash(&self, password: String) -> anyhow::Result<String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(Job::Hash(password, tx))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("a password-hashing worker stopped"))?
+    }
+
+    /// Check `password` against a stored hash; `None` checks against a dummy hash so that an
+    /// unknown user costs as much as a known one (and is never right).
+    pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool, Busy> {
+        let known = hash.is_some();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(Job::Verify(password, hash, tx))?;
+        Ok(rx.await.unwrap_or(false) && known)
+    }
 }
 
 #[cfg(test)]
@@ -241,10 +369,56 @@ mod tests {
 
     #[tokio::test]
     async fn passwords_hash_with_argon2id_and_verify() {
-        let h = hash_password("correct horse".into()).await.unwrap();
+        let hasher = Hasher::new(1, 4);
+        let h = hasher.hash("correct horse".into()).await.unwrap();
         assert!(h.starts_with("$argon2id$"), "{h}");
-        assert!(verify_password("correct horse".into(), h.clone()).await);
-        assert!(!verify_password("wrong horse".into(), h).await);
-        assert!(!verify_password("x".into(), "not a hash".into()).await);
+        assert_eq!(
+            hasher.verify("correct horse".into(), Some(h.clone())).await,
+            Ok(true)
+        );
+        assert_eq!(
+            hasher.verify("wrong horse".into(), Some(h)).await,
+            Ok(false)
+        );
+        assert_eq!(
+            hasher.verify("x".into(), Some("not a hash".into())).await,
+            Ok(false)
+        );
+        // No user: checked against the dummy hash, never right.
+        assert_eq!(hasher.verify("".into(), None).await, Ok(false));
+        assert_eq!(hasher.runs(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_full_hashing_pool_refuses_at_once_instead_of_queueing() {
+        // One worker, no queue: while it works, every other job is refused without waiting.
+        let hasher = Hasher::new(1, 0);
+        // Let the worker reach its receive (a rendezvous channel accepts only then).
+        let started = std::time::Instant::now();
+        loop {
+            let h = hasher.clone();
+            let first = tokio::spawn(async move { h.hash("first password".into()).await });
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            if hasher.runs() == 1 {
+                let t = std::time::Instant::now();
+                assert_eq!(hasher.verify("x".into(), None).await, Err(Busy));
+                assert!(t.elapsed() < std::time::Duration::from_millis(50));
+                assert!(first.await.unwrap().is_ok());
+                break;
+            }
+            // The worker was not waiting yet: the first job was refused; try again.
+            assert!(first.await.unwrap().is_err());
+            assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        }
+        // Free again once the worker is back at its receive.
+        let mut again = hasher.hash("again".into()).await;
+        for _ in 0..100 {
+            if again.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            again = hasher.hash("again".into()).await;
+        }
+        assert!(again.is_ok());
     }
 }

@@ -201,6 +201,15 @@ pub enum Inserted<T> {
     Duplicate,
 }
 
+/// The answer to [`Db::reserve_attempt`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// The attempt may check its password.
+    Granted,
+    /// Locked, or the window's attempts are used up: not before then (ms since the epoch).
+    Refused(i64),
+}
+
 /// One point of the active-sessions series.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Sample {
@@ -351,71 +360,128 @@ impl Db {
     }
 
     // ----- login throttling -----
+    //
+    // One row per throttled name (a user name, or `pw:<user id>` for password changes).
+    // `failures` counts the attempts reserved in the current window: those being checked now and
+    // those that failed. An attempt is reserved before its password is checked, by one
+    // conditional update, so however many requests arrive at once, at most `max` are checked
+    // per window; a failure that finds the window full sets the lock.
 
-    /// The time until which `username` is locked out, if it is now.
-    pub async fn locked_until(&self, username: &str, now: i64) -> Result<Option<i64>, sqlx::Error> {
+    /// Reserve one attempt for `name` before checking its password: [`Attempt::Granted`] when
+    /// fewer than `max` are reserved in the `window_ms` window and no lock is in force, else
+    /// [`Attempt::Refused`] with when to come back.
+    pub async fn reserve_attempt(
+        &self,
+        name: &str,
+        now: i64,
+        window_ms: i64,
+        max: i64,
+    ) -> Result<Attempt, sqlx::Error> {
+        // A fresh window when the old one is over or a lock has run out (only one request can
+        // win this: afterwards the condition is false).
+        q!(
+            self,
+            execute,
+            "INSERT INTO app_login_throttle (username, failures, window_start, locked_until)
+             VALUES ($1, 0, $2, 0)
+             ON CONFLICT (username) DO UPDATE SET failures = 0, window_start = $2, locked_until = 0
+             WHERE app_login_throttle.locked_until <= $2
+               AND (app_login_throttle.window_start + $3 <= $2 OR app_login_throttle.locked_until > 0)",
+            name,
+            now,
+            window_ms
+        )?;
+        let reserved = q!(
+            self,
+            execute,
+            "UPDATE app_login_throttle SET failures = failures + 1
+             WHERE username = $1 AND locked_until <= $2 AND failures < $3",
+            name,
+            now,
+            max
+        )?;
+        if reserved == 1 {
+            return Ok(Attempt::Granted);
+        }
+        let row = qa!(
+            self,
+            fetch_optional,
+            (i64, i64),
+            "SELECT locked_until, window_start FROM app_login_throttle WHERE username = $1",
+            name
+        )?;
+        Ok(Attempt::Refused(match row {
+            Some((locked_until, _)) if locked_until > now => locked_until,
+            // The window is full of attempts being checked: come back when it ends.
+            Some((_, window_start)) => (window_start + window_ms).max(now + 1000),
+            None => now + window_ms,
+        }))
+    }
+
+    /// Give back a reserved attempt whose password was not checked (the hashing pool was full).
+    pub async fn release_attempt(&self, name: &str, now: i64) -> Result<(), sqlx::Error> {
+        q!(
+            self,
+            execute,
+            "UPDATE app_login_throttle SET failures = failures - 1
+             WHERE username = $1 AND failures > 0 AND locked_until <= $2",
+            name,
+            now
+        )?;
+        Ok(())
+    }
+
+    /// A reserved attempt failed: it stays counted, and when the window is full the name is
+    /// locked for `lock_ms`. Returns the end of the lock in force after this failure, if any.
+    pub async fn fail_attempt(
+        &self,
+        name: &str,
+        now: i64,
+        max: i64,
+        lock_ms: i64,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        q!(
+            self,
+            execute,
+            "UPDATE app_login_throttle SET locked_until = $2
+             WHERE username = $1 AND failures >= $3 AND locked_until <= $4",
+            name,
+            now + lock_ms,
+            max,
+            now
+        )?;
+        self.locked_until(name, now).await
+    }
+
+    /// A reserved attempt succeeded: forget the window's failures, unless a lock is in force
+    /// (set by a failure checked at the same time), which a success never clears. `Ok(None)`
+    /// when cleared, `Ok(Some(until))` when locked.
+    pub async fn succeed_attempt(&self, name: &str, now: i64) -> Result<Option<i64>, sqlx::Error> {
+        let cleared = q!(
+            self,
+            execute,
+            "UPDATE app_login_throttle SET failures = 0 WHERE username = $1 AND locked_until <= $2",
+            name,
+            now
+        )?;
+        if cleared == 1 {
+            return Ok(None);
+        }
+        // No row (pruned: nothing to clear) or a lock in force.
+        self.locked_until(name, now).await
+    }
+
+    /// The time until which `name` is locked out, if it is now.
+    pub async fn locked_until(&self, name: &str, now: i64) -> Result<Option<i64>, sqlx::Error> {
         Ok(qa!(
             self,
             fetch_optional,
             (i64,),
             "SELECT locked_until FROM app_login_throttle WHERE username = $1 AND locked_until > $2",
-            username,
+            name,
             now
         )?
         .map(|r| r.0))
-    }
-
-    /// Count a failed login for `username` (existing or not) within a `window_ms` window; lock
-    /// it for `lock_ms` when the count reaches `max`. Returns the lock's end when locked now.
-    pub async fn record_failure(
-        &self,
-        username: &str,
-        now: i64,
-        window_ms: i64,
-        max: i64,
-        lock_ms: i64,
-    ) -> Result<Option<i64>, sqlx::Error> {
-        let (failures,) = qa!(
-            self,
-            fetch_one,
-            (i64,),
-            "INSERT INTO app_login_throttle (username, failures, window_start, locked_until)
-             VALUES ($1, 1, $2, 0)
-             ON CONFLICT (username) DO UPDATE SET
-               failures = CASE WHEN app_login_throttle.window_start + $3 <= $2 THEN 1
-                               ELSE app_login_throttle.failures + 1 END,
-               window_start = CASE WHEN app_login_throttle.window_start + $3 <= $2 THEN $2
-                                   ELSE app_login_throttle.window_start END
-             RETURNING failures",
-            username,
-            now,
-            window_ms
-        )?;
-        if failures >= max {
-            let until = now + lock_ms;
-            q!(
-                self,
-                execute,
-                "UPDATE app_login_throttle SET locked_until = $1, failures = 0, window_start = $2
-                 WHERE username = $3",
-                until,
-                now,
-                username
-            )?;
-            return Ok(Some(until));
-        }
-        Ok(None)
-    }
-
-    /// Forget failures after a successful login.
-    pub async fn clear_failures(&self, username: &str) -> Result<(), sqlx::Error> {
-        q!(
-            self,
-            execute,
-            "DELETE FROM app_login_throttle WHERE username = $1",
-            username
-        )?;
-        Ok(())
     }
 
     // ----- platforms -----

@@ -11,6 +11,9 @@ use ratatoskr_axum::{SessionError, json_error};
 pub enum AppError {
     /// A client-facing error with its status, stable code and message.
     Status(StatusCode, &'static str, String),
+    /// A refusal that says when to come back: status, code, message and the `Retry-After`
+    /// seconds (rate limits, a busy password-hashing pool).
+    RetryLater(StatusCode, &'static str, String, u64),
     /// A session error (401, 503, …) with the library's code.
     Session(SessionError),
     /// The application database failed.
@@ -54,7 +57,7 @@ impl AppError {
     /// Status, code and public message.
     pub fn parts(&self) -> (StatusCode, &'static str, String) {
         match self {
-            AppError::Status(s, c, m) => (*s, c, m.clone()),
+            AppError::Status(s, c, m) | AppError::RetryLater(s, c, m, _) => (*s, c, m.clone()),
             AppError::Session(e) => (
                 e.status(),
                 e.code(),
@@ -74,6 +77,14 @@ impl AppError {
                 "internal_error",
                 "something went wrong on our side".into(),
             ),
+        }
+    }
+
+    /// The `Retry-After` seconds, for refusals that have one.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            AppError::RetryLater(_, _, _, secs) => Some(*secs),
+            _ => None,
         }
     }
 
@@ -117,8 +128,19 @@ impl IntoResponse for AppError {
             return e.into_response();
         }
         let (status, code, message) = self.parts();
-        json_error(status, code, &message)
+        with_retry_after(json_error(status, code, &message), self.retry_after())
     }
+}
+
+/// Add `Retry-After: secs` to a response, when there is one.
+pub fn with_retry_after(mut response: Response, secs: Option<u64>) -> Response {
+    if let Some(secs) = secs {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(secs),
+        );
+    }
+    response
 }
 
 /// The same errors, answered as HTML pages (or a redirect to the login page when the session
@@ -139,6 +161,9 @@ impl IntoResponse for PageError {
         if status == StatusCode::UNAUTHORIZED {
             return crate::routes::pages::to_login("login_required");
         }
-        crate::templates::error_page(status, code, &message)
+        with_retry_after(
+            crate::templates::error_page(status, code, &message),
+            self.0.retry_after(),
+        )
     }
 }

@@ -14,6 +14,7 @@ pub mod db;
 pub mod device;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod routes;
 pub mod service;
 pub mod startup;

@@ -8,7 +8,7 @@ use ratatoskr_core::{Handle, SessionSummary, now_ms};
 use serde::{Deserialize, Serialize};
 
 use crate::crypto;
-use crate::db::{Inserted, NewPlatform, Platform, User};
+use crate::db::{Attempt, Inserted, NewPlatform, Platform, User};
 use crate::device::{self, Device};
 use crate::error::{AppError, AppResult};
 use crate::extract::CurrentUser;
@@ -34,6 +34,9 @@ pub struct ActiveRef {
     pub platform_type: String,
 }
 
+/// Wrong current passwords a password change accepts per window before it ends the session.
+pub const MAX_PASSWORD_CHANGE_FAILURES: i64 = 3;
+
 /// The outcome of checking credentials.
 pub enum Authenticated {
     /// Correct, and the account is enabled.
@@ -44,8 +47,22 @@ pub enum Authenticated {
     Locked(i64),
 }
 
-/// Check credentials, counting failures per user name (existing or not) and locking it for
+/// The error for a full password-hashing pool: `503 server_busy`, `Retry-After: 1`.
+pub fn busy_error() -> AppError {
+    AppError::RetryLater(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_busy",
+        "the server is busy checking other passwords; try again in a moment".into(),
+        1,
+    )
+}
+
+/// Check credentials, counting attempts per user name (existing or not) and locking it for
 /// 30 minutes after 5 failures within 30 minutes. Unknown names cost as much as known ones.
+///
+/// The attempt is reserved before the password is checked ([`crate::db::Db::reserve_attempt`]),
+/// so any number of parallel requests get at most 5 verdicts per window, and a success never
+/// clears a lock that is in force.
 pub async fn authenticate(
     state: &AppState,
     raw_name: &str,
@@ -57,25 +74,39 @@ pub async fn authenticate(
         return Ok(Authenticated::Invalid);
     };
     let now = now_ms();
-    if let Some(until) = state.db.locked_until(&name, now).await? {
+    if let Attempt::Refused(until) = state
+        .db
+        .reserve_attempt(&name, now, LOCK_WINDOW_MS, MAX_FAILURES)
+        .await?
+    {
         state.db.count_login("locked", now).await?;
         metrics::counter!("ratatoskr_app_logins_total", "result" => "locked").increment(1);
         return Ok(Authenticated::Locked(until));
     }
     let creds = state.db.credentials(&name).await?;
-    let hash = creds
-        .as_ref()
-        .map(|(_, h)| h.clone())
-        .unwrap_or_else(|| crypto::dummy_hash().to_owned());
-    let password = if password.len() > 1024 {
-        String::new()
-    } else {
-        password.to_owned()
+    // Over-long passwords are never right (and are not worth hashing): check an empty one
+    // against the dummy hash, so the answer takes the usual time.
+    let too_long = password.len() > 1024 || password.is_empty();
+    let (password, hash) = match &creds {
+        Some((_, h)) if !too_long => (password.to_owned(), Some(h.clone())),
+        _ => (String::new(), None),
     };
-    let ok = !password.is_empty() && crypto::verify_password(password, hash).await;
+    let ok = match state.hasher.verify(password, hash).await {
+        Ok(ok) => ok,
+        Err(crypto::Busy) => {
+            state.db.release_attempt(&name, now_ms()).await?;
+            return Err(busy_error());
+        }
+    };
+    let now = now_ms();
     match creds {
         Some((user, _)) if ok && !user.disabled => {
-            state.db.clear_failures(&name).await?;
+            if let Some(until) = state.db.succeed_attempt(&name, now).await? {
+                // Locked by failures checked at the same time: the lock holds.
+                state.db.count_login("locked", now).await?;
+                metrics::counter!("ratatoskr_app_logins_total", "result" => "locked").increment(1);
+                return Ok(Authenticated::Locked(until));
+            }
             state.db.count_login("success", now).await?;
             metrics::counter!("ratatoskr_app_logins_total", "result" => "success").increment(1);
             Ok(Authenticated::Ok(user))
@@ -83,7 +114,7 @@ pub async fn authenticate(
         _ => {
             let locked = state
                 .db
-                .record_failure(&name, now, LOCK_WINDOW_MS, MAX_FAILURES, LOCK_WINDOW_MS)
+                .fail_attempt(&name, now, MAX_FAILURES, LOCK_WINDOW_MS)
                 .await?;
             let result = if locked.is_some() {
                 "locked"
@@ -135,7 +166,7 @@ pub async fn register(
 ) -> AppResult<User> {
     let name = validation::username(raw_name).map_err(AppError::invalid)?;
     validation::password(password).map_err(AppError::invalid)?;
-    let hash = crypto::hash_password(password.to_owned()).await?;
+    let hash = hash_new(state, password).await?;
     match state.db.create_user(&name, &hash, is_admin).await? {
         Inserted::Ok(u) => Ok(u),
         Inserted::Duplicate => Err(AppError::new(
@@ -146,28 +177,72 @@ pub async fn register(
     }
 }
 
+/// Hash a new password on the pool; a full pool is `503 server_busy`.
+async fn hash_new(state: &AppState, password: &str) -> AppResult<String> {
+    match state.hasher.hash(password.to_owned()).await {
+        Ok(h) => Ok(h),
+        Err(e) if e.is::<crypto::Busy>() => Err(busy_error()),
+        Err(e) => Err(AppError::Internal(e)),
+    }
+}
+
 /// Change a user's password after checking the current one; every session of the user ends
 /// (this one too). Returns how many sessions ended.
+///
+/// Wrong current passwords are counted per user like failed logins (reserved before the
+/// check, so parallel guesses are counted too): the third within 30 minutes ends the session
+/// that made it and locks password changes for 30 minutes, during which every attempt is refused (`429
+/// too_many_attempts`) without checking anything. A thief holding a session gets two guesses
+/// per window, not an unlimited supply.
 pub async fn change_password(
     state: &AppState,
     cu: &CurrentUser,
     current: &str,
     new: &str,
 ) -> AppResult<u64> {
-    let hash = state
+    let key = format!("pw:{}", cu.user.id);
+    let now = now_ms();
+    if let Attempt::Refused(until) = state
         .db
-        .password_hash(cu.user.id)
+        .reserve_attempt(&key, now, LOCK_WINDOW_MS, MAX_PASSWORD_CHANGE_FAILURES)
         .await?
-        .ok_or_else(|| AppError::not_found("user"))?;
-    if !crypto::verify_password(current.to_owned(), hash).await {
+    {
+        // Nothing is checked while the lock holds (the session that guessed has ended).
+        return Err(too_many_password_attempts(until));
+    }
+    let hash = state.db.password_hash(cu.user.id).await?;
+    let ok = if current.is_empty() || current.len() > 1024 {
+        false
+    } else {
+        match state.hasher.verify(current.to_owned(), hash).await {
+            Ok(ok) => ok,
+            Err(crypto::Busy) => {
+                state.db.release_attempt(&key, now_ms()).await?;
+                return Err(busy_error());
+            }
+        }
+    };
+    if !ok {
+        metrics::counter!("ratatoskr_app_password_change_failures_total").increment(1);
+        if let Some(until) = state
+            .db
+            .fail_attempt(&key, now_ms(), MAX_PASSWORD_CHANGE_FAILURES, LOCK_WINDOW_MS)
+            .await?
+        {
+            return Err(password_guessing(cu, until).await);
+        }
         return Err(AppError::new(
             StatusCode::BAD_REQUEST,
             "wrong_password",
             "the current password is not right",
         ));
     }
+    if let Some(until) = state.db.succeed_attempt(&key, now_ms()).await? {
+        // Locked by wrong guesses checked at the same time.
+        return Err(password_guessing(cu, until).await);
+    }
     validation::password(new).map_err(AppError::invalid)?;
-    let new_hash = crypto::hash_password(new.to_owned()).await?;
+    let new_hash = hash_new(state, new).await?;
     state.db.set_password(cu.user.id, &new_hash).await?;
     let n = state
         .control
@@ -176,6 +251,32 @@ pub async fn change_password(
     // This request's own session is among them: clear its cookie too.
     cu.session.logout().await?;
     Ok(n)
+}
+
+/// A wrong current password filled the window: end the session that made it, answer 429.
+async fn password_guessing(cu: &CurrentUser, until: i64) -> AppError {
+    tracing::warn!(
+        user = cu.user.id,
+        "too many wrong current passwords in password changes; ending the session"
+    );
+    metrics::counter!("ratatoskr_app_password_change_locked_total").increment(1);
+    if let Err(e) = cu.session.logout().await {
+        return e.into();
+    }
+    too_many_password_attempts(until)
+}
+
+/// `429 too_many_attempts` for password changes, with `Retry-After` until `until`.
+fn too_many_password_attempts(until: i64) -> AppError {
+    let secs = ((until - now_ms()).max(1000) + 999) / 1000;
+    AppError::RetryLater(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_attempts",
+        "too many wrong current passwords; password changes are locked for a while, and the \
+         session that guessed has ended"
+            .into(),
+        u64::try_from(secs).unwrap_or(1),
+    )
 }
 
 /// Disable (or enable) a user; disabling ends every session of theirs. Returns how many ended.

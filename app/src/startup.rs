@@ -16,8 +16,9 @@ use tokio::net::TcpListener;
 
 use crate::analytics;
 use crate::configuration::{Fingerprint, Settings};
-use crate::crypto::{KeySource, TokenCipher};
+use crate::crypto::{Hasher, KeySource, TokenCipher};
 use crate::db::Db;
+use crate::limits::Limits;
 use crate::routes;
 use crate::state::AppState;
 use crate::stores::Stores;
@@ -83,6 +84,8 @@ pub async fn open(settings: &Settings) -> anyhow::Result<(AppState, SessionLayer
         settings: Arc::new(settings.clone()),
         templates: Arc::new(Templates::new()),
         metrics,
+        hasher: Hasher::new(settings.hash_concurrency, settings.hash_queue),
+        limits: Limits::new(settings),
     };
     Ok((state, layer, key_source))
 }

@@ -7,8 +7,9 @@ use ratatoskr_axum::SessionControl;
 use ratatoskr_core::SessionManager;
 
 use crate::configuration::Settings;
-use crate::crypto::TokenCipher;
+use crate::crypto::{Hasher, TokenCipher};
 use crate::db::Db;
+use crate::limits::Limits;
 use crate::stores::Stores;
 use crate::templates::Templates;
 
@@ -31,4 +32,8 @@ pub struct AppState {
     pub templates: Arc<Templates>,
     /// The Prometheus exposition.
     pub metrics: PrometheusHandle,
+    /// The bounded password-hashing pool.
+    pub hasher: Hasher,
+    /// Per-client rate limits on login, registration and password change.
+    pub limits: Limits,
 }

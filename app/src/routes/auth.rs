@@ -48,11 +48,13 @@ pub fn registration_closed() -> AppError {
 /// `POST /api/register`.
 pub async fn register(
     State(state): State<AppState>,
+    Peer(peer): Peer,
     JsonBody(c): JsonBody<Credentials>,
 ) -> AppResult<Response> {
     if state.settings.registration == Registration::Closed {
         return Err(registration_closed());
     }
+    state.limits.register.admit(peer)?;
     let user = service::register(&state, &c.username, &c.password, false).await?;
     Ok((StatusCode::CREATED, Json(json!({ "user": user }))).into_response())
 }
@@ -65,6 +67,7 @@ pub async fn login(
     Peer(peer): Peer,
     JsonBody(c): JsonBody<Credentials>,
 ) -> AppResult<Response> {
+    state.limits.login.admit(peer)?;
     match service::authenticate(&state, &c.username, &c.password).await? {
         Authenticated::Ok(user) => {
             service::log_in(&session, &user, &device_of(&headers, peer)).await?;
@@ -156,9 +159,11 @@ pub struct PasswordChange {
 /// `POST /api/password`: 200 `{revoked}`; every session of the user ends, this one too.
 pub async fn password(
     State(state): State<AppState>,
+    Peer(peer): Peer,
     cu: CurrentUser,
     JsonBody(p): JsonBody<PasswordChange>,
 ) -> AppResult<Response> {
+    state.limits.password.admit(peer)?;
     let revoked =
         service::change_password(&state, &cu, &p.current_password, &p.new_password).await?;
     Ok(Json(json!({ "revoked": revoked })).into_response())

@@ -155,6 +155,7 @@ pub async fn login(
     FormBody(c): FormBody<Credentials>,
 ) -> PageResult {
     let shown_name: String = c.username.chars().take(64).collect();
+    state.limits.login.admit(peer)?;
     match service::authenticate(&state, &c.username, &c.password).await? {
         Authenticated::Ok(user) => {
             service::log_in(&session, &user, &device_of(&headers, peer)).await?;
@@ -193,6 +194,7 @@ pub async fn register(
     if state.settings.registration == Registration::Closed {
         return Err(PageError(crate::routes::auth::registration_closed()));
     }
+    state.limits.register.admit(peer)?;
     match service::register(&state, &c.username, &c.password, false).await {
         Ok(user) => {
             service::log_in(&session, &user, &device_of(&headers, peer)).await?;
@@ -441,9 +443,11 @@ pub struct PasswordForm {
 /// `POST /account/password`.
 pub async fn password(
     State(state): State<AppState>,
+    Peer(peer): Peer,
     PageUser(cu): PageUser,
     FormBody(f): FormBody<PasswordForm>,
 ) -> PageResult {
+    state.limits.password.admit(peer)?;
     match service::change_password(&state, &cu, &f.current_password, &f.new_password).await {
         Ok(_) => Ok(to_login("password_changed")),
         Err(AppError::Status(status, _, message)) => {

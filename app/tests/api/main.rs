@@ -1,5 +1,6 @@
 //! HTTP tests of the application, one module per route family, all through [`helpers::TestApp`].
 
+mod abuse;
 mod admin;
 mod auth;
 mod csrf;
