@@ -50,7 +50,7 @@ impl Stores {
             );
         }
         let tiered = match &settings.redis_url {
-            Some(url) => Some(open_tiered(url, &sql).await?),
+            Some(url) => Some(open_tiered(redis_config(url, settings), &sql).await?),
             None => None,
         };
         Ok(Stores {
@@ -68,13 +68,10 @@ impl Stores {
 /// Redis in front of the database. The Redis connection is lazy: the application starts (and
 /// serves from the database) even while Redis is down, and the tiered store's breaker brings
 /// Redis in when it answers.
-async fn open_tiered(url: &str, sql: &SqlStore) -> anyhow::Result<TieredStore> {
-    let mut config = RedisConfig::new(url);
-    // Client-side caching: Redis tells this process when a session it read changes, so warm
-    // reads are served from the near cache without a round trip.
-    config.tracking = true;
+async fn open_tiered(config: RedisConfig, sql: &SqlStore) -> anyhow::Result<TieredStore> {
+    let url = config.url.clone();
     let redis = RedisStore::connect_lazy(config)
-        .map_err(|e| anyhow::anyhow!("invalid REDIS_URL {}: {e}", redact_url(url)))?;
+        .map_err(|e| anyhow::anyhow!("invalid REDIS_URL {}: {e}", redact_url(&url)))?;
     let notices = redis.subscribe_invalidations();
     let tiered = TieredStore::new(
         Arc::new(redis),
@@ -85,11 +82,26 @@ async fn open_tiered(url: &str, sql: &SqlStore) -> anyhow::Result<TieredStore> {
     );
     if !tiered.recover_now().await {
         tracing::warn!(
-            redis = %redact_url(url),
+            redis = %redact_url(&url),
             "Redis is not reachable yet; serving sessions from the database until it is"
         );
     }
     Ok(tiered)
+}
+
+/// The Redis tier's configuration for `url` under `settings`.
+///
+/// Client-side caching is on: Redis tells this process when a session it read changes, so
+/// warm reads are served from the near cache without a round trip. The per-user revocation
+/// marker ("every session of this user created before then is dead") lives at least as long as
+/// the longest a session can live: a marker that expired before the sessions it ended would
+/// let a copy of one of them (in another instance's near cache, or restored from the database
+/// after an outage) come back.
+pub fn redis_config(url: &str, settings: &Settings) -> RedisConfig {
+    let mut config = RedisConfig::new(url);
+    config.tracking = true;
+    config.revocation_ttl = config.revocation_ttl.max(settings.absolute_timeout);
+    config
 }
 
 /// The file path of a `sqlite://` URL, if it is one (without query parameters).
@@ -99,4 +111,39 @@ pub fn sqlite_path(url: &str) -> Option<&str> {
         .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or(rest);
     (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    fn settings(args: &[&str]) -> Settings {
+        let mut all = vec!["ratatoskr"];
+        all.extend_from_slice(args);
+        Args::parse_from(all).settings
+    }
+
+    #[test]
+    fn revocation_markers_live_at_least_as_long_as_a_session_can() {
+        let long = settings(&["--absolute-timeout", "30d"]);
+        let c = redis_config("redis://127.0.0.1:6379/0", &long);
+        assert!(
+            c.revocation_ttl >= std::time::Duration::from_secs(30 * 24 * 3600),
+            "{:?}",
+            c.revocation_ttl
+        );
+        assert!(c.tracking);
+        // A short absolute timeout keeps the library's own (longer) default.
+        let short = settings(&["--absolute-timeout", "1h", "--idle-timeout", "30m"]);
+        let c = redis_config("redis://127.0.0.1:6379/0", &short);
+        assert!(c.revocation_ttl >= RedisConfig::new("redis://x").revocation_ttl);
+    }
 }

@@ -238,3 +238,52 @@ async fn serve_prints_its_url_and_how_to_create_the_first_admin_and_answers_live
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn help_never_prints_the_passwords_in_database_and_redis_urls() {
+    for flag in ["--help", "-h"] {
+        let o = Command::new(BIN)
+            .arg(flag)
+            .env(
+                "DATABASE_URL",
+                "postgres://app:db-s3cret-pw@db.example/ratatoskr",
+            )
+            .env("REDIS_URL", "redis://:redis-s3cret-pw@cache.example:6379/0")
+            .env(
+                "REDIS_CLUSTER_NODES",
+                "redis://:cluster-s3cret-pw@n1.example:7000",
+            )
+            .env(
+                "RATATOSKR_SECRET_KEY",
+                "key-s3cret-0123456789abcdefghijklmnop",
+            )
+            .output()
+            .expect("run the ratatoskr binary");
+        assert!(o.status.success());
+        let text = format!("{}{}", out(&o), err(&o));
+        assert!(text.contains("DATABASE_URL"), "{text}");
+        assert!(text.contains("REDIS_URL"), "{text}");
+        assert!(!text.contains("s3cret"), "{flag} shows a secret:\n{text}");
+    }
+}
+
+#[test]
+fn help_still_shows_the_defaults_and_the_new_abuse_settings() {
+    let o = Command::new(BIN)
+        .arg("--help")
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run the ratatoskr binary");
+    let text = out(&o);
+    for expected in [
+        "sqlite://./data/ratatoskr.db",
+        "RATATOSKR_LOGIN_RATE_LIMIT",
+        "RATATOSKR_REGISTER_RATE_LIMIT",
+        "RATATOSKR_PASSWORD_RATE_LIMIT",
+        "RATATOSKR_HASH_CONCURRENCY",
+        "RATATOSKR_HASH_QUEUE",
+        "RATATOSKR_AUDIT_RETENTION",
+    ] {
+        assert!(text.contains(expected), "{expected} missing:\n{text}");
+    }
+}

@@ -117,3 +117,28 @@ async fn the_app_keeps_everyone_logged_in_through_a_redis_crash_and_restart() {
     assert_eq!(prefs["theme"], "dark");
     assert_eq!(prefs["font"], "large");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_revocation_marker_outlives_a_long_absolute_timeout() {
+    let redis = RedisProcess::start();
+    let app = spawn_app_args(&["--redis-url", &redis.url(), "--absolute-timeout", "30d"]).await;
+    let c = app.logged_in("alice", false).await;
+    let id = app
+        .state
+        .db
+        .user_by_name("alice")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    assert_eq!(c.post_empty("/api/sessions/revoke-all").await.status(), 200);
+    let out = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "PTTL", &format!("rt:r:{id}")])
+        .output()
+        .expect("redis-cli runs");
+    let ttl_ms: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(
+        ttl_ms >= 30 * 24 * 3600 * 1000 - 60_000,
+        "the marker expires in {ttl_ms} ms, before a 30-day session would"
+    );
+}
