@@ -194,18 +194,15 @@ async fn events<D: Dialect>(
     user: Option<&str>,
     limit: i64,
 ) -> Result<Vec<RawEvent>, sqlx::Error> {
-    let rows = stmt::<D>(
+    stmt::<D>(
         "SELECT at, kind, handle, user_id, detail FROM ratatoskr_audit
          WHERE ($1 IS NULL OR user_id = $1)
          ORDER BY at DESC, id DESC LIMIT $2",
     )
     .bind(user)
     .bind(limit)
-    .fetch_all_in(pool)
-    .await?;
-    rows.iter()
-        .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-        .collect()
+    .fetch_tuples_in(pool)
+    .await
 }
 
 async fn hourly<D: Dialect>(
@@ -213,7 +210,7 @@ async fn hourly<D: Dialect>(
     kind: Option<&str>,
     since: Millis,
 ) -> Result<Vec<(i64, String, i64)>, sqlx::Error> {
-    let rows = stmt::<D>(
+    stmt::<D>(
         "SELECT (at / 3600000) * 3600000 AS hour, kind, count(*)
          FROM ratatoskr_audit
          WHERE at >= $1 AND ($2 IS NULL OR kind = $2)
@@ -221,11 +218,8 @@ async fn hourly<D: Dialect>(
     )
     .bind(since)
     .bind(kind)
-    .fetch_all_in(pool)
-    .await?;
-    rows.iter()
-        .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .collect()
+    .fetch_tuples_in(pool)
+    .await
 }
 
 async fn delete_before<D: Dialect>(pool: &Pool<D>, before: Millis) -> Result<u64, sqlx::Error> {

@@ -192,6 +192,25 @@ value!(i64, int);
 value!(Vec<u8>, blob);
 value!(String, text);
 
+/// A row read as a tuple of columns, like sqlx's `query_as` into a tuple.
+pub trait Columns: Sized {
+    /// The row's first columns, in order.
+    fn read<Db: Driver>(row: &Row<Db>) -> Result<Self, sqlx::Error>;
+}
+
+macro_rules! columns {
+    ($($t:ident $i:tt),+) => {
+        impl<$($t: Value),+> Columns for ($($t,)+) {
+            fn read<Db: Driver>(row: &Row<Db>) -> Result<Self, sqlx::Error> {
+                Ok(($(row.get::<$t>($i)?,)+))
+            }
+        }
+    };
+}
+
+columns!(A 0, B 1, C 2);
+columns!(A 0, B 1, C 2, D 3, E 4);
+
 /// One statement with its parameters: `stmt::<D>(sql).bind(a).bind(b).execute(c)`.
 pub struct Stmt<'q, D: Driver>(SqlxQuery<'q, D>);
 
@@ -241,6 +260,11 @@ impl<'q, D: Driver> Stmt<'q, D> {
         self.fetch_all(&mut c).await
     }
 
+    /// Run it on a pooled connection; every row as a tuple.
+    pub async fn fetch_tuples_in<T: Columns>(self, pool: &Pool<D>) -> Result<Vec<T>, sqlx::Error> {
+        self.fetch_all_in(pool).await?.iter().map(T::read).collect()
+    }
+
     /// Run it on a pooled connection; the first row (none is `RowNotFound`, as in sqlx).
     pub async fn fetch_one_in(self, pool: &Pool<D>) -> Result<Row<D>, sqlx::Error> {
         let mut c = pool.acquire().await?;
@@ -268,5 +292,38 @@ pub async fn begin<D: Driver>(
     match begin {
         Some(statement) => pool.begin_with(statement).await,
         None => pool.begin().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shared statements number parameters `$1`, `$2`, … and may use them out of order
+    /// (`touch` uses `$2` before `$1`): sqlx binds SQLite's `$N` by its number, as PostgreSQL
+    /// does, not by order of appearance.
+    #[tokio::test]
+    async fn sqlite_binds_dollar_parameters_by_number() {
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
+        let row: (i64, String, i64) = stmt::<sqlx::Sqlite>("SELECT $3, $2, $1 + $3")
+            .bind(1)
+            .bind("two")
+            .bind(3)
+            .fetch_tuples_in(&pool)
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(row, (3, "two".to_owned(), 4));
+    }
+
+    #[tokio::test]
+    async fn null_reads_as_none_or_an_error() {
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
+        let row = stmt::<sqlx::Sqlite>("SELECT NULL")
+            .fetch_one_in(&pool)
+            .await
+            .unwrap();
+        assert_eq!(row.get::<Option<i64>>(0).unwrap(), None);
+        assert!(row.get::<i64>(0).is_err());
     }
 }

@@ -144,16 +144,13 @@ impl OutageJournal for SqlJournal {
 
 /// The oldest `limit` entries of the kinds this build knows, by id.
 async fn pending<D: Dialect>(pool: &Pool<D>, limit: i64) -> Result<Vec<RawEntry>, sqlx::Error> {
-    let rows = stmt::<D>(
+    stmt::<D>(
         "SELECT id, at, kind, session_key, user_id FROM ratatoskr_redis_journal
          WHERE kind IN ('session', 'user') ORDER BY id LIMIT $1",
     )
     .bind(limit)
-    .fetch_all_in(pool)
-    .await?;
-    rows.iter()
-        .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-        .collect()
+    .fetch_tuples_in(pool)
+    .await
 }
 
 /// How many entries of the kinds this build knows are pending.
