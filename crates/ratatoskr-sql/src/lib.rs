@@ -6,6 +6,12 @@
 //! durable outage journal the Redis+database tiers share, [`SqlAudit`], a durable audit trail,
 //! and [`spawn_reaper`], which deletes expired rows in the background.
 //!
+//! The two stores are one implementation: [`Store<D>`](Store) over a [`Dialect`] (`Sqlite` or
+//! `Postgres`). Every statement is written once; the dialect supplies only what really differs
+//! (`max` / `GREATEST`, row locks, `BEGIN IMMEDIATE`, PostgreSQL's advisory locks and its
+//! statements over arrays, connection settings, the migration files). [`SqlStore`] picks one
+//! by URL at run time.
+//!
 //! ## Which backend?
 //!
 //! - **SQLite** when the application runs as one instance (or several processes on one host):
