@@ -86,6 +86,7 @@ pub async fn open(settings: &Settings) -> anyhow::Result<(AppState, SessionLayer
         metrics,
         hasher: Hasher::new(settings.hash_concurrency, settings.hash_queue),
         limits: Limits::new(settings),
+        pref_locks: Arc::default(),
     };
     Ok((state, layer, key_source))
 }

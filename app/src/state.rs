@@ -10,6 +10,7 @@ use crate::configuration::Settings;
 use crate::crypto::{Hasher, TokenCipher};
 use crate::db::Db;
 use crate::limits::Limits;
+use crate::routes::sessions::Stripes;
 use crate::stores::Stores;
 use crate::templates::Templates;
 
@@ -36,4 +37,6 @@ pub struct AppState {
     pub hasher: Hasher,
     /// Per-client rate limits on login, registration and password change.
     pub limits: Limits,
+    /// Serializes preference writes per session.
+    pub pref_locks: Arc<Stripes>,
 }

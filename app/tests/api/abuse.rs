@@ -294,3 +294,28 @@ async fn parallel_current_password_guesses_are_counted_before_they_are_checked()
     );
     assert_eq!(c.get_json("/api/session").await.1["authenticated"], false);
 }
+
+#[tokio::test]
+async fn concurrent_preference_writes_never_store_more_than_sixteen_and_lose_none() {
+    let app = spawn_app_args(&[]).await;
+    let c = Arc::new(app.logged_in("alice", false).await);
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            c.put(&format!("/api/session/preferences/k{i}"), &json!(i))
+                .await
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    let stored = statuses.iter().filter(|s| **s == 204).count();
+    assert_eq!(stored, 16, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 400).count(), 8);
+    let (_, prefs) = c.get_json("/api/session/preferences").await;
+    assert_eq!(prefs.as_object().unwrap().len(), 16, "{prefs}");
+}
