@@ -1,6 +1,7 @@
 //! Figures the application records and the analytics page draws: active sessions sampled
 //! periodically into `app_session_samples`, login attempts per hour (`app_login_counts`),
-//! expiries and revocations per hour from the audit log (`SqlAudit::counts_by_hour`), and live
+//! expiries and revocations per hour from the audit trail ([`crate::audit::AuditTrail`]: rows for
+//! users' events, hourly counters for anonymous ones), and live
 //! sessions by platform type and by device class.
 
 use std::collections::BTreeMap;
@@ -48,6 +49,9 @@ pub async fn sample(state: &AppState) -> anyhow::Result<i64> {
         .db
         .prune(now, service::LOCK_WINDOW_MS, now - 30 * 24 * HOUR_MS)
         .await?;
+    let retention = i64::try_from(state.settings.audit_retention.as_millis()).unwrap_or(i64::MAX);
+    state.audit.prune(now.saturating_sub(retention)).await?;
+    state.limits.forget_idle();
     Ok(active)
 }
 
@@ -110,7 +114,7 @@ pub async fn figures(state: &AppState, hours: i64) -> AppResult<Figures> {
             }
         }
     }
-    for h in state.stores.audit.counts_by_hour(None, first_hour).await? {
+    for h in state.audit.counts_by_hour(first_hour).await? {
         let Some(i) = index(h.hour).filter(|i| *i < hour_starts.len()) else {
             continue;
         };

@@ -260,7 +260,7 @@ pub async fn stats(settings: &Settings) -> anyhow::Result<()> {
     row("platform connections", &platforms);
     row("active sessions", &active);
     let mut by_kind = std::collections::BTreeMap::new();
-    for h in state.stores.audit.counts_by_hour(None, since).await? {
+    for h in state.audit.counts_by_hour(since).await? {
         *by_kind.entry(h.kind.as_str()).or_insert(0u64) += h.count;
     }
     let logins: i64 = state

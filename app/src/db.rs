@@ -74,6 +74,13 @@ CREATE TABLE IF NOT EXISTS app_login_counts (
     count INTEGER NOT NULL,
     PRIMARY KEY (hour, result)
 );
+CREATE TABLE IF NOT EXISTS app_audit_counts (
+    hour INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (hour, kind, reason)
+);
 ";
 
 const PG_DDL: &str = "
@@ -112,6 +119,13 @@ CREATE TABLE IF NOT EXISTS app_login_counts (
     result TEXT NOT NULL,
     count BIGINT NOT NULL,
     PRIMARY KEY (hour, result)
+);
+CREATE TABLE IF NOT EXISTS app_audit_counts (
+    hour BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    count BIGINT NOT NULL,
+    PRIMARY KEY (hour, kind, reason)
 );
 ";
 
@@ -674,6 +688,76 @@ impl Db {
             "SELECT hour, result, count FROM app_login_counts WHERE hour >= $1 ORDER BY hour, result",
             since
         )
+    }
+
+    /// Add `count` anonymous audit events of `kind` and `reason` to the hour starting at `hour`.
+    pub async fn add_audit_count(
+        &self,
+        hour: i64,
+        kind: &str,
+        reason: &str,
+        count: i64,
+    ) -> Result<(), sqlx::Error> {
+        q!(
+            self,
+            execute,
+            "INSERT INTO app_audit_counts (hour, kind, reason, count) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (hour, kind, reason) DO UPDATE SET count = app_audit_counts.count + $4",
+            hour,
+            kind,
+            reason,
+            count
+        )?;
+        Ok(())
+    }
+
+    /// Anonymous audit events per hour and kind since `since`.
+    pub async fn audit_counts(&self, since: i64) -> Result<Vec<(i64, String, i64)>, sqlx::Error> {
+        qa!(
+            self,
+            fetch_all,
+            (i64, String, i64),
+            "SELECT hour, kind, CAST(SUM(count) AS BIGINT) FROM app_audit_counts WHERE hour >= $1
+             GROUP BY hour, kind ORDER BY hour, kind",
+            since
+        )
+    }
+
+    /// Anonymous audit events per hour, kind and reason since `since`.
+    pub async fn audit_counts_by_reason(
+        &self,
+        since: i64,
+    ) -> Result<Vec<(i64, String, String, i64)>, sqlx::Error> {
+        qa!(
+            self,
+            fetch_all,
+            (i64, String, String, i64),
+            "SELECT hour, kind, reason, count FROM app_audit_counts WHERE hour >= $1
+             ORDER BY hour, kind, reason",
+            since
+        )
+    }
+
+    /// Rows of `app_audit_counts` (its size, for tests and health).
+    pub async fn count_audit_counters(&self) -> Result<i64, sqlx::Error> {
+        Ok(qa!(
+            self,
+            fetch_one,
+            (i64,),
+            "SELECT count(*) FROM app_audit_counts"
+        )?
+        .0)
+    }
+
+    /// Drop anonymous audit counts of hours that ended before `before`.
+    pub async fn prune_audit_counts(&self, before: i64) -> Result<(), sqlx::Error> {
+        q!(
+            self,
+            execute,
+            "DELETE FROM app_audit_counts WHERE hour + 3600000 <= $1",
+            before
+        )?;
+        Ok(())
     }
 
     /// Housekeeping: drop throttle rows whose window and lock are over, and old login counts.

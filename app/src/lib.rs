@@ -6,6 +6,7 @@
 //! per route family.
 
 pub mod analytics;
+pub mod audit;
 pub mod charts;
 pub mod cli;
 pub mod configuration;

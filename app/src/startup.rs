@@ -15,6 +15,7 @@ use ratatoskr_core::{ManagerConfig, SessionManager};
 use tokio::net::TcpListener;
 
 use crate::analytics;
+use crate::audit::AuditTrail;
 use crate::configuration::{Fingerprint, Settings};
 use crate::crypto::{Hasher, KeySource, TokenCipher};
 use crate::db::Db;
@@ -69,8 +70,9 @@ pub async fn open(settings: &Settings) -> anyhow::Result<(AppState, SessionLayer
     for o in &settings.trusted_origins {
         csrf = csrf.trust_origin(o.clone());
     }
+    let audit = AuditTrail::new(stores.audit.clone(), db.clone());
     let config = SessionConfig::default()
-        .with_audit(Arc::new(stores.audit.clone()))
+        .with_audit(Arc::new(audit.clone()))
         .with_csrf(csrf)
         .with_fingerprint(policy, IpBinding::Off);
     let layer = SessionLayer::new(manager.clone(), config)
@@ -87,6 +89,7 @@ pub async fn open(settings: &Settings) -> anyhow::Result<(AppState, SessionLayer
         hasher: Hasher::new(settings.hash_concurrency, settings.hash_queue),
         limits: Limits::new(settings),
         pref_locks: Arc::default(),
+        audit,
     };
     Ok((state, layer, key_source))
 }
@@ -101,6 +104,7 @@ impl Application {
         let tasks = vec![
             ratatoskr_sql::spawn_reaper(state.sessions.store().clone(), Duration::from_secs(60)),
             analytics::spawn_sampler(state.clone(), settings.sample_every),
+            state.audit.spawn_flusher(),
         ];
         let router = router(state.clone(), layer);
         Ok(Application {
@@ -130,6 +134,9 @@ impl Application {
         .await;
         for t in self.tasks {
             t.abort();
+        }
+        if let Err(e) = self.state.audit.flush().await {
+            tracing::warn!(error = %e, "could not write the last anonymous audit counters");
         }
         Ok(result?)
     }

@@ -6,6 +6,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use ratatoskr_axum::SessionControl;
 use ratatoskr_core::SessionManager;
 
+use crate::audit::AuditTrail;
 use crate::configuration::Settings;
 use crate::crypto::{Hasher, TokenCipher};
 use crate::db::Db;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub hasher: Hasher,
     /// Per-client rate limits on login, registration and password change.
     pub limits: Limits,
+    /// The audit trail: rows for users' events, hourly counters for anonymous ones.
+    pub audit: AuditTrail,
     /// Serializes preference writes per session.
     pub pref_locks: Arc<Stripes>,
 }

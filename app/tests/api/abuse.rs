@@ -319,3 +319,109 @@ async fn concurrent_preference_writes_never_store_more_than_sixteen_and_lose_non
     let (_, prefs) = c.get_json("/api/session/preferences").await;
     assert_eq!(prefs.as_object().unwrap().len(), 16, "{prefs}");
 }
+
+/// Rows of the SQL audit log.
+async fn audit_rows(app: &crate::helpers::TestApp) -> usize {
+    app.state.stores.audit.recent(100_000).await.unwrap().len()
+}
+
+#[tokio::test]
+async fn anonymous_traffic_is_counted_per_hour_and_never_grows_the_audit_log() {
+    let app = spawn_app_args(&[]).await;
+    let admin = app.logged_in("root", true).await;
+    let rows_before = audit_rows(&app).await;
+    let counters_before = app.state.db.count_audit_counters().await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let address = app.address.clone();
+        tasks.push(tokio::spawn(async move {
+            // A made-up, well-formed session cookie ("expired") or a cross-site post.
+            let c = Client::new(&address, "abuse-test");
+            c.set_cookie(Some(ratatoskr_core::Token::generate().as_cookie_value()));
+            if i % 2 == 0 {
+                c.get("/api/session").await.status().as_u16()
+            } else {
+                c.request(
+                    reqwest::Method::POST,
+                    "/api/logout",
+                    None,
+                    &[("sec-fetch-site", "cross-site")],
+                )
+                .await
+                .status()
+                .as_u16()
+            }
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let status = t.await.unwrap();
+        assert_eq!(status, if i % 2 == 0 { 200 } else { 403 });
+    }
+    app.state.audit.flush().await.unwrap();
+    assert_eq!(
+        audit_rows(&app).await,
+        rows_before,
+        "anonymous events became rows"
+    );
+    let counters = app.state.db.count_audit_counters().await.unwrap() - counters_before;
+    assert!(
+        counters <= 4,
+        "{counters} counter rows for two kinds of anonymous event"
+    );
+    // The analytics still see every one of them.
+    let (status, f) = admin.get_json("/api/admin/analytics").await;
+    assert_eq!(status, 200, "{f}");
+    let sum = |k: &str| {
+        f[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert!(sum("expiries") >= 150, "{f}");
+    assert!(sum("csrf_refusals") >= 150, "{f}");
+    let by_reason = app.state.audit.anonymous_counts(0).await.unwrap();
+    assert!(
+        by_reason
+            .iter()
+            .any(|(_, kind, reason, n)| kind == "csrf_refused"
+                && reason == "cross_site_request"
+                && *n >= 150),
+        "{by_reason:?}"
+    );
+}
+
+#[tokio::test]
+async fn audit_rows_and_counters_past_the_retention_are_pruned() {
+    use ratatoskr_core::{AuditEvent, AuditKind};
+    let app = spawn_app_args(&[]).await; // default retention: 90 days
+    assert_eq!(
+        app.state.settings.audit_retention,
+        std::time::Duration::from_secs(90 * 24 * 3600)
+    );
+    const DAY: i64 = 24 * 3_600_000;
+    let now = now_ms();
+    for (age, detail) in [(91 * DAY, "old"), (89 * DAY, "kept")] {
+        let mut e = AuditEvent::new(AuditKind::RevokedByUser)
+            .user(Some("42"))
+            .detail(detail);
+        e.at = now - age;
+        app.state.stores.audit.try_record(&e).await.unwrap();
+        let hour = (now - age) / 3_600_000 * 3_600_000;
+        app.state
+            .db
+            .add_audit_count(hour, "expired", detail, 7)
+            .await
+            .unwrap();
+    }
+    ratatoskr::analytics::sample(&app.state).await.unwrap();
+    let rows = app.state.stores.audit.recent(1000).await.unwrap();
+    let details: Vec<_> = rows.iter().filter_map(|e| e.detail.as_deref()).collect();
+    assert!(
+        details.contains(&"kept") && !details.contains(&"old"),
+        "{details:?}"
+    );
+    let counters = app.state.audit.anonymous_counts(0).await.unwrap();
+    let reasons: Vec<_> = counters.iter().map(|c| c.2.as_str()).collect();
+    assert_eq!(reasons, ["kept"]);
+}
