@@ -126,7 +126,12 @@ impl SessionManager {
         if record.is_expired(now) {
             return Ok(None);
         }
-        if self.touch_due(&record, now) && self.store.touch(&key, &record.meta, now).await? {
+        if self.touch_due(&record, now)
+            && self
+                .store
+                .touch_with_deadline(&key, &record.meta, now, record.expires_at())
+                .await?
+        {
             record.last_seen = now;
         }
         Ok(Some(record))

@@ -18,12 +18,48 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
 
-/// The current time in [`Millis`].
+/// The current time in [`Millis`]: the system clock, unless a test froze it with
+/// [`test_clock`].
 pub fn now_ms() -> Millis {
+    let frozen = test_clock::FROZEN.load(std::sync::atomic::Ordering::Relaxed);
+    if frozen != test_clock::OFF {
+        return frozen;
+    }
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as Millis)
         .unwrap_or(0)
+}
+
+/// A process-wide controlled clock for deterministic tests of deadlines.
+///
+/// Every time Ratatoskr decides with — creation, touch, expiry checks, the times SQL statements
+/// and Redis scripts compare against — comes from [`now_ms`]. A model-based test freezes it
+/// here and moves it in steps (to just before a deadline, across it), so whether a session is
+/// alive is decided by the test, not by how fast the machine runs. Production code never calls
+/// this: while nothing is frozen, `now_ms` costs one relaxed atomic load more than the system
+/// clock. Redis still expires keys by its own clock; that only ever removes copies earlier
+/// (a frozen clock ahead of the real one makes Redis keep keys longer, and every read checks
+/// the deadline against [`now_ms`] itself).
+#[doc(hidden)]
+pub mod test_clock {
+    use super::Millis;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    pub(super) const OFF: Millis = Millis::MIN;
+    pub(super) static FROZEN: AtomicI64 = AtomicI64::new(OFF);
+
+    /// Freeze the clock at `at` (`None`: back to the system clock).
+    pub fn set(at: Option<Millis>) {
+        FROZEN.store(at.unwrap_or(OFF), Ordering::SeqCst);
+    }
+
+    /// Move a frozen clock forward by `ms` (nothing when the clock is not frozen).
+    pub fn advance(ms: Millis) {
+        let _ = FROZEN.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
+            (t != OFF).then(|| t.saturating_add(ms))
+        });
+    }
 }
 
 /// A [`Duration`] in milliseconds, saturating.

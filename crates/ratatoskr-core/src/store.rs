@@ -90,6 +90,21 @@ pub trait SessionStore: Send + Sync + 'static {
     /// without rewriting the record. Returns whether the session existed.
     async fn touch(&self, key: &SessionKey, meta: &Meta, last_seen: Millis) -> StoreResult<bool>;
 
+    /// [`touch`](Self::touch), from a caller that read the session and knows when the copy it
+    /// read expires (`expires_at`, before this touch). A tiered store uses the deadline to decide
+    /// whether the touch may wait for a batch or must reach the database before it; other stores
+    /// ignore it (the default).
+    async fn touch_with_deadline(
+        &self,
+        key: &SessionKey,
+        meta: &Meta,
+        last_seen: Millis,
+        expires_at: Millis,
+    ) -> StoreResult<bool> {
+        let _ = expires_at;
+        self.touch(key, meta, last_seen).await
+    }
+
     /// Touch many sessions at once (the tiered store flushes batched touches to the database
     /// through this). The default calls [`touch`](Self::touch) for each; SQL stores override it
     /// with one transaction.
@@ -142,6 +157,18 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Check that the backend answers.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// For a store used as a cache in front of another (Redis in a tiered store), called when
+    /// the tiered store recovers from an outage, before it replays its journal. Two kinds of
+    /// stale data must not outlive the recovery: copies kept by a server that restarted or
+    /// failed over since they were written (a snapshot, an append-only file, a lagging replica
+    /// promoted), which are discarded; and writes sent before the outage that reach the server
+    /// late (a stalled server, a slow network), which are refused from now on. Returns whether
+    /// data was discarded. Stores that are their own source of truth have neither: the default
+    /// does nothing.
+    async fn begin_epoch(&self) -> StoreResult<bool> {
+        Ok(false)
+    }
 }
 
 /// Log a stored record that no longer decodes. It is logged by handle, never by token (stores

@@ -240,6 +240,9 @@ pub struct RedisStore {
     con: ConnectionManager,
     config: RedisConfig,
     tracking: Option<Arc<Tracking>>,
+    /// The write epoch this store (and its clones) last learned; see
+    /// [`begin_epoch`](SessionStore::begin_epoch). 0: none known yet.
+    epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -392,6 +395,7 @@ impl RedisStore {
             con,
             config,
             tracking,
+            epoch: Arc::default(),
         })
     }
 
@@ -423,6 +427,63 @@ impl RedisStore {
         self.prefixed(&["live"])
     }
 
+    /// The Redis key naming the server run (`INFO server` `run_id`) that wrote this data; see
+    /// [`discard_if_restarted`](SessionStore::discard_if_restarted).
+    pub fn owner_key_name(&self) -> Vec<u8> {
+        self.prefixed(&["owner"])
+    }
+
+    /// The `run_id` of the Redis server this store's connection reaches now.
+    async fn run_id(&self) -> StoreResult<String> {
+        let mut con = self.con.clone();
+        let info: String = self
+            .call(redis::cmd("INFO").arg("server").query_async(&mut con))
+            .await?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_owned())
+            .ok_or_else(|| backend("INFO server names no run_id"))
+    }
+
+    /// Delete every key under this store's prefix, in `SCAN` batches. Returns how many went.
+    async fn discard_all(&self) -> StoreResult<u64> {
+        let mut pattern = Vec::with_capacity(self.prefix().len() + 1);
+        for &b in self.prefix() {
+            // Escape glob metacharacters so the prefix matches only itself.
+            if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+                pattern.push(b'\\');
+            }
+            pattern.push(b);
+        }
+        pattern.push(b'*');
+        let mut con = self.con.clone();
+        let mut cursor: u64 = 0;
+        let mut removed = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = self
+                .call(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut con),
+                )
+                .await?;
+            if !keys.is_empty() {
+                let n: u64 = self
+                    .call(redis::cmd("UNLINK").arg(&keys).query_async(&mut con))
+                    .await?;
+                removed += n;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
     fn prefixed(&self, parts: &[&str]) -> Vec<u8> {
         let mut name = self.config.key_prefix.as_bytes().to_vec();
         for p in parts {
@@ -445,6 +506,62 @@ impl RedisStore {
         self.config.key_prefix.as_bytes()
     }
 
+    /// The invocation of `create` or `restore` (same arguments).
+    fn create_invocation(
+        &self,
+        script: &'static redis::Script,
+        key: &SessionKey,
+        meta: &[u8],
+        record: &Record,
+        arg: Vec<u8>,
+    ) -> redis::ScriptInvocation<'static> {
+        let mut inv = script.prepare_invoke();
+        inv.key(self.session_key_name(key))
+            .arg(arg)
+            .arg(meta)
+            .arg(record.last_seen);
+        for (name, value) in &record.attrs {
+            inv.arg(name.as_bytes()).arg(value.as_slice());
+        }
+        inv
+    }
+
+    /// `ARGV[1]` of every script: `<write epoch>|<key prefix>`.
+    fn script_arg(&self) -> Vec<u8> {
+        let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
+        let mut arg = format!("{epoch}|").into_bytes();
+        arg.extend_from_slice(self.prefix());
+        arg
+    }
+
+    /// Run a script that adds or changes a copy. Refused for an old write epoch (another
+    /// instance recovered from an outage since this one last wrote), it is sent again with
+    /// the epoch Redis named: this write is live, not one of the late ones the epoch is there
+    /// to refuse.
+    async fn invoke_fenced(
+        &self,
+        op: &'static str,
+        build: impl Fn(Vec<u8>) -> redis::ScriptInvocation<'static>,
+    ) -> StoreResult<Value> {
+        let mut con = self.con.clone();
+        for _ in 0..3 {
+            let inv = build(self.script_arg());
+            let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+            match status(op, &reply) {
+                Ok((STALE_EPOCH, Some(epoch))) => {
+                    self.epoch.store(
+                        u64::try_from(epoch).unwrap_or(0),
+                        std::sync::atomic::Ordering::Release,
+                    );
+                }
+                _ => return Ok(reply),
+            }
+        }
+        Err(backend(format_args!(
+            "{op}: the write epoch kept changing under three attempts"
+        )))
+    }
+
     fn too_large(&self, size: i64) -> StoreError {
         StoreError::Codec(CodecError::TooLarge {
             size: usize::try_from(size).unwrap_or(usize::MAX),
@@ -459,6 +576,8 @@ const NOT_FOUND: i64 = -1;
 const COLLISION: i64 = -2;
 const REVOKED: i64 = -3;
 const TOO_LARGE: i64 = -4;
+/// A write sent in an older write epoch (see `stale_epoch` in the scripts).
+const STALE_EPOCH: i64 = -5;
 
 fn unexpected(what: &str, v: &Value) -> StoreError {
     backend(format_args!("unexpected reply to {what}: {v:?}"))
@@ -558,16 +677,11 @@ impl SessionStore for RedisStore {
     async fn create(&self, key: &SessionKey, record: &Record) -> StoreResult<()> {
         codec::check_record(record, &self.config.limits)?;
         let meta = codec::encode_meta(&record.meta, &self.config.limits)?;
-        let mut inv = SCRIPTS.create.prepare_invoke();
-        inv.key(self.session_key_name(key))
-            .arg(self.prefix())
-            .arg(meta)
-            .arg(record.last_seen);
-        for (name, value) in &record.attrs {
-            inv.arg(name.as_bytes()).arg(value.as_slice());
-        }
-        let mut con = self.con.clone();
-        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+        let reply = self
+            .invoke_fenced("create", |arg| {
+                self.create_invocation(&SCRIPTS.create, key, &meta, record, arg)
+            })
+            .await?;
         match status("create", &reply)?.0 {
             OK => Ok(()),
             COLLISION => Err(StoreError::Collision),
@@ -582,16 +696,11 @@ impl SessionStore for RedisStore {
     async fn restore(&self, key: &SessionKey, record: &Record) -> StoreResult<bool> {
         codec::check_record(record, &self.config.limits)?;
         let meta = codec::encode_meta(&record.meta, &self.config.limits)?;
-        let mut inv = SCRIPTS.restore.prepare_invoke();
-        inv.key(self.session_key_name(key))
-            .arg(self.prefix())
-            .arg(meta)
-            .arg(record.last_seen);
-        for (name, value) in &record.attrs {
-            inv.arg(name.as_bytes()).arg(value.as_slice());
-        }
-        let mut con = self.con.clone();
-        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+        let reply = self
+            .invoke_fenced("restore", |arg| {
+                self.create_invocation(&SCRIPTS.restore, key, &meta, record, arg)
+            })
+            .await?;
         match status("restore", &reply)?.0 {
             OK => Ok(true),
             0 | COLLISION => Ok(false),
@@ -653,19 +762,22 @@ impl SessionStore for RedisStore {
                 limit: limits.max_record_bytes,
             }));
         }
-        let mut inv = SCRIPTS.apply.prepare_invoke();
-        inv.key(self.session_key_name(key))
-            .arg(self.prefix())
-            .arg(limits.max_record_bytes)
-            .arg(delta.remove.len());
-        for name in &delta.remove {
-            inv.arg(name.as_bytes());
-        }
-        for (name, value) in &delta.set {
-            inv.arg(name.as_bytes()).arg(value.as_slice());
-        }
-        let mut con = self.con.clone();
-        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+        let reply = self
+            .invoke_fenced("apply", |arg| {
+                let mut inv = SCRIPTS.apply.prepare_invoke();
+                inv.key(self.session_key_name(key))
+                    .arg(arg)
+                    .arg(limits.max_record_bytes)
+                    .arg(delta.remove.len());
+                for name in &delta.remove {
+                    inv.arg(name.as_bytes());
+                }
+                for (name, value) in &delta.set {
+                    inv.arg(name.as_bytes()).arg(value.as_slice());
+                }
+                inv
+            })
+            .await?;
         match status("apply", &reply)? {
             (OK, _) => Ok(()),
             (NOT_FOUND, _) => Err(StoreError::NotFound),
@@ -678,7 +790,7 @@ impl SessionStore for RedisStore {
     async fn touch(&self, key: &SessionKey, _meta: &Meta, last_seen: Millis) -> StoreResult<bool> {
         let mut inv = SCRIPTS.touch.prepare_invoke();
         inv.key(self.session_key_name(key))
-            .arg(self.prefix())
+            .arg(self.script_arg())
             .arg(last_seen);
         let mut con = self.con.clone();
         let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
@@ -697,15 +809,18 @@ impl SessionStore for RedisStore {
         now: Millis,
     ) -> StoreResult<()> {
         let encoded = codec::encode_meta(meta, &self.config.limits)?;
-        let mut inv = SCRIPTS.rotate.prepare_invoke();
-        inv.key(self.session_key_name(old))
-            .key(self.session_key_name(new))
-            .arg(self.prefix())
-            .arg(encoded)
-            .arg(now)
-            .arg(self.config.limits.max_record_bytes);
-        let mut con = self.con.clone();
-        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+        let reply = self
+            .invoke_fenced("rotate", |arg| {
+                let mut inv = SCRIPTS.rotate.prepare_invoke();
+                inv.key(self.session_key_name(old))
+                    .key(self.session_key_name(new))
+                    .arg(arg)
+                    .arg(&encoded)
+                    .arg(now)
+                    .arg(self.config.limits.max_record_bytes);
+                inv
+            })
+            .await?;
         match status("rotate", &reply)? {
             (OK, _) => Ok(()),
             (NOT_FOUND, _) => Err(StoreError::NotFound),
@@ -718,7 +833,7 @@ impl SessionStore for RedisStore {
 
     async fn destroy(&self, key: &SessionKey) -> StoreResult<bool> {
         let mut inv = SCRIPTS.destroy.prepare_invoke();
-        inv.key(self.session_key_name(key)).arg(self.prefix());
+        inv.key(self.session_key_name(key)).arg(self.script_arg());
         let mut con = self.con.clone();
         let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
         match status("destroy", &reply)?.0 {
@@ -730,7 +845,7 @@ impl SessionStore for RedisStore {
 
     async fn list_user(&self, user_id: &str) -> StoreResult<Vec<SessionSummary>> {
         let mut inv = SCRIPTS.list_user.prepare_invoke();
-        inv.arg(self.prefix()).arg(user_id);
+        inv.arg(self.script_arg()).arg(user_id);
         let mut con = self.con.clone();
         let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
         let Value::Array(rows) = &reply else {
@@ -770,7 +885,7 @@ impl SessionStore for RedisStore {
 
     async fn destroy_user(&self, user_id: &str, except: Option<&SessionKey>) -> StoreResult<u64> {
         let mut inv = SCRIPTS.destroy_user.prepare_invoke();
-        inv.arg(self.prefix())
+        inv.arg(self.script_arg())
             .arg(user_id)
             .arg(now_ms())
             .arg(except.map_or(&[][..], |k| &k.as_bytes()[..]))
@@ -784,7 +899,7 @@ impl SessionStore for RedisStore {
 
     async fn count(&self) -> StoreResult<u64> {
         let mut inv = SCRIPTS.count.prepare_invoke();
-        inv.arg(self.prefix());
+        inv.arg(self.script_arg());
         let mut con = self.con.clone();
         let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
         as_int(&reply)
@@ -801,7 +916,7 @@ impl SessionStore for RedisStore {
         // Bounded: each pass takes the users it visits out of the due set.
         for _ in 0..10_000 {
             let mut inv = SCRIPTS.reap.prepare_invoke();
-            inv.arg(self.prefix()).arg(USERS_PER_CALL);
+            inv.arg(self.script_arg()).arg(USERS_PER_CALL);
             let mut con = self.con.clone();
             let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
             let (n, users) = status("reap", &reply)?;
@@ -811,6 +926,62 @@ impl SessionStore for RedisStore {
             }
         }
         Ok(removed)
+    }
+
+    /// Two steps, in this order:
+    ///
+    /// 1. Every key this store writes lives under its prefix, and `<prefix>owner` names the
+    ///    server run (`run_id`) that holds them. A different run — Redis restarted and loaded a
+    ///    snapshot or an append-only file, or a replica was promoted — may hold copies older than
+    ///    deletions and changes the previous run acknowledged, so everything under the prefix is
+    ///    deleted before the owner is set to the current run. The owner is set last: another
+    ///    instance checking meanwhile still sees the old owner and discards too (harmless),
+    ///    never trusts data not yet discarded.
+    /// 2. A new write epoch, a random number in `<prefix>fence`: from now on the scripts that
+    ///    add or change a copy refuse a write that carries an older one — a write sent before
+    ///    the outage that reaches Redis only now. Live writers learn the new epoch from the
+    ///    refusal and send again ([`RedisStore`] does this by itself).
+    ///
+    /// The fence key must not be evicted: run Redis with `noeviction` or a `volatile-*` policy
+    /// (the fence has no expiry), as for the session keys themselves.
+    async fn begin_epoch(&self) -> StoreResult<bool> {
+        let run_id = self.run_id().await?;
+        let owner_key = self.owner_key_name();
+        let mut con = self.con.clone();
+        let owner: Option<String> = self
+            .call(redis::cmd("GET").arg(&owner_key).query_async(&mut con))
+            .await?;
+        let mut removed = 0;
+        if owner.as_deref() != Some(run_id.as_str()) {
+            removed = self.discard_all().await?;
+            self.call(
+                redis::cmd("SET")
+                    .arg(&owner_key)
+                    .arg(&run_id)
+                    .query_async::<()>(&mut con),
+            )
+            .await?;
+            if removed > 0 {
+                tracing::warn!(
+                    removed,
+                    "Redis runs as a new server (restarted or failed over): discarded the \
+                     copies it kept from before"
+                );
+            }
+        }
+        // 52 random bits, never 0 (what a store that knows no epoch sends): exact as a Lua
+        // number, and no two recoveries pick the same one in practice.
+        let epoch = (u64::from_le_bytes(ratatoskr_core::token::random_bytes()) >> 12).max(1);
+        self.call(
+            redis::cmd("SET")
+                .arg(self.prefixed(&["fence"]))
+                .arg(epoch)
+                .query_async::<()>(&mut con),
+        )
+        .await?;
+        self.epoch
+            .store(epoch, std::sync::atomic::Ordering::Release);
+        Ok(removed > 0)
     }
 
     /// Pings the write connection and, in tracking mode, the tracked one (connecting it if

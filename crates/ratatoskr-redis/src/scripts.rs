@@ -7,8 +7,10 @@
 //!
 //! Conventions shared by all scripts:
 //!
-//! - `KEYS` holds the session key(s) the operation is about; `ARGV[1]` is always the key prefix,
-//!   from which the index keys are derived (`<prefix>live`, `<prefix>users`, `<prefix>u:<user>`,
+//! - `KEYS` holds the session key(s) the operation is about; `ARGV[1]` is always
+//!   `<write epoch>|<key prefix>`: the epoch fences off late writes (scripts that add or change
+//!   a copy refuse an old one with `{-5, current epoch}`), and the prefix is what the index keys
+//!   are derived from (`<prefix>live`, `<prefix>users`, `<prefix>u:<user>`,
 //!   `<prefix>r:<user>`). Standalone Redis accepts keys computed inside a script; Redis Cluster
 //!   would not (see `docs/redis.md`).
 //! - Times that come from the application (`created_at`, `last_seen`, `now`) are arguments;
@@ -26,7 +28,7 @@ use redis::Script;
 
 /// Definitions every script starts with.
 const PRELUDE: &str = r#"
-local P = ARGV[1]
+local EPOCH, P = string.match(ARGV[1], '^(%d*)|(.*)$')
 local LIVE = P .. 'live'
 local USERS = P .. 'users'
 local META = '\255'
@@ -167,6 +169,16 @@ local function set_expiry(key, meta, ls, had_seen)
   return exp
 end
 
+-- Writes that add or change a copy carry the write epoch their sender knew. A recovery from an
+-- outage starts a new epoch (`<prefix>fence`) before it deletes what the outage left stale, so
+-- a write sent before it that arrives late is refused here instead of bringing a copy back.
+-- A live sender is told the current epoch and sends again.
+local function stale_epoch()
+  local e = redis.call('GET', P .. 'fence')
+  if e and e ~= EPOCH then return { -5, tonumber(e) } end
+  return nil
+end
+
 -- Whether the user's sessions were revoked at or after `at`.
 local function revoked(user, at)
   local r = tonumber(redis.call('GET', P .. 'r:' .. user))
@@ -177,6 +189,8 @@ end
 /// The start of `create` and `restore`: KEYS[1] session key; ARGV[2] encoded meta, ARGV[3]
 /// last_seen, ARGV[4..] attribute name/value pairs. Refuses an existing key with -2.
 const CREATE_HEAD: &str = r#"
+local stale = stale_epoch()
+if stale then return stale end
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 1 then return -2 end
 local meta = parse_meta(ARGV[2])
@@ -212,6 +226,8 @@ return 1
 /// `apply`: KEYS[1] session key; ARGV[2] size limit, ARGV[3] number of removals, then the
 /// removed names, then set name/value pairs. Returns {1}, {-1} (not found) or {-4, size}.
 const APPLY: &str = r#"
+local stale = stale_epoch()
+if stale then return stale end
 local key = KEYS[1]
 local m = redis.call('HGET', key, META)
 if not m or not parse_meta(m) then return { -1 } end
@@ -263,6 +279,8 @@ return 1
 /// ARGV[4] size limit. Returns {1}, {-1} (old missing), {-2} (new exists), {-3} (revoked) or
 /// {-4, size}.
 const ROTATE: &str = r#"
+local stale = stale_epoch()
+if stale then return stale end
 local old, new = KEYS[1], KEYS[2]
 local oldmeta = parse_meta(redis.call('HGET', old, META))
 if not oldmeta then return { -1 } end

@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use ratatoskr_core::{
     Delta, Invalidation, JournalTarget, Meta, Millis, OutageJournal, Record, SessionKey,
-    SessionStore, SessionSummary, StoreError, StoreResult, now_ms,
+    SessionStore, SessionSummary, StoreError, StoreResult, now_ms, record::duration_ms,
 };
 use tokio::sync::broadcast;
 
@@ -65,8 +65,14 @@ pub struct TieredConfig {
     pub breaker_open_for: Duration,
     /// How often batched touches are written to the database.
     pub touch_flush_every: Duration,
-    /// Most touches buffered for the database (beyond it, the oldest are dropped and counted).
+    /// Most touches buffered for the database; a touch that finds the buffer full is written
+    /// through at once.
     pub touch_buffer_max: usize,
+    /// A touch of a session whose deadline is nearer than this is written to the database at
+    /// once instead of waiting for the next batch: a batched touch that reached the database
+    /// after the deadline would be refused there, and the session would end although it was in
+    /// use. Keep it several times [`touch_flush_every`](Self::touch_flush_every).
+    pub touch_sync_margin: Duration,
     /// How often every instance checks the shared journal for entries another instance wrote.
     pub journal_poll_every: Duration,
     /// Near-cache bounds (used only when invalidation notices are available).
@@ -80,6 +86,7 @@ impl Default for TieredConfig {
             breaker_open_for: Duration::from_secs(1),
             touch_flush_every: Duration::from_secs(1),
             touch_buffer_max: 100_000,
+            touch_sync_margin: Duration::from_secs(10),
             journal_poll_every: Duration::from_secs(1),
             near_cache: NearCacheConfig::default(),
         }
@@ -227,6 +234,14 @@ impl TieredStore {
         self.0.flush_touches().await
     }
 
+    /// Run one round of the journal poller now (it runs every
+    /// [`journal_poll_every`](TieredConfig::journal_poll_every) anyway): an instance that did not
+    /// see an outage itself learns here of what other instances journalled, and stops reading
+    /// Redis until it is replayed. Tests call it to stand for the passing of a poll interval.
+    pub async fn poll_journal_now(&self) {
+        self.0.poll_once().await;
+    }
+
     /// Probe Redis if the breaker allows and replay the journal now; returns whether the
     /// breaker is closed afterwards (tests, operators).
     pub async fn recover_now(&self) -> bool {
@@ -366,7 +381,12 @@ impl TieredStore {
             .await
         {
             FastOutcome::Answered(Ok(written)) => written,
-            _ => return,
+            FastOutcome::Answered(Err(_)) | FastOutcome::Unavailable => {
+                // It may still land (a stalled Redis) without the check below: whoever
+                // recovers deletes it.
+                self.owe(vec![JournalTarget::Session(*key)]).await;
+                return;
+            }
         };
         if !written {
             return;
@@ -375,9 +395,61 @@ impl TieredStore {
         let same =
             matches!(&again, Ok(Some(r)) if r.meta == record.meta && r.attrs == record.attrs);
         if !same {
-            let _ = self
-                .via_redis(false, "destroy", self.0.fast.destroy(key))
-                .await;
+            self.drop_copy(key).await;
+        }
+    }
+
+    /// Make sure Redis holds no copy of `key` (the database ended or changed the session, or
+    /// may have): delete it, or journal the deletion if Redis cannot be reached.
+    async fn drop_copy(&self, key: &SessionKey) {
+        self.forget(key);
+        match self
+            .via_redis(false, "destroy", self.0.fast.destroy(key))
+            .await
+        {
+            FastOutcome::Answered(Ok(_)) => {}
+            FastOutcome::Answered(Err(_)) | FastOutcome::Unavailable => {
+                self.owe(vec![JournalTarget::Session(*key)]).await;
+            }
+        }
+    }
+
+    /// Write one touch through: the database first, then — only if the database took it —
+    /// Redis, so that Redis's deadline never passes the database's. A database that cannot be
+    /// reached gets the touch queued for the next flush (or dropped and counted if the queue
+    /// is full); the session then keeps its deadline in both tiers.
+    async fn touch_through(&self, key: &SessionKey, meta: &Meta, last_seen: Millis) -> bool {
+        match self
+            .via_db("touch", self.0.durable.touch(key, meta, last_seen))
+            .await
+        {
+            Ok(true) => {
+                self.extend_copy(key, meta, last_seen).await;
+                true
+            }
+            Ok(false) => {
+                // Ended in the database (expired, destroyed, rotated): no copy may outlive it.
+                self.drop_copy(key).await;
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not touch a session in the database; will retry");
+                if !self.0.touches.push(*key, meta.clone(), last_seen) {
+                    metrics::counter!("ratatoskr_touches_dropped_total").increment(1);
+                }
+                true
+            }
+        }
+    }
+
+    /// After the database took a touch: extend the Redis copy (if any) to the same deadline.
+    async fn extend_copy(&self, key: &SessionKey, meta: &Meta, last_seen: Millis) {
+        if let FastOutcome::Answered(Ok(true)) = self
+            .via_redis(false, "touch", self.0.fast.touch(key, meta, last_seen))
+            .await
+            && let Some(c) = &self.0.cache
+        {
+            c.touched(key, last_seen);
         }
     }
 }
@@ -431,21 +503,56 @@ impl Inner {
         }
     }
 
-    async fn flush_touches(&self) -> StoreResult<()> {
+    /// Write the queued touches: each to the database (concurrently: the SQL store's group
+    /// commit puts them in few transactions), then the ones the database took to Redis. A touch
+    /// the database refused (the session ended meanwhile, or its deadline passed before the
+    /// touch arrived) removes the Redis copy instead; one that failed is queued again.
+    async fn flush_touches(self: &Arc<Self>) -> StoreResult<()> {
         let batch = self.touches.take();
         if batch.is_empty() {
             return Ok(());
         }
         let n = batch.len();
-        match self.durable.touch_many(&batch).await {
-            Ok(()) => {
+        let store = TieredStore(Arc::clone(self));
+        let mut failed = Vec::new();
+        let mut first_error = None;
+        for chunk in batch.chunks(1024) {
+            let answers = futures::future::join_all(
+                chunk.iter().map(|(k, m, t)| self.durable.touch(k, m, *t)),
+            )
+            .await;
+            let mut follow_ups = Vec::new();
+            for ((k, m, t), answer) in chunk.iter().zip(answers) {
+                match answer {
+                    Ok(took) => follow_ups.push((k, m, *t, took)),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                        failed.push((*k, m.clone(), *t));
+                    }
+                }
+            }
+            futures::future::join_all(follow_ups.into_iter().map(|(k, m, t, took)| {
+                let store = &store;
+                async move {
+                    if took {
+                        store.extend_copy(k, m, t).await;
+                    } else {
+                        store.drop_copy(k).await;
+                    }
+                }
+            }))
+            .await;
+        }
+        let flushed = n - failed.len();
+        metrics::counter!("ratatoskr_touches_flushed_total").increment(flushed as u64);
+        match first_error {
+            None => {
                 self.touches.done(n);
-                metrics::counter!("ratatoskr_touches_flushed_total").increment(n as u64);
                 Ok(())
             }
-            Err(e) => {
-                tracing::warn!(error = %e, touches = n, "could not write touches to the database; will retry");
-                self.touches.put_back(batch);
+            Some(e) => {
+                tracing::warn!(error = %e, touches = failed.len(), "could not write touches to the database; will retry");
+                self.touches.put_back(failed, n);
                 Err(e)
             }
         }
@@ -459,6 +566,24 @@ impl Inner {
             return;
         }
         let started = Instant::now();
+        // First, before any journalled key is deleted: a Redis that restarted (from a snapshot
+        // or an append-only file) or was replaced by a promoted replica may hold copies older
+        // than deletions it once acknowledged, which no journal recorded; those are discarded.
+        // And writes sent before the outage that reach Redis late are refused from here on, so
+        // none can land after the deletions below and bring a copy back.
+        match tokio::time::timeout(
+            self.config.redis_timeout.max(Duration::from_secs(60)),
+            self.fast.begin_epoch(),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            _ => {
+                tracing::warn!("could not start a new Redis epoch; Redis stays unused");
+                self.breaker.recovery_failed();
+                return;
+            }
+        }
         let mut replayed = 0u64;
         loop {
             let pending = match self.journal.pending(500).await {
@@ -546,29 +671,37 @@ async fn poll_journal(inner: Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(i) = inner.upgrade() else { return };
+        i.poll_once().await;
+    }
+}
+
+impl Inner {
+    /// One round of the journal poller: learn of changes other instances journalled (stop
+    /// reading Redis until they are replayed), finish a recovery, or probe a half-open breaker.
+    async fn poll_once(&self) {
         // Keep the notice channel from lagging while no loads drain it.
-        i.drain();
-        metrics::gauge!("ratatoskr_breaker_state").set(i.breaker.state().as_gauge());
-        let Ok(n) = i.journal.pending_count().await else {
-            continue;
+        self.drain();
+        metrics::gauge!("ratatoskr_breaker_state").set(self.breaker.state().as_gauge());
+        let Ok(n) = self.journal.pending_count().await else {
+            return;
         };
-        i.counters.journal_pending.store(n, Relaxed);
+        self.counters.journal_pending.store(n, Relaxed);
         metrics::gauge!("ratatoskr_journal_length").set(n as f64);
-        match i.breaker.state() {
+        match self.breaker.state() {
             // Another instance journalled changes Redis missed: stop reading Redis until they
             // are replayed.
             BreakerState::Closed if n > 0 => {
-                i.breaker.begin_recovery();
-                i.replay().await;
+                self.breaker.begin_recovery();
+                self.replay().await;
             }
-            BreakerState::Recovering => i.replay().await,
+            BreakerState::Recovering => self.replay().await,
             // An idle instance probes by itself, so it recovers without waiting for traffic.
             BreakerState::HalfOpen => {
-                if let Some(permit) = i.breaker.try_acquire()
+                if let Some(permit) = self.breaker.try_acquire()
                     && permit.probe
-                    && i.probe(permit).await
+                    && self.probe(permit).await
                 {
-                    i.replay().await;
+                    self.replay().await;
                 }
             }
             BreakerState::Open | BreakerState::Closed => {}
@@ -585,10 +718,13 @@ impl SessionStore for TieredStore {
     async fn create(&self, key: &SessionKey, record: &Record) -> StoreResult<()> {
         self.via_db("create", self.0.durable.create(key, record))
             .await?;
-        // A new key cannot be in any old Redis data, so a failure here needs no journal entry:
-        // reads fall through to the database and repopulate.
+        // `create`, not `restore`: Redis refuses a session of a user whose revocation marker
+        // is at or after its creation. The database took this session before a revoke-all
+        // that deleted it there; if that revoke-all's Redis part ran before this write, the
+        // marker keeps the copy out. A failure needs no journal entry: a new key cannot be in
+        // any old Redis data, and reads fall through to the database and repopulate.
         let _ = self
-            .via_redis(false, "create", self.0.fast.restore(key, record))
+            .via_redis(false, "create", self.0.fast.create(key, record))
             .await;
         Ok(())
     }
@@ -638,45 +774,61 @@ impl SessionStore for TieredStore {
     }
 
     async fn apply(&self, key: &SessionKey, delta: &Delta) -> StoreResult<()> {
-        self.via_db("apply", self.0.durable.apply(key, delta))
-            .await?;
+        match self.via_db("apply", self.0.durable.apply(key, delta)).await {
+            Ok(()) => {}
+            Err(StoreError::NotFound) => {
+                // The database ended it: a Redis copy must not keep serving it.
+                self.drop_copy(key).await;
+                return Err(StoreError::NotFound);
+            }
+            // Refused (too large) or failed: the copy stays as the database has it (a failed
+            // write during a database outage must not log the user out of Redis too).
+            Err(e) => return Err(e),
+        }
         self.forget(key);
         match self
             .via_redis(false, "apply", self.0.fast.apply(key, delta))
             .await
         {
             FastOutcome::Answered(Ok(()) | Err(StoreError::NotFound)) => {}
-            FastOutcome::Answered(Err(_)) | FastOutcome::Unavailable => {
-                self.owe(vec![JournalTarget::Session(*key)]).await;
-            }
+            // Redis refused what the database took: its copy is now older than the database's.
+            FastOutcome::Answered(Err(_)) => self.drop_copy(key).await,
+            // This instance stops reading Redis (its breaker opened); others learn of the
+            // stale copy from the journal.
+            FastOutcome::Unavailable => self.owe(vec![JournalTarget::Session(*key)]).await,
         }
         Ok(())
     }
 
+    /// Without the deadline the caller read, the touch is written through (database, then
+    /// Redis): correct whatever the deadline, one database write.
     async fn touch(&self, key: &SessionKey, meta: &Meta, last_seen: Millis) -> StoreResult<bool> {
-        match self
-            .via_redis(false, "touch", self.0.fast.touch(key, meta, last_seen))
-            .await
+        Ok(self.touch_through(key, meta, last_seen).await)
+    }
+
+    /// A session with more than [`TieredConfig::touch_sync_margin`] left before `expires_at`
+    /// has its touch queued for the next batch (no round trip now); a nearer one, or one that
+    /// finds the queue full, is written through. Either way the database takes the touch
+    /// before Redis is extended.
+    async fn touch_with_deadline(
+        &self,
+        key: &SessionKey,
+        meta: &Meta,
+        last_seen: Millis,
+        expires_at: Millis,
+    ) -> StoreResult<bool> {
+        let margin = duration_ms(self.0.config.touch_sync_margin);
+        if expires_at.saturating_sub(now_ms()) > margin
+            && self.0.touches.push(*key, meta.clone(), last_seen)
         {
-            FastOutcome::Answered(Ok(true)) => {
-                if let Some(c) = &self.0.cache {
-                    c.touched(key, last_seen);
-                }
-                self.0.touches.push(*key, meta.clone(), last_seen);
-                Ok(true)
-            }
-            // Not in Redis, or Redis unavailable: the database is the only place to touch.
-            _ => {
-                self.via_db("touch", self.0.durable.touch(key, meta, last_seen))
-                    .await
-            }
+            return Ok(true);
         }
+        Ok(self.touch_through(key, meta, last_seen).await)
     }
 
     async fn touch_many(&self, touches: &[(SessionKey, Meta, Millis)]) -> StoreResult<()> {
-        for (k, m, t) in touches {
-            self.touch(k, m, *t).await?;
-        }
+        futures::future::join_all(touches.iter().map(|(k, m, t)| self.touch_through(k, m, *t)))
+            .await;
         Ok(())
     }
 
@@ -687,21 +839,35 @@ impl SessionStore for TieredStore {
         meta: &Meta,
         now: Millis,
     ) -> StoreResult<()> {
-        self.via_db("rotate", self.0.durable.rotate(old, new, meta, now))
-            .await?;
+        match self
+            .via_db("rotate", self.0.durable.rotate(old, new, meta, now))
+            .await
+        {
+            Ok(()) => {}
+            // Refused: the old session lives on unchanged in the database, and so may its copy.
+            Err(e @ (StoreError::Collision | StoreError::Revoked | StoreError::Codec(_))) => {
+                return Err(e);
+            }
+            // Gone, or a failure that may have committed: the old copy must go.
+            Err(e) => {
+                self.drop_copy(old).await;
+                return Err(e);
+            }
+        }
         self.forget(old);
         match self
             .via_redis(false, "rotate", self.0.fast.rotate(old, new, meta, now))
             .await
         {
             FastOutcome::Answered(Ok(())) => {}
-            FastOutcome::Answered(Err(StoreError::NotFound)) => {
-                // Redis did not have the old key; make sure no stale copy of it survives.
-                let _ = self
-                    .via_redis(false, "destroy", self.0.fast.destroy(old))
-                    .await;
+            FastOutcome::Answered(Err(_)) => {
+                // Redis did not rotate (it lacked the old key, or its revocation marker is
+                // newer than the database's after a revoke-all the database did not take):
+                // the old key has ended all the same, and no copy of it may survive.
+                self.drop_copy(old).await;
+                self.drop_copy(new).await;
             }
-            FastOutcome::Answered(Err(_)) | FastOutcome::Unavailable => {
+            FastOutcome::Unavailable => {
                 self.owe(vec![
                     JournalTarget::Session(*old),
                     JournalTarget::Session(*new),
@@ -712,19 +878,12 @@ impl SessionStore for TieredStore {
         Ok(())
     }
 
+    /// The database first; then the Redis copy goes whatever the database answered (a
+    /// failure may have committed, and a destroy that was asked for must not leave a copy).
     async fn destroy(&self, key: &SessionKey) -> StoreResult<bool> {
-        let existed = self.via_db("destroy", self.0.durable.destroy(key)).await?;
-        self.forget(key);
-        match self
-            .via_redis(false, "destroy", self.0.fast.destroy(key))
-            .await
-        {
-            FastOutcome::Answered(Ok(_)) => {}
-            FastOutcome::Answered(Err(_)) | FastOutcome::Unavailable => {
-                self.owe(vec![JournalTarget::Session(*key)]).await;
-            }
-        }
-        Ok(existed)
+        let existed = self.via_db("destroy", self.0.durable.destroy(key)).await;
+        self.drop_copy(key).await;
+        existed
     }
 
     async fn list_user(&self, user_id: &str) -> StoreResult<Vec<SessionSummary>> {
@@ -732,41 +891,35 @@ impl SessionStore for TieredStore {
             .await
     }
 
+    /// The database first (it deletes and raises the user's revocation marker in one step),
+    /// then the same in Redis through Redis's own per-user index, sparing only `except`:
+    /// whatever landed in Redis before this runs is deleted, and a session created before it
+    /// that reaches Redis afterwards is refused there by the marker (see `create`). Redis runs
+    /// it whatever the database answered: a failure may have committed.
     async fn destroy_user(&self, user_id: &str, except: Option<&SessionKey>) -> StoreResult<u64> {
-        // The database's list is authoritative: Redis's index may lack sessions created while
-        // it was away, so delete those keys in Redis one by one too.
-        let listed = self.0.durable.list_user(user_id).await?;
         let n = self
             .via_db("destroy_user", self.0.durable.destroy_user(user_id, except))
-            .await?;
-        let mut owed = Vec::new();
-        for s in listed.iter().filter(|s| Some(&s.key) != except) {
-            self.forget(&s.key);
-            match self
-                .via_redis(false, "destroy", self.0.fast.destroy(&s.key))
-                .await
-            {
-                FastOutcome::Answered(Ok(_)) => {}
-                _ => owed.push(JournalTarget::Session(s.key)),
+            .await;
+        if let Some(c) = &self.0.cache {
+            // Which cached sessions belong to the user is not known here; the notices Redis
+            // sends for the deletions below drop them, and this instance's own copies go now.
+            c.forget_user(user_id, except);
+        }
+        match self
+            .via_redis(
+                false,
+                "destroy_user",
+                self.0.fast.destroy_user(user_id, except),
+            )
+            .await
+        {
+            FastOutcome::Answered(Ok(_)) => {}
+            _ => {
+                self.owe(vec![JournalTarget::User(user_id.to_owned())])
+                    .await
             }
         }
-        if except.is_none() {
-            match self
-                .via_redis(
-                    false,
-                    "destroy_user",
-                    self.0.fast.destroy_user(user_id, None),
-                )
-                .await
-            {
-                FastOutcome::Answered(Ok(_)) => {}
-                _ => owed.push(JournalTarget::User(user_id.to_owned())),
-            }
-        }
-        if !owed.is_empty() {
-            self.owe(owed).await;
-        }
-        Ok(n)
+        n
     }
 
     async fn count(&self) -> StoreResult<u64> {

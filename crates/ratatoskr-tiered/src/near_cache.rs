@@ -136,6 +136,28 @@ impl NearCache {
         s.remove(key);
     }
 
+    /// Drop every copy of `user_id`'s sessions but `except` (a revoke-all through this
+    /// instance: its own copies go before it answers, without waiting for Redis's notices).
+    pub fn forget_user(&self, user_id: &str, except: Option<&SessionKey>) {
+        for shard in &self.shards {
+            let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let doomed: Vec<SessionKey> = s
+                .map
+                .iter()
+                .filter(|(k, (r, _))| {
+                    r.meta.user_id.as_deref() == Some(user_id) && Some(*k) != except
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            if !doomed.is_empty() {
+                s.epoch += 1;
+                for k in &doomed {
+                    s.remove(k);
+                }
+            }
+        }
+    }
+
     /// Drop everything (notices may have been missed).
     pub fn clear(&self) {
         for shard in &self.shards {

@@ -1,10 +1,10 @@
 //! Touches waiting to be written to the database in one batch.
 //!
-//! Idle-expiry touches go to Redis at once and to the database every
-//! [`touch_flush_every`](crate::TieredConfig::touch_flush_every). Several touches of one session
-//! in a window collapse into one row update. The buffer is bounded: if the database stays away
-//! long enough for it to fill, the oldest touches are dropped and counted — a dropped touch only
-//! means the database's idle deadline lags Redis's, never lost session data.
+//! A touch whose session has time to spare before its deadline waits here and is written to
+//! the database every [`touch_flush_every`](crate::TieredConfig::touch_flush_every); Redis is
+//! extended only after the database took it (see `docs/architecture.md`, "One truth"). Several
+//! touches of one session in a window collapse into one. The buffer is bounded: a touch that
+//! finds it full is not queued ([`TouchBatch::push`] says so) and the caller writes it through.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -36,17 +36,19 @@ impl TouchBatch {
         self.lock().len() + self.in_flight.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    pub(crate) fn push(&self, key: SessionKey, meta: Meta, last_seen: Millis) {
+    /// Queue a touch; `false` (nothing queued) when the buffer is full.
+    pub(crate) fn push(&self, key: SessionKey, meta: Meta, last_seen: Millis) -> bool {
         let mut g = self.lock();
         match g.get_mut(&key) {
             Some(entry) => entry.1 = entry.1.max(last_seen),
             None => {
                 if g.len() >= self.max {
-                    drop_oldest(&mut g);
+                    return false;
                 }
                 g.insert(key, (meta, last_seen));
             }
         }
+        true
     }
 
     /// Take everything for a flush; call [`done`](Self::done) or [`put_back`](Self::put_back)
@@ -64,20 +66,16 @@ impl TouchBatch {
             .fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// A flush failed: keep its touches for the next one.
-    pub(crate) fn put_back(&self, batch: Vec<(SessionKey, Meta, Millis)>) {
-        let n = batch.len();
+    /// Touches of a failed flush, kept for the next one; `n` of them were taken. What no longer
+    /// fits is dropped and counted: the database keeps the earlier deadline, and Redis, which is
+    /// extended only after the database, keeps it too.
+    pub(crate) fn put_back(&self, batch: Vec<(SessionKey, Meta, Millis)>, n: usize) {
         for (k, m, t) in batch {
-            self.push(k, m, t);
+            if !self.push(k, m, t) {
+                metrics::counter!("ratatoskr_touches_dropped_total").increment(1);
+            }
         }
         self.done(n);
-    }
-}
-
-fn drop_oldest(g: &mut HashMap<SessionKey, (Meta, Millis)>) {
-    if let Some(oldest) = g.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k) {
-        g.remove(&oldest);
-        metrics::counter!("ratatoskr_touches_dropped_total").increment(1);
     }
 }
 
@@ -88,25 +86,44 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn touches_of_one_session_collapse_and_the_buffer_is_bounded() {
+    fn touches_of_one_session_collapse_and_a_full_buffer_refuses_new_ones() {
         let b = TouchBatch::new(3);
         let meta = Record::new(None, 0, Duration::from_secs(1), Duration::from_secs(2)).meta;
         let k = Token::generate().key();
-        b.push(k, meta.clone(), 10);
-        b.push(k, meta.clone(), 5);
+        assert!(b.push(k, meta.clone(), 10));
+        assert!(b.push(k, meta.clone(), 5));
         assert_eq!(b.len(), 1);
-        for t in 0..5 {
-            b.push(Token::generate().key(), meta.clone(), 100 + t);
-        }
+        let pushed: Vec<bool> = (0..4)
+            .map(|t| b.push(Token::generate().key(), meta.clone(), 100 + t))
+            .collect();
+        assert_eq!(pushed, [true, true, false, false], "full at three");
+        assert!(
+            b.push(k, meta.clone(), 20),
+            "a queued session still collapses"
+        );
         assert_eq!(b.len(), 3);
         let batch = b.take();
         assert_eq!(batch.len(), 3);
         assert_eq!(b.len(), 3, "in flight still counts");
-        b.done(3);
         assert!(
-            batch.iter().all(|(_, _, t)| *t >= 102),
-            "the oldest were dropped"
+            batch.contains(&(k, meta.clone(), 20)),
+            "the latest touch wins"
         );
+        b.done(3);
         assert_eq!(b.len(), 0);
+    }
+
+    #[test]
+    fn a_failed_flush_is_put_back_and_what_does_not_fit_is_dropped() {
+        let b = TouchBatch::new(2);
+        let meta = Record::new(None, 0, Duration::from_secs(1), Duration::from_secs(2)).meta;
+        let keys: Vec<_> = (0..2).map(|_| Token::generate().key()).collect();
+        for k in &keys {
+            assert!(b.push(*k, meta.clone(), 1));
+        }
+        let batch = b.take();
+        assert!(b.push(Token::generate().key(), meta.clone(), 2));
+        b.put_back(batch, 2);
+        assert_eq!(b.len(), 2, "bounded after the put-back, nothing in flight");
     }
 }
