@@ -110,6 +110,8 @@ impl Stats {
 /// One durable write, with everything it needs (already encoded and checked where that needs no
 /// database). Every op answers `bool`: whether it wrote (`restore`), whether the session existed
 /// (`touch`, `destroy`), `true` otherwise.
+///
+/// `pub` only because the sealed dialect trait names it; the module is private.
 pub enum Op {
     Create {
         key: SessionKey,

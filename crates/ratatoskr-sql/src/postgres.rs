@@ -33,7 +33,7 @@ use crate::common::{self, len_from_db};
 use crate::dialect::{AnyPool, Backend};
 use crate::group::{Op, OpResult};
 use crate::migrate::Migration;
-use crate::write::{Statements, attr_pairs};
+use crate::write::Statements;
 use crate::{PgStore, SqlOptions};
 
 const BACKEND: &str = "postgres";
@@ -145,7 +145,10 @@ impl Backend for Postgres {
         key: &SessionKey,
         attrs: &BTreeMap<String, Vec<u8>>,
     ) -> OpResult<()> {
-        let (names, values): (Vec<&str>, Vec<&[u8]>) = attr_pairs(attrs).unzip();
+        let (names, values): (Vec<&str>, Vec<&[u8]>) = attrs
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()))
+            .unzip();
         if names.is_empty() {
             return Ok(());
         }

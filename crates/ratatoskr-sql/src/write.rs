@@ -5,8 +5,6 @@
 //! its own reasons has written nothing and its batch goes on (see `docs/sql.md`). Where the
 //! dialects really differ (locks, statements over arrays), the write asks its [`Dialect`].
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 use sqlx::pool::Pool;
 use tokio::sync::{Mutex, MutexGuard};
@@ -540,9 +538,4 @@ impl<D: Dialect> Batcher for Core<D> {
             attempt => attempt.into_results(D::BACKEND, ops.len()),
         }
     }
-}
-
-/// The attributes of a map as (name, value) pairs.
-pub fn attr_pairs(attrs: &BTreeMap<String, Vec<u8>>) -> impl Iterator<Item = (&str, &[u8])> {
-    attrs.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
 }
