@@ -1008,6 +1008,84 @@ fn duration_ms(d: Duration) -> u64 {
 mod tests {
     use super::*;
 
+    /// Against the Redis the test command provides (`RATATOSKR_TEST_REDIS_URL` or 6379).
+    async fn store_with_prefix(prefix: &str) -> RedisStore {
+        let url = std::env::var("RATATOSKR_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+        let mut config = RedisConfig::new(url);
+        config.key_prefix = prefix.to_owned();
+        RedisStore::connect(config)
+            .await
+            .expect("Redis answers (scripts/test.sh starts it)")
+    }
+
+    #[tokio::test]
+    async fn a_write_from_an_older_write_epoch_is_refused_and_a_live_one_is_sent_again() {
+        let prefix = format!(
+            "epoch:{}:",
+            ratatoskr_core::Token::generate().key().handle()
+        );
+        let a = store_with_prefix(&prefix).await;
+        let b = store_with_prefix(&prefix).await;
+        a.begin_epoch().await.unwrap();
+        // Another instance recovers from an outage: a new epoch that `a` has not seen.
+        b.begin_epoch().await.unwrap();
+        let key = ratatoskr_core::Token::generate().key();
+        let record = Record::new(
+            Some("ada".into()),
+            now_ms(),
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+        );
+        let meta = codec::encode_meta(&record.meta, &Limits::default()).unwrap();
+        // What a write sent before the recovery looks like when it arrives late: refused.
+        let late = a.create_invocation(&SCRIPTS.restore, &key, &meta, &record, a.script_arg());
+        let reply: Value = late.invoke_async(&mut a.con.clone()).await.unwrap();
+        assert_eq!(status("restore", &reply).unwrap().0, STALE_EPOCH);
+        assert!(b.load(&key).await.unwrap().is_none(), "nothing written");
+        // A live write through `a` learns the epoch from the refusal and lands.
+        assert!(a.restore(&key, &record).await.unwrap());
+        assert!(b.load(&key).await.unwrap().is_some());
+        let delta = Delta::default().set("x", b"1".to_vec());
+        b.begin_epoch().await.unwrap();
+        a.apply(&key, &delta).await.unwrap();
+        assert_eq!(b.load(&key).await.unwrap().unwrap().attrs["x"], b"1");
+        a.destroy(&key).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_new_server_run_discards_what_the_old_one_kept_and_the_same_run_keeps_it() {
+        let prefix = format!(
+            "owner:{}:",
+            ratatoskr_core::Token::generate().key().handle()
+        );
+        let s = store_with_prefix(&prefix).await;
+        let key = ratatoskr_core::Token::generate().key();
+        let record = Record::new(
+            None,
+            now_ms(),
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+        );
+        s.begin_epoch().await.unwrap();
+        s.create(&key, &record).await.unwrap();
+        assert!(
+            !s.begin_epoch().await.unwrap(),
+            "same run: nothing discarded"
+        );
+        assert!(s.load(&key).await.unwrap().is_some());
+        // As if the data had been written by another run (loaded from its snapshot).
+        let mut con = s.con.clone();
+        let _: () = redis::cmd("SET")
+            .arg(s.owner_key_name())
+            .arg("a-run-before-a-restart")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert!(s.begin_epoch().await.unwrap(), "another run: discarded");
+        assert!(s.load(&key).await.unwrap().is_none());
+    }
+
     #[test]
     fn urls_are_redacted_in_debug_output() {
         let c = RedisConfig::new("redis://:s3cret@example:6379/0");

@@ -150,10 +150,12 @@ pub enum Op {
 impl Op {
     /// Ops that are one statement, so that alone they need no explicit transaction.
     pub(crate) fn is_single_statement(&self) -> bool {
-        matches!(
-            self,
-            Op::Touch { .. } | Op::Destroy(_) | Op::JournalAck(_) | Op::JournalAppend(_)
-        )
+        // A journal append of several targets (a rotation owes both keys) is written row by
+        // row on SQLite: it needs its transaction to be all or nothing.
+        match self {
+            Op::JournalAppend(targets) => targets.len() == 1,
+            _ => matches!(self, Op::Touch { .. } | Op::Destroy(_) | Op::JournalAck(_)),
+        }
     }
 
     /// The user whose per-user lock the op takes (PostgreSQL).
