@@ -14,6 +14,8 @@
 //! - [`audit`]: the [`AuditSink`] trait for session lifecycle events.
 //! - [`journal`]: the [`OutageJournal`] of fast-tier invalidations owed after an outage.
 //! - [`manager`]: [`SessionManager`], the policy on top of a store: timeouts, rotation, limits.
+//! - [`tier`]: [`FastTier`](tier::FastTier) and [`DurableTier`](tier::DurableTier), what a store
+//!   brings to `TieredStore::builder(redis, database)`.
 //!
 //! Backends live in their own crates (`ratatoskr-sql`, `ratatoskr-redis`), and every one of them
 //! passes the same `ratatoskr-conformance` suite.
@@ -26,6 +28,7 @@ pub mod manager;
 pub mod memory;
 pub mod record;
 pub mod store;
+pub mod tier;
 pub mod token;
 
 pub use audit::{AuditEvent, AuditKind, AuditSink};

@@ -113,6 +113,7 @@
 //! `docs/redis.md` for what it would take.
 #![warn(missing_docs)]
 
+mod builder;
 mod scripts;
 mod tracking;
 
@@ -133,6 +134,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, ProtocolVersion, RedisResult, Value};
 use tokio::sync::broadcast;
 
+pub use crate::builder::RedisStoreBuilder;
 use crate::scripts::SCRIPTS;
 pub use crate::tracking::INVALIDATION_CHANNEL_CAPACITY;
 use crate::tracking::Tracking;

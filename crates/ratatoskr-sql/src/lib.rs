@@ -115,6 +115,7 @@ use std::time::Duration;
 use ratatoskr_core::{Limits, SessionStore, StoreError, StoreResult};
 
 mod audit;
+mod builder;
 mod common;
 mod dialect;
 mod driver;
@@ -127,6 +128,7 @@ mod store;
 mod write;
 
 pub use audit::{HOUR_MS, HourlyCount, SqlAudit};
+pub use builder::{DEFAULT_REAP_EVERY, SqlStoreBuilder};
 pub use dialect::Dialect;
 pub use group::{GroupCommit, WriteStats};
 pub use journal::SqlJournal;

@@ -24,6 +24,10 @@
 //! from Redis reads and kept correct by the invalidation notices Redis sends (`CLIENT TRACKING`),
 //! so a read-only request on a warm session makes no network round trip.
 //!
+//! Build one with [`TieredStore::builder`] (see [`builder`]): it takes the Redis and database
+//! stores themselves and keeps the near cache whenever Redis is in tracking mode.
+//! [`TieredStore::new`], below, is the underlying constructor.
+//!
 //! ```no_run
 //! # async fn wire(redis: std::sync::Arc<dyn ratatoskr_core::SessionStore>,
 //! #               sql: std::sync::Arc<dyn ratatoskr_core::SessionStore>,
@@ -38,6 +42,7 @@
 #![warn(missing_docs)]
 
 pub mod breaker;
+pub mod builder;
 pub mod near_cache;
 mod touches;
 
@@ -53,6 +58,7 @@ use ratatoskr_core::{
 use tokio::sync::broadcast;
 
 use crate::breaker::{Breaker, BreakerState};
+pub use crate::builder::{TieredBuildError, TieredBuilder};
 use crate::near_cache::{NearCache, NearCacheConfig};
 use crate::touches::TouchBatch;
 
