@@ -431,20 +431,403 @@ mod tests {
         ));
     }
 
+    fn xorshift(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    /// A decoded record must be one the encoder can write, and must survive that round trip.
+    fn assert_canonical(r: &Record, what: &str) {
+        let big = Limits {
+            max_record_bytes: usize::MAX,
+            max_attr_name_bytes: usize::MAX,
+            max_user_id_bytes: usize::MAX,
+        };
+        let again = encode_record(r, &big).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(&decode_record(&again).unwrap(), r, "{what}");
+    }
+
+    /// Pure noise rarely passes the format byte, so the noise here starts from valid blobs: every
+    /// prefix, every single-byte change and random multi-byte changes of real records and metas.
+    /// Each outcome is checked: an error names the right cause for the header bytes, a success
+    /// decodes to a record that encodes and decodes back to itself, and both outcomes occur often
+    /// (the decoder is exercised past the header, not only at it).
     #[test]
     fn random_garbage_never_panics() {
         let mut state = 0x1234_5678_u64;
+        let mut anon = Record::new(None, 5, Duration::from_millis(1), Duration::from_millis(2));
+        anon.attrs.insert("x".into(), vec![1, 2, 3]);
+        let (mut ok, mut err, mut body_err, mut meta_ok, mut meta_body_err) = (0, 0, 0, 0, 0);
+        for record in [sample(), anon] {
+            let blob = &encode_record(&record, &Limits::default()).unwrap();
+            let meta = encode_meta(&record.meta, &Limits::default()).unwrap();
+            assert_eq!(
+                &blob[1..1 + meta.len()],
+                &meta[..],
+                "a record embeds its meta"
+            );
+            for n in 0..blob.len() {
+                assert!(decode_record(&blob[..n]).is_err(), "prefix of {n} bytes");
+            }
+            for n in 0..meta.len() {
+                assert_eq!(decode_meta(&meta[..n]), Err(CodecError::Truncated), "{n}");
+            }
+            let mut mutated = Vec::new();
+            for i in 0..blob.len() {
+                for v in [0u8, 1, 0x7f, 0x80, 0xff, blob[i] ^ 1] {
+                    let mut m = blob.clone();
+                    m[i] = v;
+                    mutated.push(m);
+                }
+            }
+            for _ in 0..2_000 {
+                let mut m = blob.clone();
+                for _ in 0..1 + xorshift(&mut state) % 4 {
+                    let at = (xorshift(&mut state) as usize) % m.len();
+                    m[at] = xorshift(&mut state) as u8;
+                }
+                if xorshift(&mut state).is_multiple_of(4) {
+                    let cut = 3 + (xorshift(&mut state) as usize) % (m.len() - 3);
+                    m.truncate(cut);
+                }
+                mutated.push(m);
+            }
+            for m in &mutated {
+                match decode_record(m) {
+                    Ok(r) => {
+                        ok += 1;
+                        assert_canonical(&r, "a mutated record that decodes");
+                        if m == blob {
+                            assert_eq!(r, record);
+                        }
+                    }
+                    Err(e) => {
+                        err += 1;
+                        if m[0] != RECORD_FORMAT {
+                            assert_eq!(e, CodecError::UnknownFormat(m[0]));
+                        } else if m[1] != META_FORMAT {
+                            assert_eq!(e, CodecError::UnknownFormat(m[1]));
+                        } else if m[2] & !KNOWN_FLAGS != 0 {
+                            assert_eq!(e, CodecError::Malformed("unknown flags"));
+                        } else {
+                            body_err += 1;
+                        }
+                    }
+                }
+                // The meta part alone.
+                let part = &m[1..(1 + meta.len()).min(m.len())];
+                match decode_meta(part) {
+                    Ok(decoded) => {
+                        meta_ok += 1;
+                        let again = encode_meta(&decoded, &Limits::default()).unwrap();
+                        assert_eq!(decode_meta(&again), Ok(decoded));
+                    }
+                    Err(e) if part[0] != META_FORMAT => {
+                        assert_eq!(e, CodecError::UnknownFormat(part[0]));
+                    }
+                    Err(e) if part[1] & !KNOWN_FLAGS != 0 => {
+                        assert_eq!(e, CodecError::Malformed("unknown flags"));
+                    }
+                    Err(_) => meta_body_err += 1,
+                }
+            }
+        }
+        assert!(ok > 1_000, "only {ok} mutated records decoded");
+        assert!(
+            body_err > 500,
+            "only {body_err} errors past the header ({err} in all)"
+        );
+        assert!(meta_ok > 1_000, "only {meta_ok} mutated metas decoded");
+        assert!(
+            meta_body_err > 500,
+            "only {meta_body_err} meta errors past the header"
+        );
+        // And plain noise, for completeness.
         for len in 0..200 {
-            let blob: Vec<u8> = (0..len)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect();
-            let _ = decode_record(&blob);
+            let blob: Vec<u8> = (0..len).map(|_| xorshift(&mut state) as u8).collect();
+            if let Ok(r) = decode_record(&blob) {
+                assert_canonical(&r, "noise that decodes");
+            }
             let _ = decode_meta(&blob);
+        }
+    }
+
+    fn meta_with_version(version: u64) -> Meta {
+        let mut r = sample();
+        r.meta.version = version;
+        r.meta
+    }
+
+    #[test]
+    fn varints_round_trip_at_every_width_and_bit_pattern() {
+        let mut values = vec![0, 1, 0x7f, 0x80, 0xff, 0x100, 0x3fff, 0x4000, u64::MAX];
+        for shift in 0..64 {
+            values.push(1 << shift);
+            values.push((1 << shift) - 1);
+            values.push(u64::MAX >> shift);
+        }
+        let mut state = 99;
+        values.extend((0..1_000).map(|_| xorshift(&mut state)));
+        for v in values {
+            let meta = meta_with_version(v);
+            let blob = encode_meta(&meta, &Limits::default()).unwrap();
+            assert_eq!(decode_meta(&blob), Ok(meta), "{v:#x}");
+            // Width: 7 bits per byte, at least one byte.
+            let mut one = Vec::new();
+            put_varint(&mut one, v);
+            assert_eq!(
+                one.len(),
+                (64 - v.leading_zeros() as usize).div_ceil(7).max(1)
+            );
+            assert_eq!(Reader(&one).varint(), Ok(v));
+        }
+    }
+
+    #[test]
+    fn varints_past_64_bits_are_refused() {
+        // Ten bytes: the tenth may carry only the 64th bit.
+        let mut max = vec![0xff; 9];
+        max.push(0x01);
+        assert_eq!(Reader(&max).varint(), Ok(u64::MAX));
+        let mut over = vec![0xff; 9];
+        over.push(0x02);
+        assert_eq!(
+            Reader(&over).varint(),
+            Err(CodecError::Malformed("varint overflow"))
+        );
+        // Continuing past ten bytes.
+        let mut long = vec![0x80; 9];
+        long.push(0x81);
+        long.push(0x00);
+        assert_eq!(
+            Reader(&long).varint(),
+            Err(CodecError::Malformed("varint overflow"))
+        );
+        assert_eq!(Reader(&[0x80, 0x80]).varint(), Err(CodecError::Truncated));
+        // Non-minimal spellings still decode to their value.
+        assert_eq!(Reader(&[0x80, 0x00]).varint(), Ok(0));
+        assert_eq!(Reader(&[0x81, 0x01]).varint(), Ok(129));
+    }
+
+    #[test]
+    fn meta_bytes_are_exactly_as_documented() {
+        let meta = Meta {
+            user_id: Some("ab".into()),
+            created_at: 300,
+            idle_timeout: 2,
+            absolute_deadline: 310,
+            version: 129,
+            fingerprint: Some([9; 8]),
+            csrf_secret: [7; 16],
+        };
+        let mut want = vec![
+            1,
+            FLAG_USER | FLAG_FINGERPRINT,
+            0x81,
+            0x01,
+            0xac,
+            0x02,
+            2,
+            10,
+        ];
+        want.extend([7; 16]);
+        want.extend([9; 8]);
+        want.extend([2, b'a', b'b']);
+        assert_eq!(encode_meta(&meta, &Limits::default()).unwrap(), want);
+        let anon = Meta {
+            user_id: None,
+            fingerprint: None,
+            ..meta.clone()
+        };
+        assert_eq!(encode_meta(&anon, &Limits::default()).unwrap()[1], 0);
+        let mut fp_only = want.clone();
+        fp_only[1] = FLAG_FINGERPRINT;
+        fp_only.truncate(want.len() - 3);
+        assert_eq!(
+            decode_meta(&fp_only),
+            Ok(Meta {
+                user_id: None,
+                ..meta.clone()
+            })
+        );
+        let mut user_only = want[..8 + 16].to_vec();
+        user_only[1] = FLAG_USER;
+        user_only.extend([2, b'a', b'b']);
+        assert_eq!(
+            decode_meta(&user_only),
+            Ok(Meta {
+                fingerprint: None,
+                ..meta
+            })
+        );
+        for flags in 4..=255u8 {
+            let mut m = want.clone();
+            m[1] = flags;
+            assert_eq!(
+                decode_meta(&m),
+                Err(CodecError::Malformed("unknown flags")),
+                "{flags}"
+            );
+        }
+    }
+
+    #[test]
+    fn record_bytes_are_exactly_as_documented() {
+        let mut r = Record::new(
+            None,
+            1_000,
+            Duration::from_millis(5),
+            Duration::from_millis(7),
+        );
+        r.meta.csrf_secret = [3; 16];
+        r.last_seen = 1_002;
+        r.attrs.insert("b".into(), vec![0xee]);
+        r.attrs.insert("a".into(), vec![]);
+        let mut want = vec![1, 1, 0, 1, 0xe8, 0x07, 5, 7];
+        want.extend([3; 16]);
+        want.extend([2, 2, 1, b'a', 0, 1, b'b', 1, 0xee]);
+        assert_eq!(encode_record(&r, &Limits::default()).unwrap(), want);
+        assert_eq!(decode_record(&want), Ok(r));
+    }
+
+    #[test]
+    fn structural_errors_are_named() {
+        let mut r = Record::new(
+            None,
+            1_000,
+            Duration::from_millis(5),
+            Duration::from_millis(7),
+        );
+        r.meta.csrf_secret = [3; 16];
+        let base = encode_record(&r, &Limits::default()).unwrap();
+        // Two attributes with the same name.
+        let mut dup = base[..base.len() - 1].to_vec();
+        dup.extend([2, 1, b'a', 0, 1, b'a', 0]);
+        assert_eq!(
+            decode_record(&dup),
+            Err(CodecError::Malformed("duplicate attribute"))
+        );
+        // A name that is not UTF-8.
+        let mut bad_name = base[..base.len() - 1].to_vec();
+        bad_name.extend([1, 1, 0xff, 0]);
+        assert_eq!(
+            decode_record(&bad_name),
+            Err(CodecError::Malformed("attribute name is not UTF-8"))
+        );
+        // A user id that is not UTF-8.
+        let mut bad_user = encode_meta(&r.meta, &Limits::default()).unwrap();
+        bad_user[1] = FLAG_USER;
+        bad_user.extend([1, 0xff]);
+        assert_eq!(
+            decode_meta(&bad_user),
+            Err(CodecError::Malformed("user id is not UTF-8"))
+        );
+        // A time past i64.
+        let mut huge = vec![1, 0, 0];
+        huge.extend([0xff; 9]);
+        huge.push(0x01);
+        assert_eq!(
+            decode_meta(&huge),
+            Err(CodecError::Malformed("time out of range"))
+        );
+        // A deadline offset that overflows.
+        let mut far = vec![1, 0, 0];
+        far.extend([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]); // i64::MAX
+        far.extend([1, 1]);
+        assert_eq!(
+            decode_meta(&far),
+            Err(CodecError::Malformed("deadline out of range"))
+        );
+        // A last-seen offset that overflows.
+        let mut late = vec![1];
+        let mut m = r.meta.clone();
+        m.created_at = i64::MAX - 1;
+        m.absolute_deadline = i64::MAX - 1;
+        late.extend(encode_meta(&m, &Limits::default()).unwrap());
+        late.extend([2, 0]);
+        assert_eq!(
+            decode_record(&late),
+            Err(CodecError::Malformed("last seen out of range"))
+        );
+        // Negative times cannot be written.
+        let mut neg = r.meta.clone();
+        neg.created_at = -1;
+        assert_eq!(
+            encode_meta(&neg, &Limits::default()),
+            Err(CodecError::Malformed("negative time"))
+        );
+        assert_eq!(
+            decode_meta(&[1, 0, 0, 0, 0, 0]),
+            Err(CodecError::Truncated),
+            "the CSRF secret is missing"
+        );
+    }
+
+    #[test]
+    fn limits_are_inclusive_and_exact() {
+        let limits = Limits::default();
+        let mut r = sample();
+        r.meta.user_id = Some("u".repeat(256));
+        assert!(encode_meta(&r.meta, &limits).is_ok(), "256-byte user id");
+        r.meta.user_id = Some("u".repeat(257));
+        assert_eq!(
+            encode_meta(&r.meta, &limits),
+            Err(CodecError::NameTooLong {
+                what: "the user id",
+                size: 257,
+                limit: 256
+            })
+        );
+        assert_eq!(check_attr_name(&"n".repeat(128), &limits), Ok(()));
+        assert_eq!(
+            check_attr_name(&"n".repeat(129), &limits),
+            Err(CodecError::NameTooLong {
+                what: "an attribute name",
+                size: 129,
+                limit: 128
+            })
+        );
+        let mut r = sample();
+        r.attrs.insert("n".repeat(129), Vec::new());
+        assert!(matches!(
+            check_record(&r, &limits),
+            Err(CodecError::NameTooLong { size: 129, .. })
+        ));
+
+        // A record exactly at the size limit passes; one byte more does not.
+        let mut r = sample();
+        let meta_len = encode_meta(&r.meta, &limits).unwrap().len();
+        let fill = limits.max_record_bytes - record_size(meta_len, &r.attrs) - 4 - 3;
+        r.attrs.insert("pad".into(), vec![0; fill]);
+        assert_eq!(record_size(meta_len, &r.attrs), limits.max_record_bytes);
+        assert_eq!(check_record(&r, &limits), Ok(()));
+        assert!(encode_record(&r, &limits).is_ok());
+        r.attrs.get_mut("pad").unwrap().push(0);
+        assert_eq!(
+            check_record(&r, &limits),
+            Err(CodecError::TooLarge {
+                size: limits.max_record_bytes + 1,
+                limit: limits.max_record_bytes
+            })
+        );
+    }
+
+    #[test]
+    fn record_size_counts_meta_names_values_and_framing_and_bounds_the_encoding() {
+        let mut attrs = BTreeMap::new();
+        assert_eq!(record_size(10, &attrs), 22);
+        attrs.insert("ab".to_owned(), vec![1, 2, 3]);
+        assert_eq!(record_size(10, &attrs), 10 + 12 + 2 + 3 + 4);
+        attrs.insert("c".to_owned(), vec![]);
+        assert_eq!(record_size(10, &attrs), 10 + 12 + 9 + 5);
+        let mut r = sample();
+        for i in 0..50 {
+            r.attrs.insert(format!("attr-{i}"), vec![i as u8; i * 40]);
+            let meta_len = encode_meta(&r.meta, &Limits::default()).unwrap().len();
+            let encoded = encode_record(&r, &Limits::default()).unwrap().len();
+            assert!(record_size(meta_len, &r.attrs) >= encoded, "{i}");
         }
     }
 }

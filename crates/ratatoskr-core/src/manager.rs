@@ -289,6 +289,8 @@ impl SessionManager {
 mod tests {
     use super::*;
     use crate::MemoryStore;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering::SeqCst;
 
     fn manager(max: usize) -> SessionManager {
         SessionManager::new(
@@ -346,11 +348,24 @@ mod tests {
         assert!(m.load(&tokens[2].token).await.unwrap().is_some());
     }
 
-    /// A store that counts how often it is asked to load.
+    /// A memory store that counts what it is asked to do, can answer `Collision` to the next
+    /// creates or rotations, and can hand back one stale (expired) record as if it were stored.
     #[derive(Default)]
     struct CountingStore {
         inner: MemoryStore,
-        loads: std::sync::atomic::AtomicUsize,
+        loads: AtomicUsize,
+        creates: AtomicUsize,
+        rotates: AtomicUsize,
+        touches: AtomicUsize,
+        applies: AtomicUsize,
+        create_collisions: AtomicUsize,
+        rotate_collisions: AtomicUsize,
+        stale: std::sync::Mutex<Option<(SessionKey, Record)>>,
+    }
+
+    /// Take one from `n` if it is not zero; whether one was taken.
+    fn take_one(n: &AtomicUsize) -> bool {
+        n.fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1)).is_ok()
     }
 
     #[async_trait::async_trait]
@@ -359,16 +374,27 @@ mod tests {
             "counting"
         }
         async fn create(&self, k: &SessionKey, r: &Record) -> StoreResult<()> {
+            self.creates.fetch_add(1, SeqCst);
+            if take_one(&self.create_collisions) {
+                return Err(StoreError::Collision);
+            }
             self.inner.create(k, r).await
         }
         async fn load(&self, k: &SessionKey) -> StoreResult<Option<Record>> {
-            self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.loads.fetch_add(1, SeqCst);
+            if let Some((key, r)) = &*self.stale.lock().unwrap()
+                && key == k
+            {
+                return Ok(Some(r.clone()));
+            }
             self.inner.load(k).await
         }
         async fn apply(&self, k: &SessionKey, d: &Delta) -> StoreResult<()> {
+            self.applies.fetch_add(1, SeqCst);
             self.inner.apply(k, d).await
         }
         async fn touch(&self, k: &SessionKey, m: &crate::Meta, t: Millis) -> StoreResult<bool> {
+            self.touches.fetch_add(1, SeqCst);
             self.inner.touch(k, m, t).await
         }
         async fn rotate(
@@ -378,6 +404,10 @@ mod tests {
             m: &crate::Meta,
             t: Millis,
         ) -> StoreResult<()> {
+            self.rotates.fetch_add(1, SeqCst);
+            if take_one(&self.rotate_collisions) {
+                return Err(StoreError::Collision);
+            }
             self.inner.rotate(o, n, m, t).await
         }
         async fn destroy(&self, k: &SessionKey) -> StoreResult<bool> {
@@ -400,6 +430,253 @@ mod tests {
         }
     }
 
+    fn counted(config: ManagerConfig) -> (Arc<CountingStore>, SessionManager) {
+        let store = Arc::new(CountingStore::default());
+        (store.clone(), SessionManager::new(store, config))
+    }
+
+    #[tokio::test]
+    async fn create_retries_three_collisions_then_reports_the_fourth() {
+        let (store, m) = counted(ManagerConfig::default());
+        store.create_collisions.store(3, SeqCst);
+        let (token, _) = m.create(None, None).await.unwrap();
+        assert_eq!(store.creates.load(SeqCst), 4, "one try and three retries");
+        assert!(m.load(&token).await.unwrap().is_some());
+
+        let (store, m) = counted(ManagerConfig::default());
+        store.create_collisions.store(4, SeqCst);
+        assert!(matches!(
+            m.create(None, None).await,
+            Err(StoreError::Collision)
+        ));
+        assert_eq!(store.creates.load(SeqCst), 4, "no fifth try");
+        assert_eq!(store.count().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn rotate_retries_three_collisions_then_reports_the_fourth() {
+        let (store, m) = counted(ManagerConfig::default());
+        let (token, _) = m.create(Some("u".into()), None).await.unwrap();
+        store.rotate_collisions.store(3, SeqCst);
+        let (rotated, record) = m.rotate(&token).await.unwrap();
+        assert_eq!(store.rotates.load(SeqCst), 4, "one try and three retries");
+        assert_eq!(record.meta.user_id.as_deref(), Some("u"));
+        assert!(m.load(&rotated).await.unwrap().is_some());
+
+        store.rotate_collisions.store(4, SeqCst);
+        assert!(matches!(
+            m.rotate(&rotated).await,
+            Err(StoreError::Collision)
+        ));
+        assert_eq!(store.rotates.load(SeqCst), 8, "no fifth try");
+        assert!(m.load(&rotated).await.unwrap().is_some(), "nothing changed");
+    }
+
+    #[tokio::test]
+    async fn rotate_bumps_the_version_by_one_renews_the_csrf_secret_and_keeps_the_data() {
+        let (_, m) = counted(ManagerConfig::default());
+        let (t1, r1) = m.create(Some("u".into()), Some([3; 8])).await.unwrap();
+        m.apply(&t1.key(), &Delta::default().set("a", b"1".to_vec()))
+            .await
+            .unwrap();
+        let (t2, r2) = m.rotate(&t1).await.unwrap();
+        let (t3, r3) = m.rotate(&t2).await.unwrap();
+        assert_eq!(
+            (r1.meta.version, r2.meta.version, r3.meta.version),
+            (1, 2, 3)
+        );
+        assert_ne!(r2.meta.csrf_secret, r1.meta.csrf_secret);
+        assert_eq!(r3.attrs["a"], b"1");
+        assert_eq!(r3.meta.fingerprint, Some([3; 8]));
+        let stored = m.load(&t3).await.unwrap().unwrap();
+        assert_eq!(stored.meta, r3.meta);
+        assert!(m.load(&t1).await.unwrap().is_none());
+        assert!(matches!(m.rotate(&t1).await, Err(StoreError::NotFound)));
+    }
+
+    #[test]
+    fn touch_due_is_exact_at_the_interval_and_never_past_the_absolute_deadline() {
+        let m = SessionManager::new(
+            Arc::new(MemoryStore::default()),
+            ManagerConfig {
+                touch_interval: Duration::from_secs(60),
+                ..ManagerConfig::default()
+            },
+        );
+        let mut r = Record::new(
+            None,
+            1_000,
+            Duration::from_secs(7200),
+            Duration::from_secs(86_400),
+        );
+        assert!(!m.touch_due(&r, 1_000));
+        assert!(!m.touch_due(&r, 60_999), "59.999 s after the last touch");
+        assert!(m.touch_due(&r, 61_000), "exactly the interval");
+        assert!(m.touch_due(&r, 3_000_000));
+        // Near the absolute deadline (86,401,000) a touch can no longer move the expiry.
+        r.last_seen = 86_401_000 - 7_200_000 - 30_000;
+        assert!(m.touch_due(&r, r.last_seen + 60_000), "still extends it");
+        r.last_seen = 86_401_000 - 100_000;
+        assert_eq!(r.expires_at(), 86_401_000);
+        assert!(
+            !m.touch_due(&r, r.last_seen + 60_000),
+            "would not extend the expiry"
+        );
+    }
+
+    #[tokio::test]
+    async fn load_writes_a_touch_only_when_one_is_due() {
+        let (store, m) = counted(ManagerConfig::default());
+        let (token, created) = m.create(None, None).await.unwrap();
+        let loaded = m.load(&token).await.unwrap().unwrap();
+        assert_eq!(
+            store.touches.load(SeqCst),
+            0,
+            "a fresh session is not touched"
+        );
+        assert_eq!(loaded.last_seen, created.last_seen);
+
+        let (store, m) = counted(ManagerConfig {
+            touch_interval: Duration::ZERO,
+            ..ManagerConfig::default()
+        });
+        let (token, created) = m.create(None, None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        let loaded = m.load(&token).await.unwrap().unwrap();
+        assert_eq!(store.touches.load(SeqCst), 1);
+        assert!(
+            loaded.last_seen > created.last_seen,
+            "the touch is reported"
+        );
+        let stored = store.inner.load(&token.key()).await.unwrap().unwrap();
+        assert_eq!(stored.last_seen, loaded.last_seen, "and written");
+    }
+
+    #[tokio::test]
+    async fn expired_or_missing_sessions_load_as_none() {
+        let (store, m) = counted(ManagerConfig::default());
+        let token = Token::generate();
+        let mut stale = Record::new(None, now_ms() - 10_000, Duration::from_secs(1), MINUTE);
+        stale.attrs.insert("a".into(), b"1".to_vec());
+        *store.stale.lock().unwrap() = Some((token.key(), stale));
+        assert!(m.load(&token).await.unwrap().is_none());
+        assert!(m.load(&Token::generate()).await.unwrap().is_none());
+        assert_eq!(store.touches.load(SeqCst), 0);
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn login_on_an_expired_session_starts_a_fresh_one_without_its_data() {
+        let (store, m) = counted(ManagerConfig::default());
+        let token = Token::generate();
+        let mut stale = Record::new(None, now_ms() - 10_000, Duration::from_secs(1), MINUTE);
+        stale.attrs.insert("a".into(), b"1".to_vec());
+        *store.stale.lock().unwrap() = Some((token.key(), stale));
+        let login = m.login(&token, "alice").await.unwrap();
+        assert_eq!(
+            store.rotates.load(SeqCst),
+            0,
+            "an expired session is not rotated"
+        );
+        assert_eq!(store.creates.load(SeqCst), 1);
+        assert!(login.record.attrs.is_empty());
+        assert_eq!(login.record.meta.version, 1);
+        assert_eq!(login.record.meta.user_id.as_deref(), Some("alice"));
+    }
+
+    #[tokio::test]
+    async fn apply_skips_empty_deltas_and_writes_the_rest() {
+        let (store, m) = counted(ManagerConfig::default());
+        let (token, _) = m.create(None, None).await.unwrap();
+        m.apply(&token.key(), &Delta::default()).await.unwrap();
+        assert_eq!(store.applies.load(SeqCst), 0);
+        m.apply(&token.key(), &Delta::default().set("a", b"1".to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(store.applies.load(SeqCst), 1);
+        assert_eq!(m.load(&token).await.unwrap().unwrap().attrs["a"], b"1");
+        assert!(matches!(
+            m.apply(&Token::generate().key(), &Delta::default().remove("a"))
+                .await,
+            Err(StoreError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_limit_revokes_exactly_the_excess_oldest_first() {
+        let (_, m) = counted(ManagerConfig {
+            max_sessions_per_user: Some(2),
+            ..ManagerConfig::default()
+        });
+        let mut old = Vec::new();
+        for _ in 0..4 {
+            old.push(m.create(Some("u".into()), None).await.unwrap().0);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let login = m.login_fresh("u", None).await.unwrap();
+        let want: Vec<Handle> = old[..3].iter().map(|t| t.key().handle()).collect();
+        assert_eq!(login.evicted, want, "five sessions, limit two: three go");
+        let left: Vec<SessionKey> = m
+            .list_user("u")
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.key)
+            .collect();
+        assert_eq!(left, vec![old[3].key(), login.token.key()]);
+    }
+
+    #[tokio::test]
+    async fn the_session_logging_in_is_never_evicted_even_when_it_is_the_oldest() {
+        let (_, m) = counted(ManagerConfig {
+            max_sessions_per_user: Some(1),
+            ..ManagerConfig::default()
+        });
+        let (anon, _) = m.create(None, None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let other = m.login_fresh("u", None).await.unwrap();
+        // Rotation keeps the creation time: the new session is the user's oldest.
+        let login = m.login(&anon, "u").await.unwrap();
+        assert_eq!(login.evicted, vec![other.token.key().handle()]);
+        assert!(m.load(&login.token).await.unwrap().is_some());
+        assert!(m.load(&other.token).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn without_a_limit_nobody_is_evicted() {
+        let (_, m) = counted(ManagerConfig {
+            max_sessions_per_user: None,
+            ..ManagerConfig::default()
+        });
+        for _ in 0..7 {
+            assert!(m.login_fresh("u", None).await.unwrap().evicted.is_empty());
+        }
+        assert_eq!(m.list_user("u").await.unwrap().len(), 7);
+        assert!(m.config().max_sessions_per_user.is_none());
+        assert_eq!(m.store().backend_name(), "counting");
+    }
+
+    #[tokio::test]
+    async fn destroy_and_revoke_user_report_what_they_ended() {
+        let (_, m) = counted(ManagerConfig::default());
+        let (a, _) = m.create(Some("u".into()), None).await.unwrap();
+        let (b, _) = m.create(Some("u".into()), None).await.unwrap();
+        let (c, _) = m.create(Some("u".into()), None).await.unwrap();
+        let (d, _) = m.create(Some("v".into()), None).await.unwrap();
+        assert!(m.destroy(&a.key()).await.unwrap());
+        assert!(!m.destroy(&a.key()).await.unwrap(), "already gone");
+        assert_eq!(m.list_user("u").await.unwrap().len(), 2);
+        assert_eq!(m.revoke_user("u", Some(&c.key())).await.unwrap(), 1);
+        assert!(m.load(&b).await.unwrap().is_none());
+        assert!(m.load(&c).await.unwrap().is_some());
+        assert_eq!(m.revoke_user("u", None).await.unwrap(), 1);
+        assert!(
+            m.load(&d).await.unwrap().is_some(),
+            "another user's session"
+        );
+    }
+
     #[tokio::test]
     async fn malformed_cookie_values_never_reach_the_store() {
         let store = Arc::new(CountingStore::default());
@@ -418,11 +695,11 @@ mod tests {
         for value in &bad {
             assert!(m.load_cookie(value).await.unwrap().is_none(), "{value:?}");
         }
-        assert_eq!(store.loads.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(store.loads.load(SeqCst), 0);
         // A well-formed but unknown token does reach the store, and is simply absent.
         let unknown = Token::generate().as_cookie_value();
         assert!(m.load_cookie(&unknown).await.unwrap().is_none());
-        assert_eq!(store.loads.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(store.loads.load(SeqCst), 1);
     }
 
     #[tokio::test]

@@ -289,4 +289,89 @@ mod tests {
         assert_eq!(Handle::parse("short"), None);
         assert_eq!(Handle::parse("!!!!!!!!!!!!!!!!"), None);
     }
+
+    #[test]
+    fn the_alphabet_check_accepts_dash_and_underscore_and_nothing_else_outside_alphanumerics() {
+        // 42 x '-' then 'A' (zero padding bits): the dash and underscore of base64url.
+        for c in ['-', '_'] {
+            let s = format!("{}A", c.to_string().repeat(42));
+            let t = Token::parse(&s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            assert_eq!(t.as_cookie_value(), s, "one spelling per token");
+        }
+        for c in ['+', '/', '.', ' ', '\0', '~', '%'] {
+            let s = format!("{}{c}A", "A".repeat(41));
+            assert_eq!(Token::parse(&s), Err(TokenError::Alphabet), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn derived_secrets_depend_on_token_and_purpose_and_are_stable() {
+        let a = Token::parse(&"A".repeat(43)).unwrap();
+        let b = Token::parse(&format!("{}E", "A".repeat(42))).unwrap();
+        assert_eq!(a.derive("csrf"), a.derive("csrf"), "deterministic");
+        assert_ne!(a.derive("csrf"), b.derive("csrf"), "one secret per token");
+        assert_ne!(a.derive("csrf"), a.derive("sign"), "one secret per purpose");
+        assert_ne!(a.derive("ab"), a.derive("a"), "purpose is length-delimited");
+        // Domain-separated: neither the key nor a plain hash of the token.
+        assert_ne!(&a.derive(""), a.key().as_bytes());
+        // SHA-256("ratatoskr.derive.v1\0" || "csrf" || "\0" || 32 zero bytes).
+        let mut want = Sha256::new();
+        want.update(b"ratatoskr.derive.v1\0csrf\0");
+        want.update([0u8; 32]);
+        assert_eq!(a.derive("csrf"), <[u8; 32]>::from(want.finalize()));
+    }
+
+    #[test]
+    fn keys_rebuild_from_exactly_32_bytes() {
+        let k = Token::generate().key();
+        assert_eq!(SessionKey::from_slice(k.as_bytes()), Some(k));
+        assert_eq!(SessionKey::from_bytes(*k.as_bytes()), k);
+        assert_eq!(SessionKey::from_slice(&k.as_bytes()[..31]), None);
+        assert_eq!(SessionKey::from_slice(&[0u8; 33]), None);
+        assert_eq!(SessionKey::from_slice(&[]), None);
+        let t = Token::parse(&"A".repeat(43)).unwrap();
+        assert_eq!(
+            t.key().as_bytes(),
+            &<[u8; 32]>::from(Sha256::digest([0u8; 32]))
+        );
+    }
+
+    #[test]
+    fn debug_forms_are_exact_and_redacted() {
+        let t = Token::parse(&"A".repeat(43)).unwrap();
+        let k = t.key();
+        let h = k.handle();
+        assert_eq!(format!("{t:?}"), "Token(<redacted>)");
+        assert_eq!(format!("{h:?}"), format!("Handle({h})"));
+        assert_eq!(format!("{k:?}"), format!("SessionKey(handle={h})"));
+        // The handle is the first 12 bytes of SHA-256("ratatoskr.handle.v1\0" || key).
+        let mut d = Sha256::new();
+        d.update(b"ratatoskr.handle.v1\0");
+        d.update(k.as_bytes());
+        assert_eq!(h.to_string(), URL_SAFE_NO_PAD.encode(&d.finalize()[..12]));
+        assert!(!format!("{k:?}").contains(&k.to_hex()));
+    }
+
+    #[test]
+    fn handle_parse_requires_16_base64url_chars() {
+        let h = Token::generate().key().handle();
+        let s = h.to_string();
+        assert_eq!(Handle::parse(&format!("{s}A")), None);
+        assert_eq!(Handle::parse(&s[..15]), None);
+        assert_eq!(Handle::parse(&"_".repeat(16)), Some(Handle([0xff; 12])));
+    }
+
+    #[test]
+    fn hex_is_lowercase_two_digits_per_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xf0, 0xa5, 0xff]), "000ff0a5ff");
+        assert_eq!(hex(&[]), "");
+    }
+
+    #[test]
+    fn random_bytes_are_not_constant() {
+        let a: [u8; 32] = random_bytes();
+        let b: [u8; 32] = random_bytes();
+        assert_ne!(a, b);
+        assert_ne!(a, [0; 32]);
+    }
 }
