@@ -8,9 +8,16 @@
 //! | operation | path |
 //! |---|---|
 //! | create, delta, rotate, destroy, revoke-all | database first (the request is answered only after it), then Redis |
-//! | touch (idle extension) | Redis now; the database in batches ([`TieredConfig::touch_flush_every`]) |
+//! | touch (idle extension) | the database, then Redis: batched ([`TieredConfig::touch_flush_every`]) while the session has time to spare, written through near its deadline |
 //! | load | near cache → Redis → database, repopulating Redis on the way back |
 //! | list, count, reap | database (the source of truth) |
+//!
+//! **One truth.** The database decides whether a session exists; Redis and the near cache are
+//! copies that never keep alive, extend or hide a session the database has ended: Redis is
+//! extended only after the database took a touch, every write the database refuses or ends a
+//! session with removes the copy, a recovery discards what a restarted Redis kept and fences off
+//! writes that arrive late. The argument per operation is in `docs/architecture.md`; a
+//! model-based test (`tests/model.rs`) checks it under generated sequences and faults.
 //!
 //! A [`Breaker`] stops waiting on a sick Redis: one failure or timeout opens it,
 //! and while it is open requests go straight to the database. Durable changes that Redis could not

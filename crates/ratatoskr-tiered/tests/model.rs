@@ -262,12 +262,22 @@ macro_rules! check {
 }
 
 impl World {
+    fn note(&mut self, what: String) {
+        if let Some(last) = self.log.last_mut() {
+            last.push_str(&format!(" -> {what}"));
+        }
+    }
+
     fn db_down(&self) -> bool {
         self.db.mode.load(SeqCst) == DOWN
     }
 
-    fn key(&self, s: usize) -> Option<SessionKey> {
-        (!self.keys.is_empty()).then(|| self.keys[s % self.keys.len()])
+    fn key(&mut self, s: usize) -> Option<SessionKey> {
+        let key = (!self.keys.is_empty()).then(|| self.keys[s % self.keys.len()])?;
+        if let Some(last) = self.log.last_mut() {
+            last.push_str(&format!(" [{}]", key.handle()));
+        }
+        Some(key)
     }
 
     fn queue_touch(&mut self, i: usize, key: SessionKey, at: Millis) -> bool {
@@ -308,6 +318,7 @@ impl World {
                         "create: got {got:?}, model {want:?}"
                     );
                 }
+                self.note(format!("created {}: {got:?}", key.handle()));
                 self.keys.push(key);
             }
             Step::Use { i, s } => {
@@ -323,6 +334,7 @@ impl World {
                     check!(matches!(got, Ok(_)), "touch failed: {got:?}");
                     let batched = expires - now > MARGIN.as_millis() as Millis
                         && self.queue_touch(*i, key, now);
+                    self.note(format!("read (expires {expires}), batched: {batched}"));
                     if !batched {
                         if self.db_down() {
                             self.queue_touch(*i, key, now);
@@ -370,6 +382,7 @@ impl World {
                         "rotate: got {got:?}, model {want:?}"
                     );
                 }
+                self.note(format!("rotated to {}: {got:?}", new.handle()));
                 self.keys.push(new);
             }
             Step::Destroy { i, s } => {
@@ -377,6 +390,7 @@ impl World {
                     return Ok(());
                 };
                 let got = self.tiers[*i].destroy(&key).await;
+                self.note(format!("{got:?}"));
                 if self.db_down() {
                     check!(got.is_err(), "destroy succeeded with the database down");
                 } else {
@@ -392,6 +406,7 @@ impl World {
                 let got = self.tiers[*i]
                     .destroy_user(USERS[*user], except.as_ref())
                     .await;
+                self.note(format!("{got:?}"));
                 if self.db_down() {
                     check!(
                         got.is_err(),
@@ -428,7 +443,10 @@ impl World {
                     t.poll_journal_now().await;
                 }
             }
-            Step::Advance(ms) => test_clock::advance(*ms),
+            Step::Advance(ms) => {
+                test_clock::advance(*ms);
+                self.note(format!("now {}", now_ms()));
+            }
             Step::ToDeadline { s, offset } => {
                 if let Some(key) = self.key(*s)
                     && let Ok(Some(r)) = self.model.load(&key).await
@@ -437,6 +455,7 @@ impl World {
                     if target > now {
                         test_clock::advance(target - now);
                     }
+                    self.note(format!("now {}", now_ms()));
                 }
             }
             Step::RedisRestartEmpty => {
@@ -674,6 +693,12 @@ async fn run_sequence(
             break;
         }
     }
+    let result = result.map_err(|e| {
+        TestCaseError::fail(format!(
+            "{e}\nsteps run (with the keys they touched):\n  {}",
+            world.log.join("\n  ")
+        ))
+    });
     world.thaw(redis);
     world.db.set(UP);
     drop(world);
