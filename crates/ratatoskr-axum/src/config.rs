@@ -7,6 +7,7 @@ use ratatoskr_core::audit::TracingAudit;
 
 use crate::cookie::CookieSpec;
 use crate::csrf::OriginPolicy;
+use crate::refusal::RefusalResponder;
 
 /// The default cookie name.
 pub const DEFAULT_COOKIE_NAME: &str = "__Host-ratatoskr";
@@ -155,6 +156,9 @@ pub struct SessionConfig {
     pub fingerprint: FingerprintConfig,
     /// Where lifecycle events go. Default: the `tracing` log.
     pub audit: Arc<dyn AuditSink>,
+    /// How refusals (CSRF 403, 401, store unavailable 503, …) are rendered. Default `None`:
+    /// the library's JSON errors, and a minimal HTML page for browsers' refused form posts.
+    pub responder: Option<Arc<dyn RefusalResponder>>,
 }
 
 impl Default for SessionConfig {
@@ -164,6 +168,7 @@ impl Default for SessionConfig {
             csrf: CsrfConfig::default(),
             fingerprint: FingerprintConfig::default(),
             audit: Arc::new(TracingAudit),
+            responder: None,
         }
     }
 }
@@ -174,6 +179,7 @@ impl std::fmt::Debug for SessionConfig {
             .field("cookie", &self.cookie)
             .field("csrf", &self.csrf)
             .field("fingerprint", &self.fingerprint)
+            .field("responder", &self.responder.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -182,6 +188,27 @@ impl SessionConfig {
     /// Builder: the audit sink.
     pub fn with_audit(mut self, audit: Arc<dyn AuditSink>) -> Self {
         self.audit = audit;
+        self
+    }
+
+    /// Builder: render refusals with `responder` (see [`crate::refusal`]); whatever it declines
+    /// keeps the library's default.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use axum::response::{Html, IntoResponse};
+    /// use ratatoskr_axum::{RefusalKind, RefusalRequest, SessionConfig, SessionRefusal};
+    ///
+    /// let config = SessionConfig::default().with_responder(Arc::new(
+    ///     |refusal: &SessionRefusal, request: &RefusalRequest<'_>| {
+    ///         matches!(refusal.kind(), RefusalKind::Csrf(_))
+    ///             .then(|| (refusal.status(), Html("<h1>Please reload the page</h1>")).into_response())
+    ///     },
+    /// ));
+    /// # let _ = config;
+    /// ```
+    pub fn with_responder(mut self, responder: Arc<dyn RefusalResponder>) -> Self {
+        self.responder = Some(responder);
         self
     }
 

@@ -4,6 +4,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ratatoskr_core::{CodecError, StoreError};
 
+use crate::refusal::{RefusalKind, SessionRefusal};
+
 /// A JSON error response in the application's shape:
 /// `{"error": {"code": "<snake_case>", "message": "<human text>"}}`.
 ///
@@ -22,7 +24,9 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 /// What went wrong with the session during a request. Every variant answers with the JSON error
-/// shape and a fitting status; a store outage is a 503, never an empty 500.
+/// shape and a fitting status; a store outage is a 503, never an empty 500. The response carries
+/// the error's [`SessionRefusal`] in its extensions, so the layer's
+/// [`RefusalResponder`](crate::RefusalResponder) renders it when one is configured.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     /// The session store failed or could not be reached.
@@ -77,6 +81,20 @@ impl SessionError {
         }
     }
 
+    /// This error as a [`SessionRefusal`]: what a [`RefusalResponder`](crate::RefusalResponder)
+    /// is given, and what the response carries in its extensions.
+    pub fn refusal(&self) -> SessionRefusal {
+        let kind = match self {
+            SessionError::Unavailable(_) => RefusalKind::Unavailable,
+            SessionError::Ended | SessionError::Revoked | SessionError::Unauthenticated => {
+                RefusalKind::Unauthenticated
+            }
+            SessionError::TooLarge(_) => RefusalKind::TooLarge,
+            SessionError::Value(_) | SessionError::LayerMissing => RefusalKind::Internal,
+        };
+        SessionRefusal::new(kind, self.status(), self.code(), self.public_message())
+    }
+
     /// The message sent to the client. Backend details stay in the server log.
     fn public_message(&self) -> String {
         match self {
@@ -109,6 +127,8 @@ impl IntoResponse for SessionError {
         if self.status().is_server_error() {
             tracing::error!(error = %self, code = self.code(), "session error");
         }
-        json_error(self.status(), self.code(), &self.public_message())
+        let mut response = json_error(self.status(), self.code(), &self.public_message());
+        response.extensions_mut().insert(self.refusal());
+        response
     }
 }

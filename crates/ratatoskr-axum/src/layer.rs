@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use ratatoskr_core::{AuditEvent, AuditKind, Handle, SessionManager};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -18,9 +18,9 @@ use crate::config::{ConfigError, FingerprintPolicy, SessionConfig};
 use crate::control::SessionControl;
 use crate::cookie::{CookieLookup, find_session_cookie};
 use crate::csrf::{self, Refusal};
-use crate::error::json_error;
 use crate::fingerprint;
 use crate::metrics;
+use crate::refusal::{self, RefusalKind, RefusalRequest, SessionRefusal};
 use crate::session::{Session, Shared};
 
 /// The header a script sends the CSRF token in.
@@ -165,11 +165,21 @@ where
     let cookie_handle = cookie.as_ref().map(|t| t.key().handle());
     let session = Session::new(shared.clone(), cookie, fp);
 
+    // What a refusal responder is shown of the request (kept only when there is one: the
+    // request itself is gone by the time the handler's response comes back).
+    let head = shared.config.responder.as_ref().map(|_| {
+        (
+            req.method().clone(),
+            req.uri().clone(),
+            req.headers().clone(),
+        )
+    });
     let checked = is_unsafe(req.method()) && !is_exempt(&shared.config.csrf.exempt_routes, &req);
     if checked {
         match csrf_check(&layer, &session, cookie_handle, req).await {
             Ok(r) => req = r,
-            Err(mut refused) => {
+            Err(refused) => {
+                let mut refused = restyle(&shared, refused, head.as_ref());
                 add_vary(refused.headers_mut());
                 return refused;
             }
@@ -184,6 +194,8 @@ where
     if let Some(err) = outcome.error {
         response = err.into_response();
     }
+    // Refusals from the layer or from the handler's extractors, in the application's style.
+    let mut response = restyle(&shared, response, head.as_ref());
     if let Some(set_cookie) = outcome.set_cookie {
         if let Ok(v) = HeaderValue::from_str(&set_cookie) {
             response.headers_mut().append(header::SET_COOKIE, v);
@@ -197,6 +209,26 @@ where
         add_vary(response.headers_mut());
     }
     response
+}
+
+/// The responder's rendering of a refusal response, when the layer has a responder.
+fn restyle(
+    shared: &Shared,
+    response: Response,
+    head: Option<&(Method, Uri, HeaderMap)>,
+) -> Response {
+    match (&shared.config.responder, head) {
+        (Some(responder), Some((method, uri, headers))) => refusal::restyle(
+            responder.as_ref(),
+            response,
+            &RefusalRequest {
+                method,
+                uri,
+                headers,
+            },
+        ),
+        _ => response,
+    }
 }
 
 fn is_unsafe(method: &Method) -> bool {
@@ -251,7 +283,8 @@ async fn csrf_check(
         &shared.origin,
     ) {
         // The handle of the presented cookie, if any, correlates the refusal without a store call.
-        return Err(refuse(shared, refusal, cookie_handle, None, h).await);
+        let response = csrf_refusal(refusal, &req);
+        return Err(refuse(shared, refusal, cookie_handle, None, response).await);
     }
     if cookie_handle.is_none() {
         // Anonymous: nothing to forge but the login itself, which the checks above cover.
@@ -271,11 +304,17 @@ async fn csrf_check(
             let bytes = match axum::body::to_bytes(body, layer.max_form_bytes).await {
                 Ok(b) => b,
                 Err(_) => {
-                    return Err(json_error(
+                    let refusal = SessionRefusal::new(
+                        RefusalKind::TooLarge,
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "form_too_large",
                         "the form body is larger than this server accepts",
-                    ));
+                    );
+                    return Err(refusal.default_response(&RefusalRequest {
+                        method: &parts.method,
+                        uri: &parts.uri,
+                        headers: &parts.headers,
+                    }));
                 }
             };
             let token = csrf::form_token(&bytes).map(String::into_bytes);
@@ -291,7 +330,7 @@ async fn csrf_check(
             Refusal::TokenMissing,
             Some(handle),
             Some(&user),
-            req.headers(),
+            csrf_refusal(Refusal::TokenMissing, &req),
         )
         .await),
         Some(t) if !csrf::verify_token(&t, &secret) => Err(refuse(
@@ -299,7 +338,7 @@ async fn csrf_check(
             Refusal::TokenInvalid,
             Some(handle),
             Some(&user),
-            req.headers(),
+            csrf_refusal(Refusal::TokenInvalid, &req),
         )
         .await),
         Some(_) => Ok(req),
@@ -316,12 +355,22 @@ fn is_urlencoded_form(h: &HeaderMap) -> bool {
         })
 }
 
+/// The library's rendering of a CSRF refusal of `req`.
+fn csrf_refusal(refusal: Refusal, req: &Request) -> Response {
+    SessionRefusal::csrf(refusal).default_response(&RefusalRequest {
+        method: req.method(),
+        uri: req.uri(),
+        headers: req.headers(),
+    })
+}
+
+/// Count, audit and log a CSRF refusal; hands back its `response`.
 async fn refuse(
     shared: &Shared,
     refusal: Refusal,
     handle: Option<Handle>,
     user: Option<&str>,
-    request_headers: &HeaderMap,
+    response: Response,
 ) -> Response {
     metrics::csrf_refusal(refusal.code());
     let mut event = AuditEvent::new(AuditKind::CsrfRefused)
@@ -335,31 +384,5 @@ async fn refuse(
         reason = refusal.code(),
         "unsafe request refused by CSRF defences"
     );
-    if prefers_html(request_headers) {
-        let page = format!(
-            "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>403 Forbidden</title>\
-             <h1>Forbidden</h1><p>{}</p><p>Reason: <code>{}</code></p></html>",
-            refusal.message(),
-            refusal.code()
-        );
-        let mut r = (StatusCode::FORBIDDEN, Html(page)).into_response();
-        r.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        r
-    } else {
-        json_error(StatusCode::FORBIDDEN, refusal.code(), refusal.message())
-    }
-}
-
-/// Whether the client asks for HTML before JSON (a browser form post rather than `fetch`).
-fn prefers_html(h: &HeaderMap) -> bool {
-    let accept = h
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    match (accept.find("text/html"), accept.find("application/json")) {
-        (Some(_), None) => true,
-        (Some(html), Some(json)) => html < json,
-        _ => false,
-    }
+    response
 }

@@ -45,6 +45,10 @@
 //!    failure replaces the response with a JSON 503.
 //! 5. A new, rotated or removed cookie is set with `Cache-Control: no-store`.
 //!
+//! Refusals (steps 2 and 4, and the extractors' 401s) carry a [`SessionRefusal`] in the
+//! response extensions; a [`RefusalResponder`] given to
+//! [`SessionConfig::with_responder`] renders them the application's way ([`refusal`]).
+//!
 //! Metrics are listed in the [`metrics`](crate::metrics) module; the security mapping to
 //! OWASP ASVS is in `docs/security.md`.
 #![warn(missing_docs)]
@@ -58,6 +62,7 @@ pub mod extract;
 pub mod fingerprint;
 mod layer;
 pub mod metrics;
+pub mod refusal;
 mod session;
 
 pub use config::{
@@ -69,4 +74,5 @@ pub use error::{SessionError, json_error};
 pub use extract::{AuthUser, CsrfToken};
 pub use fingerprint::ClientIp;
 pub use layer::{CSRF_FORM_FIELD, CSRF_HEADER, SessionLayer, SessionService};
+pub use refusal::{RefusalKind, RefusalRequest, RefusalResponder, SessionRefusal};
 pub use session::{REMEMBER_ATTR, Session, SessionInfo, SessionValue};

@@ -180,7 +180,10 @@ mod tests {
         let b = RedisStore::builder("redis://127.0.0.1:6379/");
         for (bad, words) in [
             (b.clone().key_prefix(""), "prefix"),
-            (b.clone().response_timeout(Duration::ZERO), "response timeout"),
+            (
+                b.clone().response_timeout(Duration::ZERO),
+                "response timeout",
+            ),
             (b.clone().connect_timeout(Duration::ZERO), "connect timeout"),
             (b.clone().revocation_ttl(Duration::ZERO), "revocation TTL"),
         ] {

@@ -242,10 +242,10 @@ mod tests {
         )
     }
 
-    fn tracked() -> (
-        (Arc<dyn SessionStore>, broadcast::Receiver<Invalidation>),
-        broadcast::Sender<Invalidation>,
-    ) {
+    type Tracked = (Arc<dyn SessionStore>, broadcast::Receiver<Invalidation>);
+
+    /// A fast tier with notices, and the sender that feeds them.
+    fn tracked() -> (Tracked, broadcast::Sender<Invalidation>) {
         let (tx, rx) = broadcast::channel(16);
         ((Arc::new(MemoryStore::default()), rx), tx)
     }
