@@ -52,6 +52,7 @@ pub async fn sample(state: &AppState) -> anyhow::Result<i64> {
     let retention = i64::try_from(state.settings.audit_retention.as_millis()).unwrap_or(i64::MAX);
     state.audit.prune(now.saturating_sub(retention)).await?;
     state.limits.forget_idle();
+    state.hasher.release_idle_memory();
     Ok(active)
 }
 

@@ -15,8 +15,8 @@
 use std::io::Write as _;
 use std::path::Path;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chacha20poly1305::aead::{Aead, Payload};
@@ -161,19 +161,74 @@ pub fn token_aad(user_id: i64, platform_type: &str, instance_url: &str, username
         .into_bytes()
 }
 
-/// Hash a password with argon2id and a fresh salt (PHC string), on the calling thread.
-fn hash_now(password: &[u8]) -> anyhow::Result<String> {
-    let salt: [u8; 16] = random_bytes();
-    Argon2::default()
-        .hash_password_with_salt(password, &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow::anyhow!("password hashing failed: {e}"))
+/// Most argon2 memory blocks (1 KiB each) a stored hash may ask for: 256 MiB. The hashes this
+/// application writes use 19 MiB; a row asking for more than this is refused, not computed.
+const MAX_BLOCKS: usize = 256 * 1024;
+
+/// Run argon2 with `argon`'s parameters in `mem` (grown to the size they need, and kept).
+fn argon2_into(
+    mem: &mut Vec<Block>,
+    argon: &Argon2<'_>,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), argon2::Error> {
+    let n = argon.params().block_count();
+    if n > MAX_BLOCKS {
+        return Err(argon2::Error::MemoryTooMuch);
+    }
+    if mem.len() < n {
+        mem.resize(n, Block::default());
+    }
+    argon.hash_password_into_with_memory(password, salt, out, &mut mem[..n])
 }
 
-/// Check a password against a stored hash (or the dummy hash), on the calling thread.
-fn verify_now(password: &[u8], hash: Option<&str>) -> bool {
+/// Hash a password with argon2id (the crate's default parameters) and a fresh salt, in `mem`:
+/// the PHC string.
+fn hash_in(mem: &mut Vec<Block>, password: &[u8]) -> anyhow::Result<String> {
+    let salt: [u8; 16] = random_bytes();
+    let argon = Argon2::default();
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon2_into(mem, &argon, password, &salt, &mut out)
+        .map_err(|e| anyhow::anyhow!("password hashing failed: {e}"))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(argon.params())
+            .map_err(|e| anyhow::anyhow!("password hashing failed: {e}"))?,
+        salt: Some(Salt::new(&salt).map_err(|e| anyhow::anyhow!("password hashing failed: {e}"))?),
+        hash: Some(Output::new(&out).map_err(|e| anyhow::anyhow!("password hashing failed: {e}"))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Check a password against a stored PHC hash (or the dummy hash), in `mem`. Anything that is
+/// not a well-formed argon2 hash is simply not a match.
+fn verify_in(mem: &mut Vec<Block>, password: &[u8], hash: Option<&str>) -> bool {
     let hash = hash.unwrap_or_else(|| dummy_hash());
-    Argon2::default().verify_password(password, hash).is_ok()
+    let Ok(phc) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&phc.salt, &phc.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(phc.algorithm.as_str()) else {
+        return false;
+    };
+    let version = match phc.version.map(Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let Ok(params) = Params::try_from(&phc) else {
+        return false;
+    };
+    let argon = Argon2::new(algorithm, version, params);
+    let mut out = vec![0u8; expected.len()];
+    if argon2_into(mem, &argon, password, salt, &mut out).is_err() {
+        return false;
+    }
+    // Output's equality is constant time.
+    Output::new(&out).is_ok_and(|computed| &computed == expected)
 }
 
 /// A valid hash of a random password, verified against when the user does not exist so that
@@ -183,7 +238,7 @@ fn dummy_hash() -> &'static str {
     static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HASH.get_or_init(|| {
         let pw: [u8; 16] = random_bytes();
-        hash_now(&pw).unwrap_or_default()
+        hash_in(&mut Vec::new(), &pw).unwrap_or_default()
     })
 }
 
@@ -208,17 +263,35 @@ enum Job {
 /// runs argon2id, a short queue holds what waits for them, and what finds the queue full is
 /// refused at once with [`Busy`] instead of piling up.
 ///
-/// Each argon2id run takes 19 MiB while it runs; with the workers fixed, so is the memory a
-/// storm of logins can make the process use (workers × 19 MiB, plus what the allocator keeps
-/// of it per thread), and the async runtime's blocking pool is left to other work. Cheap to
-/// clone; the workers end when the last clone is dropped.
+/// Each argon2id run needs 19 MiB. The workers take it from a small pool of buffers that they
+/// give back after each run, so a storm of logins uses at most workers × 19 MiB, the same
+/// buffers over and over (allocating and freeing 19 MiB per run instead lets the allocator's
+/// fragmentation grow the process by about that much per run, to hundreds of MiB); the pool is
+/// emptied once the workers have been idle for a while ([`Hasher::release_idle_memory`]). The
+/// async runtime's blocking pool is left to other work. Cheap to clone; the workers end when
+/// the last clone is dropped.
 #[derive(Clone)]
 pub struct Hasher {
     jobs: std::sync::mpsc::SyncSender<Job>,
     workers: usize,
     queue: usize,
-    runs: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    shared: std::sync::Arc<Shared>,
 }
+
+/// What the workers and the handles share.
+struct Shared {
+    /// argon2id runs started.
+    runs: std::sync::atomic::AtomicU64,
+    /// Runs going on now.
+    running: std::sync::atomic::AtomicUsize,
+    /// When the last run ended (ms since the epoch).
+    last_done: std::sync::atomic::AtomicI64,
+    /// Memory buffers not in use.
+    memory: std::sync::Mutex<Vec<Vec<Block>>>,
+}
+
+/// How long the workers must have been idle before their memory is given back.
+pub const RELEASE_IDLE_MEMORY_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl std::fmt::Debug for Hasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -226,6 +299,41 @@ impl std::fmt::Debug for Hasher {
             .field("workers", &self.workers)
             .field("queue", &self.queue)
             .finish()
+    }
+}
+
+impl Shared {
+    fn run(&self, job: Job) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.runs.fetch_add(1, Relaxed);
+        self.running.fetch_add(1, Relaxed);
+        let mut mem = self
+            .memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default();
+        // The buffer goes back before the answer does, so the next job finds it.
+        let done = |mem: Vec<Block>| {
+            self.memory
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(mem);
+            self.last_done.store(ratatoskr_core::now_ms(), Relaxed);
+            self.running.fetch_sub(1, Relaxed);
+        };
+        match job {
+            Job::Hash(pw, reply) => {
+                let result = hash_in(&mut mem, pw.as_bytes());
+                done(mem);
+                let _ = reply.send(result);
+            }
+            Job::Verify(pw, hash, reply) => {
+                let result = verify_in(&mut mem, pw.as_bytes(), hash.as_deref());
+                done(mem);
+                let _ = reply.send(result);
+            }
+        }
     }
 }
 
@@ -239,10 +347,15 @@ impl Hasher {
         };
         let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(queue);
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
-        let runs = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let shared = std::sync::Arc::new(Shared {
+            runs: 0.into(),
+            running: 0.into(),
+            last_done: 0.into(),
+            memory: std::sync::Mutex::new(Vec::new()),
+        });
         for i in 0..workers {
             let rx = rx.clone();
-            let runs = runs.clone();
+            let shared = shared.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
                 .spawn(move || {
@@ -255,15 +368,7 @@ impl Hasher {
                         let Ok(job) = job else {
                             return; // every sender dropped
                         };
-                        runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        match job {
-                            Job::Hash(pw, reply) => {
-                                let _ = reply.send(hash_now(pw.as_bytes()));
-                            }
-                            Job::Verify(pw, hash, reply) => {
-                                let _ = reply.send(verify_now(pw.as_bytes(), hash.as_deref()));
-                            }
-                        }
+                        shared.run(job);
                     }
                 });
             if let Err(e) = spawned {
@@ -274,8 +379,38 @@ impl Hasher {
             jobs,
             workers,
             queue,
-            runs,
+            shared,
         }
+    }
+
+    /// Give the workers' memory back when no run has ended for
+    /// [`RELEASE_IDLE_MEMORY_AFTER`] and none is going on (housekeeping calls this).
+    /// Returns whether it did.
+    pub fn release_idle_memory(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let idle_since = self.shared.last_done.load(Relaxed);
+        let idle_for = ratatoskr_core::now_ms() - idle_since;
+        if self.shared.running.load(Relaxed) > 0
+            || idle_for < i64::try_from(RELEASE_IDLE_MEMORY_AFTER.as_millis()).unwrap_or(i64::MAX)
+        {
+            return false;
+        }
+        let mut memory = self.shared.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let had = !memory.is_empty();
+        memory.clear();
+        memory.shrink_to_fit();
+        had
+    }
+
+    /// Memory held in the pool's idle buffers now, in bytes.
+    pub fn memory_held(&self) -> usize {
+        self.shared
+            .memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|m| m.capacity() * std::mem::size_of::<Block>())
+            .sum()
     }
 
     /// Worker threads.
@@ -290,7 +425,7 @@ impl Hasher {
 
     /// argon2id runs started since the pool was made (hashes and verifications).
     pub fn runs(&self) -> u64 {
-        self.runs.load(std::sync::atomic::Ordering::Relaxed)
+        self.shared.runs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn submit(&self, job: Job) -> Result<(), Busy> {
@@ -387,6 +522,54 @@ mod tests {
         // No user: checked against the dummy hash, never right.
         assert_eq!(hasher.verify("".into(), None).await, Ok(false));
         assert_eq!(hasher.runs(), 5);
+    }
+
+    #[test]
+    fn hashes_are_standard_phc_strings_both_ways() {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let mut mem = Vec::new();
+        let ours = hash_in(&mut mem, b"correct horse").unwrap();
+        assert!(
+            ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{ours}"
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"correct horse", ours.as_str())
+                .is_ok()
+        );
+        let theirs = Argon2::default()
+            .hash_password_with_salt(b"battery staple", &[7u8; 16])
+            .unwrap()
+            .to_string();
+        assert!(verify_in(&mut mem, b"battery staple", Some(&theirs)));
+        assert!(!verify_in(&mut mem, b"battery stapler", Some(&theirs)));
+        assert!(!verify_in(
+            &mut mem,
+            b"x",
+            Some("$argon2id$v=19$m=999999999,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA")
+        ));
+        assert!(!verify_in(&mut mem, b"x", Some("$scrypt$whatever")));
+        // One buffer of 19 MiB served every run.
+        assert_eq!(mem.len(), 19456);
+    }
+
+    #[tokio::test]
+    async fn workers_reuse_one_buffer_each_and_give_it_back_when_idle() {
+        let hasher = Hasher::new(1, 8);
+        for i in 0..6 {
+            assert_eq!(hasher.verify(format!("guess {i}"), None).await, Ok(false));
+        }
+        assert_eq!(hasher.memory_held(), 19456 * 1024);
+        // Just used: kept.
+        assert!(!hasher.release_idle_memory());
+        assert_eq!(hasher.memory_held(), 19456 * 1024);
+        hasher.shared.last_done.store(
+            ratatoskr_core::now_ms() - 11_000,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        assert!(hasher.release_idle_memory());
+        assert_eq!(hasher.memory_held(), 0);
     }
 
     #[tokio::test]
