@@ -142,3 +142,72 @@ async fn the_revocation_marker_outlives_a_long_absolute_timeout() {
         "the marker expires in {ttl_ms} ms, before a 30-day session would"
     );
 }
+
+/// Sleep until the wall clock reads `at` (ms since the epoch).
+async fn sleep_until_ms(at: i64) {
+    let now = ratatoskr_core::now_ms();
+    if at > now {
+        tokio::time::sleep(Duration::from_millis((at - now) as u64)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_the_last_second_before_the_idle_deadline_keeps_the_session_visible_and_revocable()
+ {
+    // Issue 8: the request extended the session in Redis while the database's batched touch
+    // arrived after the deadline and was dropped; the session then authenticated but was
+    // neither listed nor revocable. Three users, logged in 350 ms apart, each use their
+    // session 250 ms before its deadline: a batch written every second could land in time for
+    // at most one of them.
+    let redis = RedisProcess::start();
+    let app = spawn_app_args(&["--redis-url", &redis.url(), "--idle-timeout", "6s"]).await;
+    let mut users = Vec::new();
+    for name in ["alice", "bob", "carol"] {
+        let c = app.logged_in(name, false).await;
+        let (_, s) = c.get_json("/api/session").await;
+        let deadline = s["idle_expires_at"].as_i64().expect("idle deadline");
+        users.push((name, c, deadline));
+        tokio::time::sleep(Duration::from_millis(350)).await;
+    }
+    for (name, c, deadline) in &users {
+        sleep_until_ms(deadline - 250).await;
+        let (status, s) = c.get_json("/api/session").await;
+        assert_eq!(
+            (status, &s["authenticated"]),
+            (200, &json!(true)),
+            "{name}: {s}"
+        );
+        assert!(
+            s["idle_expires_at"].as_i64().unwrap() > *deadline,
+            "{name}: the request extended the session: {s}"
+        );
+    }
+    // Past the old deadlines, and past when a batched database touch would have landed.
+    sleep_until_ms(users[2].2 + 1_500).await;
+    for (name, c, _) in &users {
+        let (status, s) = c.get_json("/api/session").await;
+        assert_eq!(
+            (status, &s["authenticated"]),
+            (200, &json!(true)),
+            "{name}: {s}"
+        );
+        let (status, list) = c.get_json("/api/sessions").await;
+        assert_eq!(status, 200, "{list}");
+        let listed = list["sessions"].as_array().map_or(0, Vec::len);
+        assert_eq!(listed, 1, "{name}: the live session is listed: {list}");
+    }
+    // And it can be ended from another login.
+    let (_, alice, _) = &users[0];
+    let other = app.client();
+    let (status, body) = other.login("alice", crate::helpers::PASSWORD).await;
+    assert_eq!(status, 200, "{body}");
+    let r = other.post_empty("/api/sessions/revoke-others").await;
+    assert_eq!(r.status().as_u16(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["revoked"], 1, "{body}");
+    let (status, s) = alice.get_json("/api/session").await;
+    assert!(
+        status == 401 || s["authenticated"] == json!(false),
+        "the revoked session no longer authenticates: {status} {s}"
+    );
+}
