@@ -1,11 +1,11 @@
 //! `ratatoskr`: the reference web application and its admin CLI.
 
 use clap::{Parser, Subcommand};
-use ratatoskr::cli::{SessionsCommand, UserCommand};
-use ratatoskr::configuration::{Registration, Settings, redact_url};
-use ratatoskr::crypto::KeySource;
-use ratatoskr::startup::Application;
-use ratatoskr::{cli, telemetry};
+use ratatoskr_app::cli::{SessionsCommand, UserCommand};
+use ratatoskr_app::configuration::{Registration, Settings, redact_url};
+use ratatoskr_app::crypto::KeySource;
+use ratatoskr_app::startup::Application;
+use ratatoskr_app::{cli, telemetry};
 
 #[derive(Parser)]
 #[command(

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use ratatoskr::db::Attempt;
-use ratatoskr::service::{LOCK_WINDOW_MS, MAX_FAILURES};
+use ratatoskr_app::db::Attempt;
+use ratatoskr_app::service::{LOCK_WINDOW_MS, MAX_FAILURES};
 use ratatoskr_core::now_ms;
 use serde_json::{Value, json};
 
@@ -281,7 +281,7 @@ async fn parallel_current_password_guesses_are_counted_before_they_are_checked()
     }
     let checked = app.state.hasher.runs() - runs_before;
     assert!(
-        checked <= ratatoskr::service::MAX_PASSWORD_CHANGE_FAILURES as u64,
+        checked <= ratatoskr_app::service::MAX_PASSWORD_CHANGE_FAILURES as u64,
         "{checked} guesses checked: {statuses:?}"
     );
     assert!(
@@ -414,7 +414,7 @@ async fn audit_rows_and_counters_past_the_retention_are_pruned() {
             .await
             .unwrap();
     }
-    ratatoskr::analytics::sample(&app.state).await.unwrap();
+    ratatoskr_app::analytics::sample(&app.state).await.unwrap();
     let rows = app.state.stores.audit.recent(1000).await.unwrap();
     let details: Vec<_> = rows.iter().filter_map(|e| e.detail.as_deref()).collect();
     assert!(

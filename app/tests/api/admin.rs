@@ -184,7 +184,7 @@ async fn analytics_report_what_the_app_recorded() {
     let dead = app.client();
     dead.set_cookie(alice.cookie());
     dead.get("/api/session").await;
-    ratatoskr::analytics::sample(&app.state).await.unwrap();
+    ratatoskr_app::analytics::sample(&app.state).await.unwrap();
 
     let (status, f) = admin.get_json("/api/admin/analytics?hours=24").await;
     assert_eq!(status, 200);

@@ -292,7 +292,7 @@ async fn a_disabled_account_cannot_log_in_and_loses_its_sessions() {
     let app = spawn_app().await;
     let c = app.logged_in("alice", false).await;
     let user = app.state.db.user_by_name("alice").await.unwrap().unwrap();
-    let n = ratatoskr::service::set_disabled(&app.state, &user, true)
+    let n = ratatoskr_app::service::set_disabled(&app.state, &user, true)
         .await
         .unwrap();
     assert_eq!(n, 1);

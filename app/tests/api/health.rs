@@ -57,7 +57,7 @@ async fn metrics_expose_sessions_logins_and_csrf_refusals() {
         &[("sec-fetch-site", "cross-site")],
     )
     .await;
-    ratatoskr::analytics::sample(&app.state).await.unwrap();
+    ratatoskr_app::analytics::sample(&app.state).await.unwrap();
     let r = app.get("/metrics").await;
     assert_eq!(r.status(), 200);
     assert!(

@@ -9,10 +9,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use clap::Parser;
-use ratatoskr::configuration::Settings;
-use ratatoskr::db::User;
-use ratatoskr::startup::Application;
-use ratatoskr::state::AppState;
+use ratatoskr_app::configuration::Settings;
+use ratatoskr_app::db::User;
+use ratatoskr_app::startup::Application;
+use ratatoskr_app::state::AppState;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -191,7 +191,7 @@ impl TestApp {
 
     /// Create a user directly (as the CLI does).
     pub async fn create_user(&self, name: &str, admin: bool) -> User {
-        match ratatoskr::service::register(&self.state, name, PASSWORD, admin).await {
+        match ratatoskr_app::service::register(&self.state, name, PASSWORD, admin).await {
             Ok(u) => u,
             Err(e) => panic!("create user {name}: {e:?}"),
         }

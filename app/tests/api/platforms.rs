@@ -321,7 +321,7 @@ async fn access_tokens_are_sealed_at_rest_and_never_in_the_session() {
     );
     // The sealed form opens with the app's key and the row's associated data.
     let sealed = app.state.db.platform_token(1, id).await.unwrap().unwrap();
-    let aad = ratatoskr::crypto::token_aad(1, "mastodon", "https://one.example", "alice");
+    let aad = ratatoskr_app::crypto::token_aad(1, "mastodon", "https://one.example", "alice");
     assert_eq!(app.state.cipher.open(&sealed, &aad).as_deref(), Some(token));
     // The generated key file is private.
     #[cfg(unix)]

@@ -264,7 +264,7 @@ async fn every_page_reads_well_on_a_desktop_and_a_phone() {
     phone
         .wait_url("the dashboard", |u| !u.contains("/platforms"))
         .await;
-    ratatoskr::analytics::sample(&app.state).await.unwrap();
+    ratatoskr_app::analytics::sample(&app.state).await.unwrap();
 
     let pages = [
         ("dashboard", "/"),
