@@ -489,16 +489,26 @@ async fn anonymous_requests_to_authenticated_extractors_get_a_json_401() {
     );
 }
 
+/// The handler has loaded the session when the revocation happens, and writes only after it:
+/// two gates order the steps (no sleep decides which comes first).
 #[tokio::test]
 async fn a_write_to_a_session_revoked_while_the_handler_runs_is_refused_not_resurrected() {
     use axum::routing::get;
     use ratatoskr_axum::{Session, SessionError};
-    async fn slow_write(session: Session) -> Result<&'static str, SessionError> {
-        let _ = session.user_id().await?; // loaded now
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        session.insert("late", &true).await?;
-        Ok("done")
-    }
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+    let loaded = Arc::new(Notify::new());
+    let revoked = Arc::new(Notify::new());
+    let slow_write = {
+        let (loaded, revoked) = (loaded.clone(), revoked.clone());
+        move |session: Session| async move {
+            let _ = session.user_id().await?; // loaded now
+            loaded.notify_one();
+            revoked.notified().await;
+            session.insert("late", &true).await?;
+            Ok::<_, SessionError>("done")
+        }
+    };
     let app = spawn_with(
         routes().route("/slow-write", get(slow_write)),
         SessionConfig::default(),
@@ -515,9 +525,12 @@ async fn a_write_to_a_session_revoked_while_the_handler_runs_is_refused_not_resu
             .send(addr)
             .await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(Duration::from_secs(30), loaded.notified())
+        .await
+        .expect("the handler loads the session");
     let handle = app.control.list_user("alice").await.unwrap()[0].handle;
     assert!(app.control.revoke_handle("alice", &handle).await.unwrap());
+    revoked.notify_one();
     let r = pending.await.unwrap();
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(r.error_code(), "session_ended");

@@ -49,6 +49,67 @@ async fn sleep(n: u64) {
     tokio::time::sleep(ms(n)).await;
 }
 
+/// Sleep until the wall clock (`now_ms`) reaches `at`.
+async fn sleep_until(at: i64) {
+    let left = at - now_ms();
+    if left > 0 {
+        sleep(left as u64).await;
+    }
+}
+
+/// The machine stalled across a deadline the case needed to observe from one side: the answer
+/// proves nothing either way, and the case starts over.
+struct Stalled;
+
+/// Ask the store whether `k` is alive before `deadline` (ms): answered before it, the session
+/// must be alive (a panic with `what` otherwise); answered after it, the observation is
+/// [`Stalled`].
+async fn alive_before(
+    s: &dyn SessionStore,
+    k: &SessionKey,
+    deadline: i64,
+    what: &str,
+) -> Result<(), Stalled> {
+    let alive = s.load(k).await.unwrap().is_some();
+    if now_ms() < deadline {
+        assert!(alive, "{what}");
+        Ok(())
+    } else {
+        Err(Stalled)
+    }
+}
+
+/// Touch `k` at `now_ms()` and require it to succeed unless the clock had already passed
+/// `deadline` (then [`Stalled`]). Returns the touch time.
+async fn touch_before(
+    s: &dyn SessionStore,
+    k: &SessionKey,
+    meta: &ratatoskr_core::Meta,
+    deadline: i64,
+    what: &str,
+) -> Result<i64, Stalled> {
+    let t = now_ms();
+    let touched = s.touch(k, meta, t).await.unwrap();
+    if now_ms() < deadline {
+        assert!(touched, "{what}");
+        Ok(t)
+    } else {
+        Err(Stalled)
+    }
+}
+
+/// Run a timing case up to three times while the machine stalls across its deadlines; a
+/// store that breaks the rule fails on the first attempt.
+async fn retrying_stalls<F: AsyncFnMut() -> Result<(), Stalled>>(what: &str, mut case: F) {
+    for attempt in 1..=3 {
+        if case().await.is_ok() {
+            return;
+        }
+        eprintln!("{what}: the machine stalled across a deadline (attempt {attempt}); again");
+    }
+    panic!("{what}: the machine stalled across a deadline three times in a row");
+}
+
 /// A stored session loads back exactly as written.
 pub async fn create_then_load_returns_the_same_record(h: &impl Harness) {
     let s = h.store();
@@ -88,72 +149,103 @@ pub async fn unknown_keys_load_as_absent(h: &impl Harness) {
 /// A session not used for longer than its idle timeout is gone.
 pub async fn idle_timeout_expires_an_unused_session(h: &impl Harness) {
     let s = h.store();
-    let (k, _) = create(&*s, Some("u"), ms(600), MINUTE).await;
-    sleep(150).await;
-    assert!(
-        s.load(&k).await.unwrap().is_some(),
-        "alive well before the idle deadline"
-    );
-    sleep(1_000).await;
-    assert!(
-        s.load(&k).await.unwrap().is_none(),
-        "gone after the idle deadline"
-    );
-    assert!(
-        s.list_user("u").await.unwrap().is_empty(),
-        "not listed after expiry"
-    );
+    let idle = 600;
+    retrying_stalls("idle timeout", async || {
+        let (k, r) = create(&*s, Some("u"), ms(idle), MINUTE).await;
+        sleep(150).await;
+        let deadline = r.meta.created_at + idle as i64;
+        alive_before(&*s, &k, deadline, "alive before the idle deadline").await?;
+        sleep_until(deadline + 400).await;
+        assert!(
+            s.load(&k).await.unwrap().is_none(),
+            "gone after the idle deadline"
+        );
+        assert!(
+            s.list_user("u").await.unwrap().is_empty(),
+            "not listed after expiry"
+        );
+        Ok(())
+    })
+    .await;
 }
 
-/// Touching keeps the idle deadline away, but the absolute deadline still ends the session.
+/// Touching keeps the idle deadline away, but the absolute deadline still ends the session: it
+/// is gone right after the absolute deadline although its last touch was recent enough to keep
+/// it alive for longer.
 pub async fn absolute_timeout_expires_a_session_in_constant_use(h: &impl Harness) {
     let s = h.store();
-    let (k, r) = create(&*s, None, ms(800), ms(1_200)).await;
-    for _ in 0..5 {
-        sleep(200).await;
+    let (idle, absolute) = (800_i64, 1_200_i64);
+    retrying_stalls("absolute timeout", async || {
+        let (k, r) = create(&*s, None, ms(idle as u64), ms(absolute as u64)).await;
+        let abs = r.meta.absolute_deadline;
+        // Touch every 200 ms until shortly before the absolute deadline: each touch must land.
+        let mut last = r.meta.created_at;
+        while now_ms() + 200 < abs - 150 {
+            sleep(200).await;
+            let deadline = (last + idle).min(abs);
+            last = touch_before(&*s, &k, &r.meta, deadline, "alive while in use").await?;
+        }
         assert!(
-            s.touch(&k, &r.meta, now_ms()).await.unwrap(),
-            "alive while in use"
+            last > r.meta.created_at + idle / 2,
+            "used for a while (last touch {} ms in)",
+            last - r.meta.created_at
         );
-    }
-    // ~1,000 ms in: still alive; at 2,000 ms: past the absolute deadline despite the touches.
-    sleep(1_000).await;
-    assert!(
-        s.load(&k).await.unwrap().is_none(),
-        "gone after the absolute deadline"
-    );
-    assert!(!s.touch(&k, &r.meta, now_ms()).await.unwrap());
+        sleep_until(abs + 100).await;
+        if now_ms() >= last + idle {
+            return Err(Stalled); // the last touch alone would have let it lapse by now
+        }
+        assert!(
+            s.load(&k).await.unwrap().is_none(),
+            "gone after the absolute deadline despite a touch {} ms ago",
+            now_ms() - last
+        );
+        assert!(!s.touch(&k, &r.meta, now_ms()).await.unwrap());
+        Ok(())
+    })
+    .await;
 }
 
 /// A touch moves `last_seen` and the idle deadline.
 pub async fn touch_extends_the_idle_deadline(h: &impl Harness) {
     let s = h.store();
-    let (k, r) = create(&*s, None, ms(1_000), MINUTE).await;
-    sleep(600).await;
-    let t = now_ms();
-    assert!(s.touch(&k, &r.meta, t).await.unwrap());
-    let loaded = s.load(&k).await.unwrap().expect("alive after touch");
-    assert_eq!(loaded.last_seen, t, "touch records last_seen");
-    sleep(700).await; // 1,300 ms after creation: past the original idle deadline
-    assert!(
-        s.load(&k).await.unwrap().is_some(),
-        "the touch extended the idle deadline"
-    );
-    sleep(1_200).await; // 1,900 ms after the touch
-    assert!(
-        s.load(&k).await.unwrap().is_none(),
-        "gone one idle timeout after the touch"
-    );
+    let idle = 1_000_i64;
+    retrying_stalls("touch", async || {
+        let (k, r) = create(&*s, None, ms(idle as u64), MINUTE).await;
+        sleep(600).await;
+        let original = r.meta.created_at + idle;
+        let t = touch_before(&*s, &k, &r.meta, original, "a live session is touched").await?;
+        let loaded = s.load(&k).await.unwrap().expect("alive after touch");
+        assert_eq!(loaded.last_seen, t, "touch records last_seen");
+        // Past the original idle deadline, before the one the touch set.
+        sleep_until(original + 50).await;
+        alive_before(&*s, &k, t + idle, "the touch extended the idle deadline").await?;
+        sleep_until(t + idle + 400).await;
+        assert!(
+            s.load(&k).await.unwrap().is_none(),
+            "gone one idle timeout after the touch"
+        );
+        Ok(())
+    })
+    .await;
 }
 
 /// A touch near the end of a session's life extends it only to the absolute deadline.
 pub async fn touch_never_extends_past_the_absolute_deadline(h: &impl Harness) {
     let s = h.store();
-    let (k, r) = create(&*s, None, ms(2_000), ms(1_000)).await;
-    sleep(500).await;
-    assert!(s.touch(&k, &r.meta, now_ms()).await.unwrap());
-    sleep(1_000).await; // 1,500 ms: before idle (2,500) but after absolute (1,000)
-    assert!(s.load(&k).await.unwrap().is_none());
+    retrying_stalls("touch near the absolute deadline", async || {
+        let (k, r) = create(&*s, None, ms(2_000), ms(1_000)).await;
+        sleep(500).await;
+        let abs = r.meta.absolute_deadline;
+        let t = touch_before(&*s, &k, &r.meta, abs, "a live session is touched").await?;
+        // Past the absolute deadline, well before the idle one the touch would set uncapped.
+        sleep_until(abs + 300).await;
+        if now_ms() >= t + 2_000 {
+            return Err(Stalled); // past the uncapped deadline too: proves nothing
+        }
+        assert!(s.load(&k).await.unwrap().is_none());
+        Ok(())
+    })
+    .await;
 }
 
 /// Touching a key that does not exist reports it and creates nothing.

@@ -8,4 +8,4 @@
 
 pub mod procs;
 
-pub use procs::{PgProcess, RedisProcess, free_port};
+pub use procs::{POSTGRES_MISSING, PgProcess, REDIS_SERVER_MISSING, RedisProcess, free_port};

@@ -7,6 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// What a test says when `redis-server` cannot be started: a missing prerequisite fails the test
+/// (never a silent pass). Every crate's tests use this message.
+pub const REDIS_SERVER_MISSING: &str = "redis-server is installed (scripts/test.sh installs it)";
+
+/// What a test says when PostgreSQL's programs cannot be found.
+pub const POSTGRES_MISSING: &str = "PostgreSQL is installed (scripts/test.sh installs it)";
+
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for a test).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -84,7 +91,7 @@ impl RedisProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server is installed (scripts/test.sh installs it)");
+            .expect(REDIS_SERVER_MISSING);
         self.child = Some(child);
         wait_port(self.port, true, "redis-server");
     }
@@ -165,7 +172,7 @@ pub struct PgProcess {
 fn pg_bin() -> PathBuf {
     let root = Path::new("/usr/lib/postgresql");
     let mut versions: Vec<PathBuf> = std::fs::read_dir(root)
-        .expect("PostgreSQL is installed (scripts/test.sh installs it)")
+        .expect(POSTGRES_MISSING)
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     versions.sort();

@@ -206,14 +206,47 @@ fn state_name(g: &Inner) -> &'static str {
 mod tests {
     use super::*;
 
+    /// Poll (with a deadline, not a fixed sleep) until the window has ended; when it was seen.
+    fn wait_half_open(b: &Breaker) -> Instant {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while b.state() != BreakerState::HalfOpen {
+            assert!(Instant::now() < deadline, "the window never ended");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Instant::now()
+    }
+
     #[test]
-    fn a_failure_opens_then_one_probe_is_let_through() {
-        let b = Breaker::new(Duration::from_millis(30));
+    fn an_open_breaker_skips_redis_for_the_whole_window() {
+        // A window no scheduler delay can outlast: what is checked is the state, not a clock.
+        let b = Breaker::new(Duration::from_secs(60));
         let p = b.try_acquire().unwrap();
         assert!(!p.probe);
         b.on_failure();
-        assert!(b.try_acquire().is_none());
-        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(b.state(), BreakerState::Open);
+        for _ in 0..1_000 {
+            assert!(b.try_acquire().is_none());
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(
+            !b.on_success(p),
+            "a late success of a normal call closes nothing"
+        );
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn the_window_lasts_at_least_open_for_then_one_probe_is_let_through() {
+        let window = Duration::from_millis(30);
+        let b = Breaker::new(window);
+        let failed = Instant::now();
+        b.on_failure();
+        let ended = wait_half_open(&b);
+        assert!(
+            ended - failed >= window,
+            "half-open after {:?}",
+            ended - failed
+        );
         let probe = b.try_acquire().expect("half-open lets one probe through");
         assert!(probe.probe);
         assert!(b.try_acquire().is_none(), "only one probe at a time");
@@ -232,11 +265,17 @@ mod tests {
     fn a_failed_probe_reopens() {
         let b = Breaker::new(Duration::from_millis(20));
         b.on_failure();
-        std::thread::sleep(Duration::from_millis(30));
+        wait_half_open(&b);
         let _probe = b.try_acquire().unwrap();
+        let reopened = Instant::now();
         b.on_failure();
-        assert_eq!(b.state(), BreakerState::Open);
-        assert!(b.transitions() >= 3);
+        // The inner state, so that a stall after the failure cannot turn Open into HalfOpen.
+        assert!(
+            matches!(*b.lock(), Inner::Open { until } if until >= reopened + Duration::from_millis(20)),
+            "{:?}",
+            *b.lock()
+        );
+        assert_eq!(b.transitions(), 3, "closed -> open -> half-open -> open");
     }
 
     #[test]

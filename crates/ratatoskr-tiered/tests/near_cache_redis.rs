@@ -6,6 +6,7 @@
 //! talks to it out of band with `redis-cli`. Figures are printed (`--nocapture`) and quoted in
 //! docs/redis.md ("revocation propagation").
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,23 +25,20 @@ struct Server {
 }
 
 impl Server {
-    fn start() -> Option<Server> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
+    /// Start one; panics with the test kit's message if `redis-server` cannot be run.
+    fn start() -> Server {
+        let port = ratatoskr_testkit::free_port();
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .ok()?;
+            .expect(ratatoskr_testkit::REDIS_SERVER_MISSING);
         let server = Server { child, port };
         for _ in 0..100 {
             if server.cli(&["PING"]).trim() == "PONG" {
-                return Some(server);
+                return server;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -57,15 +55,49 @@ impl Server {
             .unwrap_or_default()
     }
 
-    /// `calls` of each command since the last `CONFIG RESETSTAT`.
-    fn calls(&self, command: &str) -> u64 {
+    /// `calls` of every command since the last `CONFIG RESETSTAT`, by name (`hgetall`,
+    /// `config|resetstat`). Panics on output it cannot read, so a format change cannot read as
+    /// "no commands".
+    fn command_calls(&self) -> BTreeMap<String, u64> {
         let stats = self.cli(&["INFO", "commandstats"]);
-        let prefix = format!("cmdstat_{command}:calls=");
+        assert!(
+            stats.contains("# Commandstats"),
+            "not an INFO commandstats answer: {stats:?}"
+        );
         stats
             .lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
-            .and_then(|rest| rest.split(',').next()?.parse().ok())
-            .unwrap_or(0)
+            .filter(|l| l.starts_with("cmdstat_"))
+            .map(|l| {
+                let (name, rest) = l["cmdstat_".len()..]
+                    .split_once(":calls=")
+                    .unwrap_or_else(|| panic!("unreadable line {l:?}"));
+                let calls = rest
+                    .split(',')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("unreadable line {l:?}"));
+                (name.to_owned(), calls)
+            })
+            .collect()
+    }
+
+    /// `calls` of one command since the last `CONFIG RESETSTAT`.
+    fn calls(&self, command: &str) -> u64 {
+        self.command_calls().get(command).copied().unwrap_or(0)
+    }
+
+    /// Calls of commands that read or write session data: everything but connection upkeep
+    /// (heartbeat pings, handshakes, client tracking) and the test's own statistics commands.
+    fn data_commands(&self) -> u64 {
+        self.command_calls()
+            .iter()
+            .filter(|(name, _)| {
+                !matches!(name.as_str(), "ping" | "info" | "hello" | "select")
+                    && !name.starts_with("client|")
+                    && !name.starts_with("config|")
+            })
+            .map(|(_, n)| n)
+            .sum()
     }
 }
 
@@ -139,10 +171,7 @@ async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) -> Duration {
 /// copy; and a revocation reaches the other instance's near cache within the figures printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_through_one_instance_is_seen_through_the_other() {
-    let Some(server) = Server::start() else {
-        eprintln!("redis-server is not installed; skipping");
-        return;
-    };
+    let server = Server::start();
     let durable = Arc::new(MemoryStore::default());
     let journal = Arc::new(MemoryJournal::default());
     let (one, _) = instance(&server, "rt:", &durable, &journal).await;
@@ -215,16 +244,15 @@ async fn a_change_through_one_instance_is_seen_through_the_other() {
 /// next read goes to Redis again (once), and is cached again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_read_makes_no_redis_round_trip() {
-    let Some(server) = Server::start() else {
-        eprintln!("redis-server is not installed; skipping");
-        return;
-    };
+    let server = Server::start();
     let durable = Arc::new(MemoryStore::default());
     let journal = Arc::new(MemoryJournal::default());
     let (store, _) = instance(&server, "rt:", &durable, &journal).await;
 
     let k = Token::generate().key();
     store.create(&k, &record("u")).await.unwrap();
+    let cold = Token::generate().key();
+    store.create(&cold, &record("u")).await.unwrap();
     assert!(
         store.load(&k).await.unwrap().is_some(),
         "read from Redis, cached"
@@ -234,8 +262,27 @@ async fn a_warm_read_makes_no_redis_round_trip() {
     for _ in 0..1000 {
         assert!(store.load(&k).await.unwrap().is_some());
     }
-    assert_eq!(server.calls("exec"), 0, "1,000 warm reads, no Redis read");
+    assert_eq!(server.data_commands(), 0, "1,000 warm reads, no Redis read");
+    assert_eq!(server.calls("exec"), 0);
     assert_eq!(server.calls("hgetall"), 0);
+
+    // Positive control: the same counting sees a read that does go to Redis (a session this
+    // instance never read), so the zero above is a measurement, not a parser that says 0.
+    assert!(store.load(&cold).await.unwrap().is_some());
+    let after_cold = server.data_commands();
+    assert!(
+        after_cold >= 1,
+        "a cold read was not counted: {:?}",
+        server.command_calls()
+    );
+    assert!(
+        server.calls("config|resetstat") == 1,
+        "the statistics are the test's own"
+    );
+    for _ in 0..100 {
+        assert!(store.load(&cold).await.unwrap().is_some());
+    }
+    assert_eq!(server.data_commands(), after_cold, "and is then cached too");
 
     store
         .apply(&k, &Delta::default().set("a", b"1".to_vec()))

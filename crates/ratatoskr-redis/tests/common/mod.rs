@@ -53,6 +53,10 @@ pub fn closed_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
+/// The test kit's message (`ratatoskr_testkit::REDIS_SERVER_MISSING`) for a `redis-server` that
+/// cannot be started: the test fails, it never passes by skipping.
+pub const REDIS_SERVER_MISSING: &str = "redis-server is installed (scripts/test.sh installs it)";
+
 /// A child `redis-server` on a free port, killed when dropped.
 pub struct OwnRedis {
     pub child: std::process::Child,
@@ -60,15 +64,16 @@ pub struct OwnRedis {
 }
 
 impl OwnRedis {
-    pub fn start(port: u16) -> Option<Self> {
+    /// Start it; panics with [`REDIS_SERVER_MISSING`] if `redis-server` cannot be run.
+    pub fn start(port: u16) -> Self {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .ok()?;
-        Some(OwnRedis { child, port })
+            .expect(REDIS_SERVER_MISSING);
+        OwnRedis { child, port }
     }
 
     pub async fn wait_ready(&self) {
