@@ -254,4 +254,80 @@ mod tests {
             )
         );
     }
+
+    #[test]
+    fn lookup_names_are_stable() {
+        let t = Token::generate();
+        let names: Vec<&str> = [
+            CookieLookup::Absent,
+            CookieLookup::Token(t),
+            CookieLookup::Malformed(TokenError::Alphabet),
+            CookieLookup::NotText,
+            CookieLookup::Ambiguous,
+        ]
+        .iter()
+        .map(CookieLookup::as_str)
+        .collect();
+        assert_eq!(
+            names,
+            ["absent", "token", "malformed", "not_text", "ambiguous"]
+        );
+    }
+
+    #[test]
+    fn spaces_and_tabs_around_pairs_names_and_values_are_ignored_and_nothing_else_is() {
+        let t = Token::generate();
+        let v = t.as_cookie_value();
+        for h in [
+            format!(" \t{NAME} \t= \t{v} \t; other=1"),
+            format!("{NAME}={v}"),
+            format!("a=b;{NAME}={v}"),
+            format!(";;{NAME}={v};;"),
+            format!("noequals; {NAME}={v}"),
+        ] {
+            assert_eq!(
+                lookup(&[h.as_bytes()]),
+                CookieLookup::Token(t.clone()),
+                "{h:?}"
+            );
+        }
+        // The value starts right after the first `=`: a second `=` is part of the value.
+        assert!(matches!(
+            lookup(&[format!("{NAME}=={v}").as_bytes()]),
+            CookieLookup::Malformed(TokenError::Length(44))
+        ));
+        assert!(matches!(
+            lookup(&[format!("{NAME}=\n{v}").as_bytes()]),
+            CookieLookup::Malformed(TokenError::Length(44))
+        ));
+        assert_eq!(lookup(&[]), CookieLookup::Absent);
+        assert_eq!(lookup(&[b"", b";", b"="]), CookieLookup::Absent);
+        assert!(matches!(
+            lookup(&[format!("{NAME}=").as_bytes()]),
+            CookieLookup::Malformed(TokenError::Length(0))
+        ));
+    }
+
+    #[test]
+    fn a_malformed_duplicate_makes_the_lookup_ambiguous_not_a_token() {
+        let v = Token::generate().as_cookie_value();
+        let h = format!("{NAME}={v}; {NAME}=garbage");
+        assert_eq!(lookup(&[h.as_bytes()]), CookieLookup::Ambiguous);
+        let h = format!("{NAME}=garbage; {NAME}={v}");
+        assert_eq!(lookup(&[h.as_bytes()]), CookieLookup::Ambiguous);
+        // Identical after trimming: still one cookie.
+        let h = format!("{NAME}={v}; {NAME}= {v}\t");
+        assert!(matches!(lookup(&[h.as_bytes()]), CookieLookup::Token(_)));
+    }
+
+    #[test]
+    fn max_age_is_never_negative() {
+        let spec = CookieSpec {
+            name: NAME.into(),
+            attrs: "; Path=/".into(),
+        };
+        let t = Token::generate();
+        assert!(spec.set(&t, Some(-5)).ends_with("; Path=/; Max-Age=0"));
+        assert!(!spec.set(&t, None).contains("Max-Age"));
+    }
 }
