@@ -9,7 +9,7 @@ use ratatoskr_app::service::{LOCK_WINDOW_MS, MAX_FAILURES};
 use ratatoskr_core::now_ms;
 use serde_json::{Value, json};
 
-use crate::helpers::{Client, PASSWORD, assert_error, spawn_app_args};
+use crate::helpers::{Client, PASSWORD, assert_error, spawn_app_args, spawn_pg_app_args};
 
 /// `POST /api/login` from a client of its own: `(status, Retry-After, body)`.
 async fn login_once(address: String, name: String, password: String) -> (u16, Option<u64>, Value) {
@@ -34,7 +34,15 @@ async fn login_once(address: String, name: String, password: String) -> (u16, Op
 #[tokio::test]
 async fn forty_parallel_guesses_get_at_most_five_verdicts_and_the_right_password_stays_locked_out()
 {
-    let app = spawn_app_args(&["--login-rate-limit", "off"]).await;
+    forty_parallel_guesses(spawn_app_args(&["--login-rate-limit", "off"]).await).await;
+}
+
+#[tokio::test]
+async fn forty_parallel_guesses_on_postgresql_get_at_most_five_verdicts_too() {
+    forty_parallel_guesses(spawn_pg_app_args(&["--login-rate-limit", "off"]).await).await;
+}
+
+async fn forty_parallel_guesses(app: crate::helpers::TestApp) {
     app.create_user("alice", false).await;
     let runs_before = app.state.hasher.runs();
     let mut tasks = Vec::new();

@@ -120,6 +120,11 @@ pub async fn spawn_app_args(extra: &[&str]) -> TestApp {
 
 /// Start the app on a fresh PostgreSQL schema.
 pub async fn spawn_pg_app() -> TestApp {
+    spawn_pg_app_args(&[]).await
+}
+
+/// Start the app on a fresh PostgreSQL schema with extra command-line flags.
+pub async fn spawn_pg_app_args(extra: &[&str]) -> TestApp {
     use sqlx::{ConnectOptions, Connection};
     let schema = format!("ratatoskr_app_{}", random_suffix());
     let mut admin = sqlx::postgres::PgConnectOptions::from_str(&pg_url())
@@ -137,7 +142,7 @@ pub async fn spawn_pg_app() -> TestApp {
     let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
     let dir = fresh_dir();
     let key_file = dir.join("secret.key");
-    let settings = Args::parse_from([
+    let mut args = vec![
         "ratatoskr",
         "--bind",
         "127.0.0.1:0",
@@ -147,8 +152,9 @@ pub async fn spawn_pg_app() -> TestApp {
         key_file.to_str().unwrap(),
         "--sample-every",
         "200ms",
-    ])
-    .settings;
+    ];
+    args.extend_from_slice(extra);
+    let settings = Args::parse_from(args).settings;
     spawn_app_with(settings, dir, Some(schema)).await
 }
 
