@@ -7,8 +7,13 @@
 //! ```text
 //! cargo run --release -p ratatoskr-sql --example write_throughput -- \
 //!     [--url sqlite|postgres://user@host/db] [--writers 64] [--seconds 5] \
-//!     [--batch 64] [--lanes 4] [--connections 8] [--rounds 1]
+//!     [--batch 64] [--lanes 4] [--connections 8] [--rounds 1] [--op delta|touch|login] \
+//!     [--on-only]
 //! ```
+//!
+//! `--op` picks the write: `delta` (default; two attributes set), `touch` (the session's
+//! `last_seen` moved), or `login` (a fresh session created with two attributes, then rotated to
+//! a new key: two writes, both counted).
 //!
 //! Rounds alternate off and on, so a change in the machine's load hits both.
 //!
@@ -34,6 +39,16 @@ struct Args {
     lanes: usize,
     connections: u32,
     rounds: usize,
+    op: Workload,
+    /// Run group commit off too (`--on-only` skips it, to compare builds).
+    off: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    Delta,
+    Touch,
+    Login,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -45,6 +60,8 @@ fn parse_args() -> Result<Args, String> {
         lanes: GroupCommit::default().lanes,
         connections: SqlOptions::default().max_connections,
         rounds: 1,
+        op: Workload::Delta,
+        off: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,10 +75,20 @@ fn parse_args() -> Result<Args, String> {
             "--lanes" => args.lanes = value()?.parse().map_err(|e| bad(&e))?,
             "--connections" => args.connections = value()?.parse().map_err(|e| bad(&e))?,
             "--rounds" => args.rounds = value()?.parse().map_err(|e| bad(&e))?,
+            "--on-only" => args.off = false,
+            "--op" => {
+                args.op = match value()?.as_str() {
+                    "delta" => Workload::Delta,
+                    "touch" => Workload::Touch,
+                    "login" => Workload::Login,
+                    other => return Err(format!("--op: unknown write {other}")),
+                }
+            }
             "--help" | "-h" => {
                 return Err(
                     "usage: write_throughput [--url sqlite|postgres://…] [--writers N] \
-                            [--seconds S] [--batch N] [--lanes N] [--connections N] [--rounds N]"
+                            [--seconds S] [--batch N] [--lanes N] [--connections N] [--rounds N] \
+                            [--op delta|touch|login] [--on-only]"
                         .into(),
                 );
             }
@@ -140,6 +167,32 @@ impl Scratch {
     }
 }
 
+/// A login's two writes: create an anonymous-looking session with two attributes, then
+/// rotate it to a new key for `user`. Each write's latency is recorded on its own.
+async fn login(
+    store: &dyn SessionStore,
+    user: &str,
+    latencies: &mut Vec<Duration>,
+) -> Result<(), StoreError> {
+    let t = Instant::now();
+    let mut record = Record::new(
+        Some(user.to_owned()),
+        now_ms(),
+        Duration::from_secs(3600),
+        Duration::from_secs(86_400),
+    );
+    record.attrs.insert("csrf".into(), vec![1u8; 32]);
+    record.attrs.insert("device".into(), vec![2u8; 64]);
+    let key = Token::generate().key();
+    store.create(&key, &record).await?;
+    latencies.push(t.elapsed());
+    let t = Instant::now();
+    let new = Token::generate().key();
+    let rotated = store.rotate(&key, &new, &record.meta, now_ms()).await;
+    latencies.push(t.elapsed());
+    rotated
+}
+
 /// The store's write counters and its group-commit settings in effect.
 type StatsFn = Box<dyn Fn() -> (WriteStats, GroupCommit) + Send + Sync>;
 
@@ -181,17 +234,29 @@ async fn run(
         .into_iter()
         .map(|key| {
             let store = Arc::clone(&store);
+            let op = args.op;
             tokio::spawn(async move {
                 let mut writes = 0u64;
                 let mut errors = 0u64;
                 let mut latencies = Vec::new();
+                let user = format!("user-{}", random_suffix());
                 while Instant::now() < deadline {
-                    let delta = Delta::default()
-                        .set("counter", writes.to_le_bytes().to_vec())
-                        .set(format!("a{}", writes % 8), vec![7u8; 64]);
                     let t = Instant::now();
-                    match store.apply(&key, &delta).await {
-                        Ok(()) => writes += 1,
+                    let result = match op {
+                        Workload::Delta => {
+                            let delta = Delta::default()
+                                .set("counter", writes.to_le_bytes().to_vec())
+                                .set(format!("a{}", writes % 8), vec![7u8; 64]);
+                            store.apply(&key, &delta).await
+                        }
+                        Workload::Touch => {
+                            let meta = Record::new(None, 0, Duration::ZERO, Duration::ZERO).meta;
+                            store.touch(&key, &meta, now_ms()).await.map(drop)
+                        }
+                        Workload::Login => login(&*store, &user, &mut latencies).await,
+                    };
+                    match result {
+                        Ok(()) => writes += if op == Workload::Login { 2 } else { 1 },
                         Err(e) => {
                             errors += 1;
                             if errors == 1 {
@@ -202,7 +267,9 @@ async fn run(
                             }
                         }
                     }
-                    latencies.push(t.elapsed());
+                    if op != Workload::Login {
+                        latencies.push(t.elapsed());
+                    }
                 }
                 (writes, errors, latencies)
             })
@@ -291,7 +358,12 @@ async fn main() {
         lanes: args.lanes,
     };
     for _ in 0..args.rounds {
-        for config in [GroupCommit::off(), on.clone()] {
+        let configs = if args.off {
+            vec![GroupCommit::off(), on.clone()]
+        } else {
+            vec![on.clone()]
+        };
+        for config in configs {
             match run(&args, config).await {
                 Ok(o) => report(o),
                 Err(e) => {
