@@ -1,24 +1,55 @@
 //! The harness runs end to end on a tiny input and writes a table row for every contender.
-//! (Benchmarks are not timed tests: no number is checked, only that one was measured.)
+//! (Benchmarks are not timed tests: no speed is checked, only that each contender was measured:
+//! a positive rate, no failed request, and every row present, PostgreSQL's included.)
 
 use std::process::Command;
 
 use ratatoskr_bench::servers::CONTENDERS;
 use ratatoskr_bench::store_bench::{STORE_CONTENDERS, StoreKind};
 
-/// The second cell of a table row, if the row is the one of `name` (bold or not).
-fn rate_cells<'a>(md: &'a str, name: &str) -> Vec<&'a str> {
+/// The cells after the name of the table rows of `name` (bold or not): rate, ratio, p50, p99,
+/// errors, other load, range.
+fn rows<'a>(md: &'a str, name: &str) -> Vec<Vec<&'a str>> {
     md.lines()
         .filter_map(|l| {
             let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-            // ["", name, rate, …]
-            (cells.len() > 3 && cells[1].trim_matches('*') == name).then(|| cells[2])
+            // ["", name, rate, …, ""]
+            (cells.len() > 3 && cells[1].trim_matches('*') == name)
+                .then(|| cells[2..cells.len() - 1].to_vec())
         })
         .collect()
 }
 
-fn is_rate(cell: &str) -> bool {
-    !cell.is_empty() && cell.chars().all(|c| c.is_ascii_digit() || c == ',')
+/// A rate cell (`12,345`) as a number; `None` if it is not one.
+fn rate(cell: &str) -> Option<u64> {
+    if cell.is_empty() || !cell.chars().all(|c| c.is_ascii_digit() || c == ',') {
+        return None;
+    }
+    cell.replace(',', "").parse().ok()
+}
+
+/// A row was measured: a positive rate and no failed operation. Anything else fails the test
+/// with the row, so a contender that errors or stalls is never reported as benchmarked.
+fn assert_measured(what: &str, cells: &[&str], md: &str) {
+    let Some(per_sec) = rate(cells[0]) else {
+        panic!("{what} was not measured: `{}`\n{md}", cells.join(" | "));
+    };
+    assert!(per_sec > 0, "{what}: a rate of 0\n{md}");
+    assert_eq!(cells[4], "0", "{what}: failed requests\n{md}");
+}
+
+#[test]
+fn the_row_checks_refuse_zero_rates_errors_and_unmeasured_rows() {
+    let md = "| a | 1,200 | 100 % | 0.3 ms | 0.6 ms | 0 | 0 % | 1 – 2 |\n\
+              | b | 0 | 0 % | 0.3 ms | 0.6 ms | 0 | 0 % | 0 – 0 |\n\
+              | c | 900 | 75 % | 0.3 ms | 0.6 ms | 3 | 0 % | 1 – 2 |\n\
+              | d | not measured: connection refused | | | | | |\n";
+    assert_measured("a", &rows(md, "a")[0], md);
+    for bad in ["b", "c", "d"] {
+        let cells = rows(md, bad)[0].clone();
+        let caught = std::panic::catch_unwind(|| assert_measured(bad, &cells, md));
+        assert!(caught.is_err(), "row {bad} passed the check");
+    }
 }
 
 #[test]
@@ -46,32 +77,30 @@ fn a_tiny_run_writes_a_row_per_contender_and_a_chart() {
     let svg = std::fs::read_to_string(dir.join("report.svg")).expect("the chart is written");
 
     for c in CONTENDERS {
-        let cells = rate_cells(md, c.name);
+        let rows = rows(md, c.name);
         assert_eq!(
-            cells.len(),
+            rows.len(),
             2,
             "one read and one write row for {}:\n{md}",
             c.name
         );
-        for cell in cells {
-            assert!(
-                is_rate(cell),
-                "{} was measured, got `{cell}`:\n{md}",
-                c.name
-            );
+        for cells in rows {
+            assert_measured(c.name, &cells, md);
         }
         assert!(svg.contains(c.name), "{} is in the chart", c.name);
     }
     for (_, name, kind) in STORE_CONTENDERS {
-        let cells = rate_cells(md, name);
-        assert_eq!(cells.len(), 1, "one store row for {name}:\n{md}");
-        // PostgreSQL may be absent where the test runs; then the row must say so.
-        let optional = matches!(kind, StoreKind::TieredPostgres | StoreKind::PostgresOnly);
-        assert!(
-            is_rate(cells[0]) || (optional && cells[0].starts_with("not measured")),
-            "{name}: `{}`:\n{md}",
-            cells[0]
-        );
+        let rows = rows(md, name);
+        assert_eq!(rows.len(), 1, "one store row for {name}:\n{md}");
+        // PostgreSQL is a prerequisite like Redis: a row it could not measure fails the test.
+        if matches!(kind, StoreKind::TieredPostgres | StoreKind::PostgresOnly) {
+            assert!(
+                !rows[0][0].starts_with("not measured"),
+                "PostgreSQL is running on 127.0.0.1:5432 (scripts/test.sh starts it): {name}: `{}`",
+                rows[0][0]
+            );
+        }
+        assert_measured(name, &rows[0], md);
     }
     assert!(report.contains("cargo run --release -p ratatoskr-bench -- --tiny --rounds 2"));
     assert!(
