@@ -1056,6 +1056,87 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_running_size_follows_every_change_and_takes_over_from_hashes_without_it() {
+        let prefix = format!("size:{}:", ratatoskr_core::Token::generate().key().handle());
+        let mut s = store_with_prefix(&prefix).await;
+        s.config.limits.max_record_bytes = 300;
+        let key = ratatoskr_core::Token::generate().key();
+        let mut record = Record::new(
+            Some("ada".into()),
+            now_ms(),
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+        );
+        record.attrs.insert("a".into(), vec![b'x'; 40]);
+        record.attrs.insert("b".into(), vec![b'y'; 10]);
+        s.create(&key, &record).await.unwrap();
+        let kept = async |s: &RedisStore| -> Option<i64> {
+            let mut con = s.con.clone();
+            redis::cmd("HGET")
+                .arg(s.session_key_name(&key))
+                .arg(&[0xfd_u8][..])
+                .query_async(&mut con)
+                .await
+                .unwrap()
+        };
+        let walked = async |s: &RedisStore| -> i64 {
+            let r = s.load(&key).await.unwrap().unwrap();
+            r.attrs
+                .iter()
+                .map(|(n, v)| (n.len() + v.len() + 4) as i64)
+                .sum()
+        };
+        assert_eq!(kept(&s).await, Some(walked(&s).await), "after create");
+        // A hash written before the running size was kept.
+        let mut con = s.con.clone();
+        let _: () = redis::cmd("HDEL")
+            .arg(s.session_key_name(&key))
+            .arg(&[0xfd_u8][..])
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let delta = Delta::default()
+            .remove("a")
+            .set("c", vec![b'z'; 20])
+            .set("b", b"".to_vec());
+        s.apply(&key, &delta).await.unwrap();
+        assert_eq!(kept(&s).await, Some(walked(&s).await), "taken over");
+        s.apply(
+            &key,
+            &Delta::default()
+                .set("", b"e".to_vec())
+                .set("b", b"bb".to_vec()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            kept(&s).await,
+            Some(walked(&s).await),
+            "empty name, shorter value"
+        );
+        // The limit holds exactly: what is stored plus the change, no more.
+        let meta_len = codec::encode_meta(&record.meta, &Limits::default())
+            .unwrap()
+            .len() as i64;
+        let room = 300 - (meta_len + 12 + walked(&s).await) - 4 - 1;
+        let fits = Delta::default().set("d", vec![b'w'; room as usize]);
+        s.apply(&key, &fits).await.unwrap();
+        let too_much = Delta::default().set("e", b"".to_vec());
+        assert!(matches!(
+            s.apply(&key, &too_much).await,
+            Err(StoreError::Codec(CodecError::TooLarge { .. }))
+        ));
+        s.apply(&key, &Delta::default().remove("d")).await.unwrap();
+        s.apply(&key, &too_much).await.unwrap();
+        assert_eq!(
+            kept(&s).await,
+            Some(walked(&s).await),
+            "after a refusal and a removal"
+        );
+        s.destroy(&key).await.unwrap();
+    }
+
+    #[tokio::test]
     async fn a_new_server_run_discards_what_the_old_one_kept_and_the_same_run_keeps_it() {
         let prefix = format!(
             "owner:{}:",

@@ -33,6 +33,7 @@ local LIVE = P .. 'live'
 local USERS = P .. 'users'
 local META = '\255'
 local SEEN = '\254'
+local SIZE = '\253'
 local t = redis.call('TIME')
 local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -78,12 +79,14 @@ end
 -- Attribute names are UTF-8, so they never collide with these.
 local function reserved(f) return #f == 1 and f:byte(1) >= 128 end
 
--- The size codec::record_size counts for the attributes stored under `key`, minus the ones
--- named in `skip` (a table name -> anything).
-local function attrs_size(key, skip)
+-- The size codec::record_size counts for the attributes stored under `key`: the running size
+-- kept in the SIZE field, or, for a hash written before it was kept, a walk over every field.
+local function attrs_size(key)
+  local kept = tonumber(redis.call('HGET', key, SIZE))
+  if kept then return kept end
   local size = 0
   for _, f in ipairs(redis.call('HKEYS', key)) do
-    if not reserved(f) and (skip == nil or skip[f] == nil) then
+    if not reserved(f) then
       size = size + #f + redis.call('HSTRLEN', key, f) + 4
     end
   end
@@ -211,7 +214,9 @@ if math.min(tonumber(ARGV[3]) + meta.idle, meta.abs) <= NOW then return 0 end
 /// The rest of `create` and `restore`: write the hash, its expiry and the index entries exactly
 /// as `create` does. Returns 1.
 const CREATE_TAIL: &str = r#"
-local fields = { META, ARGV[2] }
+local size = 0
+for i = 4, #ARGV, 2 do size = size + #ARGV[i] + #ARGV[i + 1] + 4 end
+local fields = { META, ARGV[2], SIZE, int(size) }
 for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
 batched('HSET', key, fields, 200)
 local exp = set_expiry(key, meta, tonumber(ARGV[3]), false)
@@ -225,31 +230,37 @@ return 1
 
 /// `apply`: KEYS[1] session key; ARGV[2] size limit, ARGV[3] number of removals, then the
 /// removed names, then set name/value pairs. Returns {1}, {-1} (not found) or {-4, size}.
+/// The work is proportional to the attributes the delta names, not to the record: the size
+/// check uses the running size in the SIZE field, adjusted by the changed attributes' old and
+/// new lengths.
 const APPLY: &str = r#"
-local stale = stale_epoch()
-if stale then return stale end
 local key = KEYS[1]
-local m = redis.call('HGET', key, META)
-if not m or not parse_meta(m) then return { -1 } end
+local v = redis.call('HMGET', key, META, SIZE)
+local m = v[1]
+-- Present, and a fixed part of a format this script knows (its first byte): no more parsing,
+-- the client holds the session it writes to.
+if not m or string.byte(m, 1) ~= 1 then return { -1 } end
 local nrem = tonumber(ARGV[3])
 -- The final change per name: false when removed, the new value's length when set.
 local change = {}
 for i = 4, 3 + nrem do change[ARGV[i]] = false end
 for i = 4 + nrem, #ARGV, 2 do change[ARGV[i]] = #ARGV[i + 1] end
+local size = tonumber(v[2]) or attrs_size(key)
+for f, len in pairs(change) do
+  local old = redis.call('HSTRLEN', key, f)
+  if old > 0 or redis.call('HEXISTS', key, f) == 1 then size = size - (#f + old + 4) end
+  if len then size = size + #f + len + 4 end
+end
 -- Removals alone can only shrink the record: the size is checked when something is set.
-if #ARGV > 3 + nrem then
-  local size = #m + 12 + attrs_size(key, change)
-  for f, len in pairs(change) do
-    if len then size = size + #f + len + 4 end
-  end
-  if size > tonumber(ARGV[2]) then return { -4, size } end
+if #ARGV > 3 + nrem and #m + 12 + size > tonumber(ARGV[2]) then
+  return { -4, #m + 12 + size }
 end
 local dels = {}
 for f, len in pairs(change) do
   if not len then dels[#dels + 1] = f end
 end
 batched('HDEL', key, dels, 200)
-local sets = {}
+local sets = { SIZE, int(size) }
 for i = 4 + nrem, #ARGV do sets[#sets + 1] = ARGV[i] end
 batched('HSET', key, sets, 200)
 return { 1 }
@@ -289,7 +300,7 @@ local meta = parse_meta(ARGV[2])
 if not meta then return redis.error_reply('ERR ratatoskr: the fixed part does not parse') end
 local now = tonumber(ARGV[3])
 if meta.user and revoked(meta.user, now) then return { -3 } end
-local size = #ARGV[2] + 12 + attrs_size(old, nil)
+local size = #ARGV[2] + 12 + attrs_size(old)
 if size > tonumber(ARGV[4]) then return { -4, size } end
 -- One atomic step: the attributes move with the key, the old key is gone.
 redis.call('RENAME', old, new)
