@@ -4,7 +4,9 @@
 # 1. Makes sure the real services the tests use are there: Redis on 127.0.0.1:6379 and
 #    PostgreSQL on 127.0.0.1:5432 (installed from Debian packages and started when missing),
 #    plus Chromium and ChromeDriver for the browser tests.
-# 2. Checks formatting and lints.
+# 2. Checks formatting, lints (the entry crate with every feature too), rustdoc warnings, the
+#    minimum supported Rust version (scripts/msrv.py) and dependency licences (cargo-deny,
+#    installed from crates.io when missing).
 # 3. Runs every test in the workspace (unit, conformance on every store, HTTP, fault injection,
 #    browser) and the benchmark harness on a tiny input.
 #
@@ -71,9 +73,17 @@ ensure_chromium() {
     chromium --version >/dev/null 2>&1 || die "chromium does not run"
 }
 
+ensure_cargo_deny() {
+    if ! cargo deny --version >/dev/null 2>&1; then
+        say "installing cargo-deny (cargo install --locked; takes several minutes once)"
+        cargo install cargo-deny --locked --quiet || die "could not install cargo-deny"
+    fi
+}
+
 ensure_redis
 ensure_postgres
 ensure_chromium
+ensure_cargo_deny
 
 export RATATOSKR_TEST_PG_URL="${RATATOSKR_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export RATATOSKR_TEST_REDIS_URL="${RATATOSKR_TEST_REDIS_URL:-redis://127.0.0.1:6379/}"
@@ -85,12 +95,26 @@ cargo fmt --all -- --check
 
 say "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The entry crate's examples and tests need its optional features (postgres, tower-sessions).
+cargo clippy -p ratatoskr --all-features --all-targets --quiet -- -D warnings
+
+say "cargo doc --no-deps (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quiet
+
+say "MSRV (scripts/msrv.py)"
+python3 scripts/msrv.py
+
+say "cargo deny check licenses bans"
+cargo deny --log-level error check licenses bans
 
 say "cargo test --workspace"
 start=$(date +%s)
 set +e
 cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$RATATOSKR_ARTIFACTS/cargo-test.log"
 status=${PIPESTATUS[0]}
+say "cargo test -p ratatoskr --all-features (every example, against the real services)"
+cargo test -p ratatoskr --all-features --all-targets --no-fail-fast 2>&1 | tee -a "$RATATOSKR_ARTIFACTS/cargo-test.log"
+entry_status=${PIPESTATUS[0]}
 say "cargo test --workspace --doc"
 cargo test --workspace --doc --no-fail-fast 2>&1 | tee -a "$RATATOSKR_ARTIFACTS/cargo-test.log"
 doc_status=${PIPESTATUS[0]}
@@ -101,4 +125,4 @@ passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$RATATOSKR_ARTIFACTS
 failed=$(grep -Eo '[0-9]+ failed' "$RATATOSKR_ARTIFACTS/cargo-test.log" | awk '{s+=$1} END {print s+0}')
 say "tests took $((end - start)) s"
 echo "Summary: ${passed} passed, ${failed} failed"
-[ "$status" = 0 ] && [ "$doc_status" = 0 ] || exit 1
+[ "$status" = 0 ] && [ "$entry_status" = 0 ] && [ "$doc_status" = 0 ] || exit 1
