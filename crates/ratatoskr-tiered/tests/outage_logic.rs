@@ -269,6 +269,8 @@ async fn a_new_instance_replays_the_journal_before_it_reads_redis() {
     assert!(t.load(&k).await.unwrap().is_none());
 }
 
+/// A touch with time to spare waits for the next batch (no round trip now); the batch writes
+/// the database and then extends Redis to the same deadline. A plain `touch` writes through.
 #[tokio::test]
 async fn touches_reach_the_database_in_batches() {
     let w = World::new();
@@ -277,20 +279,32 @@ async fn touches_reach_the_database_in_batches() {
     let r = record("u");
     t.create(&k, &r).await.unwrap();
     let later = r.last_seen + 5_000;
-    assert!(t.touch(&k, &r.meta, later).await.unwrap());
-    assert_eq!(
-        w.redis.load(&k).await.unwrap().unwrap().last_seen,
-        later,
-        "Redis at once"
+    let far = r.meta.idle_deadline(later);
+    assert!(
+        t.touch_with_deadline(&k, &r.meta, later, far)
+            .await
+            .unwrap()
     );
+    assert_eq!(t.health().touches_pending, 1);
     assert_eq!(
         w.db.load(&k).await.unwrap().unwrap().last_seen,
         r.last_seen,
         "database later"
     );
-    assert_eq!(t.health().touches_pending, 1);
     t.flush_touches().await.unwrap();
+    assert_eq!(t.health().touches_pending, 0);
     assert_eq!(w.db.load(&k).await.unwrap().unwrap().last_seen, later);
+    assert_eq!(
+        w.redis.load(&k).await.unwrap().unwrap().last_seen,
+        later,
+        "Redis extended after the database"
+    );
+
+    let latest = later + 5_000;
+    assert!(t.touch(&k, &r.meta, latest).await.unwrap());
+    assert_eq!(t.health().touches_pending, 0, "written through");
+    assert_eq!(w.db.load(&k).await.unwrap().unwrap().last_seen, latest);
+    assert_eq!(w.redis.load(&k).await.unwrap().unwrap().last_seen, latest);
 }
 
 #[tokio::test]
