@@ -50,6 +50,7 @@
 
 pub mod breaker;
 pub mod builder;
+pub mod cached;
 pub mod near_cache;
 mod touches;
 
@@ -66,6 +67,7 @@ use tokio::sync::broadcast;
 
 use crate::breaker::{Breaker, BreakerState};
 pub use crate::builder::{TieredBuildError, TieredBuilder};
+pub use crate::cached::NearCachedStore;
 use crate::near_cache::{NearCache, NearCacheConfig};
 use crate::touches::TouchBatch;
 
