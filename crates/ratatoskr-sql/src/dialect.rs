@@ -10,17 +10,17 @@
 //! - **transactions and locks**: how a write transaction begins (`BEGIN IMMEDIATE` / `BEGIN`),
 //!   whether writers take turns (SQLite's one writer), the per-user advisory lock and the
 //!   batch pre-locks (PostgreSQL), the migration lock;
-//! - **many rows in one statement** (PostgreSQL's `UNNEST` / `= ANY`): setting and removing
-//!   attributes, `touch_many`, journal appends and acknowledgements, and runs of deltas. The
-//!   defaults make them row by row with the shared single-row statements, which is what SQLite
-//!   does: its statements cost no round trip, so batching them buys nothing;
+//! - **sets of rows**: how a statement carries many rows (one array per column and `UNNEST` on
+//!   PostgreSQL, a `VALUES` list on SQLite), so that setting and removing attributes and the
+//!   runs of a group-commit batch (deltas, touches, destroys, creates) are each one statement
+//!   written once for both; and PostgreSQL's own `touch_many`, journal appends and
+//!   acknowledgements over arrays (row by row on SQLite);
 //! - **connecting**: URL and pool settings, SQLite's WAL switch, PostgreSQL's statement timeout;
 //! - **the schema**: each backend's migration files (column types differ).
 //!
 //! It is implemented for `sqlx::Sqlite` (`sqlite.rs`) and `sqlx::Postgres` (`postgres.rs`), and
 //! sealed: the store is written against exactly these two.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 
 use sqlx::pool::Pool;
@@ -29,7 +29,7 @@ use sqlx::{PgPool, SqlitePool};
 use ratatoskr_core::{JournalTarget, Millis, SessionKey, StoreResult, now_ms};
 
 use crate::SqlOptions;
-use crate::driver::Driver;
+use crate::driver::{Col, Driver, SqlxQuery};
 use crate::group::{Op, OpResult};
 use crate::migrate::Migration;
 use crate::write::{self, Statements};
@@ -64,6 +64,17 @@ mod sealed {
         const ONE_WRITER: bool;
         /// The table recording applied migrations.
         const MIGRATIONS_TABLE: &'static str;
+        /// Most parameters a statement over a set of rows may bind (the set is split beyond).
+        const MAX_ROW_PARAMS: usize;
+
+        /// The row source of a set of rows with columns `cols` (parameters numbered from
+        /// `$first`), for `WITH t (…) AS (<rows>)`: one array per column on PostgreSQL
+        /// (`SELECT * FROM UNNEST($2::bytea[], …)`), a `VALUES ($2, $3), ($4, $5), …` list on
+        /// SQLite.
+        fn rows(cols: &[Col<'_>], first: usize) -> String;
+
+        /// Bind a set of rows the way [`rows`](Backend::rows) numbered them.
+        fn bind_rows<'q>(q: SqlxQuery<'q, Self>, cols: Vec<Col<'q>>) -> SqlxQuery<'q, Self>;
 
         /// This dialect's text of a migration.
         fn migration_sql(m: &Migration) -> &'static str;
@@ -117,43 +128,13 @@ mod sealed {
             async { Ok(()) }
         }
 
-        /// Set attributes of a session.
-        fn upsert_attrs(
-            c: &mut Self::Connection,
-            key: &SessionKey,
-            attrs: &BTreeMap<String, Vec<u8>>,
-        ) -> impl Future<Output = OpResult<()>> + Send {
-            async move {
-                for (name, value) in attrs {
-                    write::upsert_attr::<Self>(c, key, name, value).await?;
-                }
-                Ok(())
-            }
-        }
-
-        /// Remove attributes of a session.
-        fn remove_attrs(
-            c: &mut Self::Connection,
-            key: &SessionKey,
-            names: &[String],
-        ) -> impl Future<Output = OpResult<()>> + Send {
-            async move {
-                for name in names {
-                    write::remove_attr::<Self>(c, key, name).await?;
-                }
-                Ok(())
-            }
-        }
-
         /// Touch sessions (deduplicated, sorted by key); missing and expired ones are skipped.
         fn touch_many(
             c: &mut Self::Connection,
             touches: &[(SessionKey, Millis)],
         ) -> impl Future<Output = OpResult<()>> + Send {
             async move {
-                for (key, last_seen) in touches {
-                    write::touch::<Self>(c, key, *last_seen).await?;
-                }
+                write::touch_set::<Self>(c, touches).await?;
                 Ok(())
             }
         }
@@ -177,15 +158,6 @@ mod sealed {
             c: &mut Self::Connection,
             ids: &[i64],
         ) -> impl Future<Output = OpResult<()>> + Send;
-
-        /// A run of two or more consecutive deltas of a batch, answered per delta, equivalent
-        /// to applying them one after another.
-        fn apply_run(
-            c: &mut Self::Connection,
-            ops: &[Op],
-        ) -> impl Future<Output = OpResult<Vec<StoreResult<bool>>>> + Send {
-            write::apply_each::<Self>(c, ops)
-        }
     }
 }
 

@@ -160,6 +160,36 @@ impl<'q> Param<'q> for &'q str {
     }
 }
 
+/// One column of a set of rows a statement writes or looks up in one go (see
+/// [`Backend::rows`](crate::dialect::Backend::rows)): every column of a set has one entry per
+/// row.
+pub enum Col<'a> {
+    Blob(Vec<&'a [u8]>),
+    /// Text, or NULL.
+    Text(Vec<Option<&'a str>>),
+    Int(Vec<i64>),
+}
+
+impl<'a> Col<'a> {
+    /// How many rows.
+    pub fn len(&self) -> usize {
+        match self {
+            Col::Blob(v) => v.len(),
+            Col::Text(v) => v.len(),
+            Col::Int(v) => v.len(),
+        }
+    }
+
+    /// Rows `range` of the column.
+    pub fn part(&self, range: std::ops::Range<usize>) -> Col<'a> {
+        match self {
+            Col::Blob(v) => Col::Blob(v[range].to_vec()),
+            Col::Text(v) => Col::Text(v[range].to_vec()),
+            Col::Int(v) => Col::Int(v[range].to_vec()),
+        }
+    }
+}
+
 /// A value a column can be read as. A NULL read as a non-`Option` type is an error, as in sqlx.
 pub trait Value: Sized {
     /// Column `i` of `row`.
@@ -224,6 +254,11 @@ impl<'q, D: Driver> Stmt<'q, D> {
     /// Bind the next parameter.
     pub fn bind(self, value: impl Param<'q>) -> Self {
         Stmt(value.bind_to(self.0))
+    }
+
+    /// Change the underlying sqlx query (bind a set of rows).
+    pub fn map(self, f: impl FnOnce(SqlxQuery<'q, D>) -> SqlxQuery<'q, D>) -> Self {
+        Stmt(f(self.0))
     }
 
     /// Run it on a connection; how many rows it changed.

@@ -158,6 +158,22 @@ impl Op {
         }
     }
 
+    /// The op's kind, as the order in which a batch makes its runs (any order is valid: the
+    /// ops of a batch were all in flight at once).
+    pub(crate) fn kind(&self) -> u8 {
+        match self {
+            Op::Create { .. } => 0,
+            Op::Restore { .. } => 1,
+            Op::Rotate { .. } => 2,
+            Op::Apply { .. } => 3,
+            Op::Touch { .. } => 4,
+            Op::TouchMany(_) => 5,
+            Op::Destroy(_) => 6,
+            Op::JournalAppend(_) => 7,
+            Op::JournalAck(_) => 8,
+        }
+    }
+
     /// The user whose per-user lock the op takes (PostgreSQL).
     pub(crate) fn locked_user(&self) -> Option<&str> {
         match self {

@@ -18,19 +18,20 @@
 //! takes its own locks as above; a batch of several also takes all its user locks and then all
 //! its session rows first, each set in one sorted order, so batches on different connections
 //! and instances queue behind each other instead of deadlocking. Since every statement costs a
-//! round trip here, writes over many rows are one statement over arrays (`UNNEST`, `= ANY`).
+//! round trip here, writes over many rows are one statement over arrays (`UNNEST`, `= ANY`),
+//! and so are the runs of a batch (its deltas, touches, destroys, creates).
 
-use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::sync::OnceLock;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{PgConnection, Postgres, Row};
+use sqlx::{PgConnection, Postgres};
 
 use ratatoskr_core::{JournalTarget, Millis, SessionKey, StoreError, StoreResult, now_ms};
 
-use crate::common::{self, len_from_db};
+use crate::common;
 use crate::dialect::{AnyPool, Backend};
+use crate::driver::{Col, SqlxQuery};
 use crate::group::{Op, OpResult};
 use crate::migrate::Migration;
 use crate::write::Statements;
@@ -68,8 +69,35 @@ impl Backend for Postgres {
     applied_at  BIGINT NOT NULL
 )";
 
+    const MAX_ROW_PARAMS: usize = usize::MAX;
+
     fn migration_sql(m: &Migration) -> &'static str {
         m.postgres
+    }
+
+    /// One array per column: the statement's text and plan are the same however many rows.
+    fn rows(cols: &[Col<'_>], first: usize) -> String {
+        let arrays: Vec<String> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, col)| {
+                let ty = match col {
+                    Col::Blob(_) => "bytea",
+                    Col::Text(_) => "text",
+                    Col::Int(_) => "bigint",
+                };
+                format!("${}::{ty}[]", first + i)
+            })
+            .collect();
+        format!("SELECT * FROM UNNEST({})", arrays.join(", "))
+    }
+
+    fn bind_rows<'q>(q: SqlxQuery<'q, Postgres>, cols: Vec<Col<'q>>) -> SqlxQuery<'q, Postgres> {
+        cols.into_iter().fold(q, |q, col| match col {
+            Col::Blob(v) => q.bind(v),
+            Col::Text(v) => q.bind(v),
+            Col::Int(v) => q.bind(v),
+        })
     }
 
     fn statements() -> &'static Statements {
@@ -140,49 +168,6 @@ impl Backend for Postgres {
         Ok(())
     }
 
-    async fn upsert_attrs(
-        c: &mut PgConnection,
-        key: &SessionKey,
-        attrs: &BTreeMap<String, Vec<u8>>,
-    ) -> OpResult<()> {
-        let (names, values): (Vec<&str>, Vec<&[u8]>) = attrs
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_slice()))
-            .unzip();
-        if names.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(
-            "INSERT INTO ratatoskr_session_attrs (session_key, name, value)
-             SELECT $1, n, v FROM UNNEST($2::text[], $3::bytea[]) AS t (n, v)
-             ON CONFLICT (session_key, name) DO UPDATE SET value = EXCLUDED.value",
-        )
-        .bind(key_bytes(key))
-        .bind(names)
-        .bind(values)
-        .execute(&mut *c)
-        .await?;
-        Ok(())
-    }
-
-    async fn remove_attrs(
-        c: &mut PgConnection,
-        key: &SessionKey,
-        names: &[String],
-    ) -> OpResult<()> {
-        if !names.is_empty() {
-            sqlx::query(
-                "DELETE FROM ratatoskr_session_attrs
-                 WHERE session_key = $1 AND name = ANY($2::text[])",
-            )
-            .bind(key_bytes(key))
-            .bind(names)
-            .execute(&mut *c)
-            .await?;
-        }
-        Ok(())
-    }
-
     /// Rows locked in key order, then one multi-row update, per chunk.
     async fn touch_many(c: &mut PgConnection, touches: &[(SessionKey, Millis)]) -> OpResult<()> {
         const CHUNK: usize = 2_000;
@@ -243,14 +228,6 @@ impl Backend for Postgres {
             .await?;
         Ok(())
     }
-
-    /// Three statements whatever the run's length: lock every session of the run and read its
-    /// sizes (in key order), decide each delta in order against the sizes as the earlier ones
-    /// left them (`NotFound`, `TooLarge`, or written), then delete and upsert the final state
-    /// of every attribute the accepted deltas named.
-    async fn apply_run(c: &mut PgConnection, ops: &[Op]) -> OpResult<Vec<StoreResult<bool>>> {
-        apply_run(c, ops).await
-    }
 }
 
 impl PgStore {
@@ -298,100 +275,4 @@ async fn lock_rows(c: &mut PgConnection, keys: Vec<&[u8]>) -> Result<(), sqlx::E
     .execute(&mut *c)
     .await?;
     Ok(())
-}
-
-/// See [`Backend::apply_run`]; equivalent to applying the deltas one after another.
-async fn apply_run(c: &mut PgConnection, ops: &[Op]) -> OpResult<Vec<StoreResult<bool>>> {
-    let keys: Vec<&[u8]> = ops.iter().flat_map(Op::keys).map(key_bytes).collect();
-    let rows = sqlx::query(
-        "SELECT s.session_key, octet_length(s.meta)::bigint, a.name, octet_length(a.value)::bigint
-         FROM ratatoskr_sessions s
-         LEFT JOIN ratatoskr_session_attrs a ON a.session_key = s.session_key
-         WHERE s.session_key = ANY($1::bytea[]) AND s.expires_at > $2
-         ORDER BY s.session_key
-         FOR UPDATE OF s",
-    )
-    .bind(keys)
-    .bind(now_ms())
-    .fetch_all(&mut *c)
-    .await?;
-    // Per live session: meta length and attribute sizes.
-    let mut sizes: HashMap<Vec<u8>, (usize, BTreeMap<String, usize>)> = HashMap::new();
-    for row in &rows {
-        let key: Vec<u8> = row.try_get(0)?;
-        let meta_len = len_from_db(BACKEND, row.try_get::<i64, _>(1)?)?;
-        let entry = sizes
-            .entry(key)
-            .or_insert_with(|| (meta_len, BTreeMap::new()));
-        let name: Option<String> = row.try_get(2)?;
-        if let Some(name) = name {
-            let len: i64 = row.try_get(3)?;
-            entry.1.insert(name, len_from_db(BACKEND, len)?);
-        }
-    }
-    // What each attribute ends up as: set to a value, or removed.
-    let mut last: BTreeMap<(&[u8], &str), Option<&[u8]>> = BTreeMap::new();
-    let mut results = Vec::with_capacity(ops.len());
-    for op in ops {
-        let Op::Apply { key, delta, limits } = op else {
-            results.push(Err(StoreError::backend(BACKEND, "not a delta")));
-            continue;
-        };
-        let Some((meta_len, attrs)) = sizes.get_mut(key_bytes(key)) else {
-            results.push(Err(StoreError::NotFound));
-            continue;
-        };
-        let current = attrs.iter().map(|(n, l)| (n.clone(), *l));
-        if let Err(e) = common::check_size_after(*meta_len, current, delta, limits) {
-            results.push(Err(StoreError::Codec(e)));
-            continue;
-        }
-        for name in &delta.remove {
-            attrs.remove(name);
-            last.insert((key_bytes(key), name.as_str()), None);
-        }
-        for (name, value) in &delta.set {
-            attrs.insert(name.clone(), value.len());
-            last.insert((key_bytes(key), name.as_str()), Some(value.as_slice()));
-        }
-        results.push(Ok(true));
-    }
-    let (mut del_keys, mut del_names) = (Vec::new(), Vec::new());
-    let (mut set_keys, mut set_names, mut set_values) = (Vec::new(), Vec::new(), Vec::new());
-    for ((key, name), value) in last {
-        match value {
-            None => {
-                del_keys.push(key);
-                del_names.push(name);
-            }
-            Some(value) => {
-                set_keys.push(key);
-                set_names.push(name);
-                set_values.push(value);
-            }
-        }
-    }
-    if !del_keys.is_empty() {
-        sqlx::query(
-            "DELETE FROM ratatoskr_session_attrs
-             WHERE (session_key, name) IN (SELECT * FROM UNNEST($1::bytea[], $2::text[]))",
-        )
-        .bind(del_keys)
-        .bind(del_names)
-        .execute(&mut *c)
-        .await?;
-    }
-    if !set_keys.is_empty() {
-        sqlx::query(
-            "INSERT INTO ratatoskr_session_attrs (session_key, name, value)
-             SELECT k, n, v FROM UNNEST($1::bytea[], $2::text[], $3::bytea[]) AS t (k, n, v)
-             ON CONFLICT (session_key, name) DO UPDATE SET value = EXCLUDED.value",
-        )
-        .bind(set_keys)
-        .bind(set_names)
-        .bind(set_values)
-        .execute(&mut *c)
-        .await?;
-    }
-    Ok(results)
 }

@@ -8,8 +8,11 @@
 //! lock (and no row locks or user locks are needed); within one store instance writers also
 //! queue on an in-process lock, so they wait in order instead of polling SQLite's busy handler.
 //! With group commit on (the default), the writes queued meanwhile are made by one writer task
-//! in one transaction per turn (see [`GroupCommit`](crate::GroupCommit)).
+//! in one transaction per turn (see [`GroupCommit`](crate::GroupCommit)), each run of writes of
+//! one kind in a few statements over a `VALUES` list: every statement is a hop to sqlx's
+//! connection thread and back, which under load costs more than the statement itself.
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -21,7 +24,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSy
 use ratatoskr_core::{StoreError, StoreResult};
 
 use crate::dialect::{AnyPool, Backend};
-use crate::driver::stmt;
+use crate::driver::{Col, SqlxQuery, stmt};
 use crate::group::OpResult;
 use crate::migrate::Migration;
 use crate::write::Statements;
@@ -48,8 +51,49 @@ impl Backend for Sqlite {
     applied_at  INTEGER NOT NULL
 ) STRICT";
 
+    // SQLite's limit is 32,766 host parameters (the bundled build's default).
+    const MAX_ROW_PARAMS: usize = 30_000;
+
     fn migration_sql(m: &Migration) -> &'static str {
         m.sqlite
+    }
+
+    /// A `VALUES` list with a parameter per value: SQLite has no arrays. A statement is one
+    /// call into sqlx's connection thread, so one statement per set, not per row.
+    fn rows(cols: &[Col<'_>], first: usize) -> String {
+        let width = cols.len();
+        let n = cols.first().map_or(0, Col::len);
+        let mut sql = String::with_capacity(8 + n * width * 8);
+        sql.push_str("VALUES ");
+        for r in 0..n {
+            sql.push_str(if r == 0 { "(" } else { ", (" });
+            for c in 0..width {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                let _ = write!(sql, "${}", first + r * width + c);
+            }
+            sql.push(')');
+        }
+        sql
+    }
+
+    /// Row by row, as [`rows`](Backend::rows) numbered them. The text differs with the number
+    /// of rows, so the statement is not kept in the connection's cache, where it would push
+    /// out the store's fixed statements.
+    fn bind_rows<'q>(q: SqlxQuery<'q, Sqlite>, cols: Vec<Col<'q>>) -> SqlxQuery<'q, Sqlite> {
+        let n = cols.first().map_or(0, Col::len);
+        let mut q = q.persistent(false);
+        for r in 0..n {
+            for col in &cols {
+                q = match col {
+                    Col::Blob(v) => q.bind(v[r]),
+                    Col::Text(v) => q.bind(v[r]),
+                    Col::Int(v) => q.bind(v[r]),
+                };
+            }
+        }
+        q
     }
 
     fn statements() -> &'static Statements {

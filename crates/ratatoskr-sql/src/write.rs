@@ -5,6 +5,8 @@
 //! its own reasons has written nothing and its batch goes on (see `docs/sql.md`). Where the
 //! dialects really differ (locks, statements over arrays), the write asks its [`Dialect`].
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
 use async_trait::async_trait;
 use sqlx::pool::Pool;
 use tokio::sync::{Mutex, MutexGuard};
@@ -12,9 +14,9 @@ use tokio::sync::{Mutex, MutexGuard};
 use ratatoskr_core::codec::Limits;
 use ratatoskr_core::{Meta, Millis, Record, SessionKey, StoreError, StoreResult, now_ms};
 
-use crate::common::{self, Normalized, len_from_db};
+use crate::common::{self, len_from_db};
 use crate::dialect::Dialect;
-use crate::driver::{begin, stmt};
+use crate::driver::{Col, Row, begin, stmt};
 use crate::group::{Attempt, Batcher, Fail, Op, OpResult, Stats, log_rerun};
 
 /// The statements that carry dialect fragments, built once per dialect
@@ -32,6 +34,11 @@ pub struct Statements {
     pub revoke: String,
     /// Delete one batch of expired sessions (cascading to their attributes).
     pub reap: String,
+    /// [`touch`](Self::touch) over a set of `(k, at)` rows; returns the keys it touched.
+    pub touch_set: String,
+    /// [`sizes`](Self::sizes) of a set of `(k)` rows, with the key first, in key order (the
+    /// order in which the rows are locked).
+    pub sizes_set: String,
 }
 
 impl Statements {
@@ -61,6 +68,30 @@ impl Statements {
                 "INSERT INTO ratatoskr_user_revocations (user_id, revoked_at) VALUES ($1, $2)
                  ON CONFLICT (user_id) DO UPDATE SET revoked_at =
                      {greatest}(ratatoskr_user_revocations.revoked_at, excluded.revoked_at)"
+            ),
+            touch_set: format!(
+                "WITH t (k, at) AS ({{rows}})
+                 UPDATE ratatoskr_sessions AS s SET
+                     last_seen = {greatest}(s.last_seen, t.at),
+                     expires_at = CASE
+                         WHEN s.idle_timeout >= s.absolute_deadline - {greatest}(s.last_seen, t.at)
+                             THEN s.absolute_deadline
+                         ELSE {greatest}(s.last_seen, t.at) + s.idle_timeout
+                     END
+                 FROM t
+                 WHERE s.session_key = t.k AND s.expires_at > $1
+                 RETURNING session_key"
+            ),
+            sizes_set: format!(
+                "WITH t (k) AS ({{rows}})
+                 SELECT s.session_key, CAST(length(s.meta) AS BIGINT),
+                     a.name, CAST(length(a.value) AS BIGINT)
+                 FROM ratatoskr_sessions s
+                 LEFT JOIN ratatoskr_session_attrs a ON a.session_key = s.session_key
+                 WHERE s.session_key IN (SELECT k FROM t) AND s.expires_at > $1
+                 ORDER BY s.session_key
+                 {}",
+                D::LOCK_SESSION_ROW
             ),
             reap: format!(
                 "DELETE FROM ratatoskr_sessions WHERE session_key IN (
@@ -153,37 +184,97 @@ async fn insert_session<D: Dialect>(
     Ok(inserted == 1)
 }
 
-/// Set one attribute (the dialects' row-by-row [`upsert_attrs`](crate::dialect::Backend::upsert_attrs)).
-pub async fn upsert_attr<D: Dialect>(
+/// Run `sql` over a set of rows: its `{rows}` is replaced by the dialect's row source of
+/// `cols` ([`Backend::rows`](crate::dialect::Backend::rows)), which the statement names in a
+/// `WITH t (…) AS ({rows})`. `$1` is `now` when given. One statement, or as many as the
+/// dialect's parameter limit needs (each on consecutive rows, so rows sorted by key are locked
+/// in key order); every row they return.
+pub async fn with_rows<D: Dialect>(
     c: &mut D::Connection,
-    key: &SessionKey,
-    name: &str,
-    value: &[u8],
+    sql: &str,
+    now: Option<Millis>,
+    mut cols: Vec<Col<'_>>,
+) -> Result<Vec<Row<D>>, sqlx::Error> {
+    let n = cols.first().map_or(0, Col::len);
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let first = if now.is_some() { 2 } else { 1 };
+    let per = (D::MAX_ROW_PARAMS / cols.len()).max(1);
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let end = n.min(start.saturating_add(per));
+        let part = if start == 0 && end == n {
+            std::mem::take(&mut cols)
+        } else {
+            cols.iter().map(|col| col.part(start..end)).collect()
+        };
+        let text = sql.replace("{rows}", &D::rows(&part, first));
+        let mut q = stmt::<D>(&text);
+        if let Some(now) = now {
+            q = q.bind(now);
+        }
+        out.extend(q.map(|q| D::bind_rows(q, part)).fetch_all(c).await?);
+        start = end;
+    }
+    Ok(out)
+}
+
+fn key_col(key: &SessionKey) -> &[u8] {
+    &key.as_bytes()[..]
+}
+
+/// Set attributes: `(session key, name, value)` rows, at most one per (key, name).
+async fn upsert_attrs<D: Dialect>(
+    c: &mut D::Connection,
+    keys: Vec<&[u8]>,
+    names: Vec<Option<&str>>,
+    values: Vec<&[u8]>,
 ) -> OpResult<()> {
-    stmt::<D>(
-        "INSERT INTO ratatoskr_session_attrs (session_key, name, value) VALUES ($1, $2, $3)
+    with_rows::<D>(
+        c,
+        "WITH t (k, n, v) AS ({rows})
+         INSERT INTO ratatoskr_session_attrs (session_key, name, value)
+         SELECT k, n, v FROM t WHERE true
          ON CONFLICT (session_key, name) DO UPDATE SET value = excluded.value",
+        None,
+        vec![Col::Blob(keys), Col::Text(names), Col::Blob(values)],
     )
-    .bind(key)
-    .bind(name)
-    .bind(value)
-    .execute(c)
     .await?;
     Ok(())
 }
 
-/// Remove one attribute (the dialects' row-by-row [`remove_attrs`](crate::dialect::Backend::remove_attrs)).
-pub async fn remove_attr<D: Dialect>(
+/// Remove attributes: `(session key, name)` rows.
+async fn remove_attrs<D: Dialect>(
+    c: &mut D::Connection,
+    keys: Vec<&[u8]>,
+    names: Vec<Option<&str>>,
+) -> OpResult<()> {
+    with_rows::<D>(
+        c,
+        "WITH t (k, n) AS ({rows})
+         DELETE FROM ratatoskr_session_attrs WHERE (session_key, name) IN (SELECT k, n FROM t)",
+        None,
+        vec![Col::Blob(keys), Col::Text(names)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Set the attributes of one session (a create's, a restore's): one statement.
+async fn set_attrs<D: Dialect>(
     c: &mut D::Connection,
     key: &SessionKey,
-    name: &str,
+    attrs: &BTreeMap<String, Vec<u8>>,
 ) -> OpResult<()> {
-    stmt::<D>("DELETE FROM ratatoskr_session_attrs WHERE session_key = $1 AND name = $2")
-        .bind(key)
-        .bind(name)
-        .execute(c)
-        .await?;
-    Ok(())
+    upsert_attrs::<D>(
+        c,
+        vec![key_col(key); attrs.len()],
+        attrs.keys().map(|n| Some(n.as_str())).collect(),
+        attrs.values().map(Vec::as_slice).collect(),
+    )
+    .await
 }
 
 /// Meta length and (name, value length) of every attribute of a live session, or `None`; the
@@ -226,7 +317,7 @@ async fn create<D: Dialect>(
     if !insert_session::<D>(c, key, &record.meta, meta_blob, record.last_seen).await? {
         return Err(StoreError::Collision.into());
     }
-    D::upsert_attrs(c, key, &record.attrs).await
+    set_attrs::<D>(c, key, &record.attrs).await
 }
 
 async fn restore<D: Dialect>(
@@ -244,24 +335,8 @@ async fn restore<D: Dialect>(
     if !insert_session::<D>(c, key, &record.meta, meta_blob, record.last_seen).await? {
         return Ok(false);
     }
-    D::upsert_attrs(c, key, &record.attrs).await?;
+    set_attrs::<D>(c, key, &record.attrs).await?;
     Ok(true)
-}
-
-/// One delta: sizes read (and the row locked), the result checked against the limit, then
-/// removals and sets.
-pub async fn apply<D: Dialect>(
-    c: &mut D::Connection,
-    key: &SessionKey,
-    delta: &Normalized,
-    limits: &Limits,
-) -> OpResult<()> {
-    let (meta_len, current) = sizes::<D>(c, key, now_ms())
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    common::check_size_after(meta_len, current, delta, limits)?;
-    D::remove_attrs(c, key, &delta.remove).await?;
-    D::upsert_attrs(c, key, &delta.set).await
 }
 
 /// Touch one session; whether it was live (at the time the statement ran) and so touched.
@@ -375,7 +450,10 @@ pub async fn run_op<D: Dialect>(c: &mut D::Connection, op: &Op) -> OpResult<bool
             record,
             meta_blob,
         } => restore::<D>(c, key, record, meta_blob).await,
-        Op::Apply { key, delta, limits } => apply::<D>(c, key, delta, limits).await.map(|()| true),
+        Op::Apply { .. } => match apply_run::<D>(c, &[op]).await?.pop() {
+            Some(result) => result.map_err(Fail::Refused),
+            None => Err(StoreError::backend(D::BACKEND, "a delta got no answer").into()),
+        },
         Op::Touch { key, last_seen } => touch::<D>(c, key, *last_seen).await,
         Op::TouchMany(touches) => D::touch_many(c, touches).await.map(|()| true),
         Op::Rotate {
@@ -394,21 +472,363 @@ pub async fn run_op<D: Dialect>(c: &mut D::Connection, op: &Op) -> OpResult<bool
     }
 }
 
-/// Deltas one after another, each answered on its own (the row-by-row
-/// [`apply_run`](crate::dialect::Backend::apply_run)).
-pub async fn apply_each<D: Dialect>(
+/// How many of the ops at `order` (indices into `ops`, sorted by kind) are made together as
+/// one run: consecutive writes of a kind that has a run statement (deltas, touches, destroys,
+/// creates); creates only while their keys differ (a repeated key is a collision that the
+/// next run reports, as running them one after another would).
+pub(crate) fn run_len(ops: &[Op], order: &[usize]) -> usize {
+    let Some(&first) = order.first() else {
+        return 0;
+    };
+    let kind = ops[first].kind();
+    if !matches!(
+        ops[first],
+        Op::Apply { .. } | Op::Touch { .. } | Op::Destroy(_) | Op::Create { .. }
+    ) {
+        return 1;
+    }
+    let mut keys = BTreeSet::new();
+    order
+        .iter()
+        .take_while(|&&i| {
+            ops[i].kind() == kind
+                && match &ops[i] {
+                    Op::Create { key, .. } => keys.insert(*key),
+                    _ => true,
+                }
+        })
+        .count()
+}
+
+/// A run of writes of one kind (see [`run_len`]), answered per write, equivalent to making
+/// them one after another: a write refused for its own reasons gets its refusal and the
+/// others go on. `Err` only for a database error (the transaction is then rolled back).
+pub async fn run_ops<D: Dialect>(
     c: &mut D::Connection,
-    ops: &[Op],
+    run: &[&Op],
 ) -> OpResult<Vec<StoreResult<bool>>> {
-    let mut results = Vec::with_capacity(ops.len());
-    for op in ops {
-        match run_op::<D>(c, op).await {
-            Ok(v) => results.push(Ok(v)),
-            Err(Fail::Refused(e)) => results.push(Err(e)),
-            Err(Fail::Db(e)) => return Err(Fail::Db(e)),
+    match run {
+        [Op::Apply { .. }, ..] => apply_run::<D>(c, run).await,
+        [Op::Touch { .. }, _, ..] => touch_run::<D>(c, run).await,
+        [Op::Destroy(_), _, ..] => destroy_run::<D>(c, run).await,
+        [Op::Create { .. }, _, ..] => create_run::<D>(c, run).await,
+        _ => {
+            let mut out = Vec::with_capacity(run.len());
+            for op in run {
+                match run_op::<D>(c, op).await {
+                    Ok(v) => out.push(Ok(v)),
+                    Err(Fail::Refused(e)) => out.push(Err(e)),
+                    Err(Fail::Db(e)) => return Err(Fail::Db(e)),
+                }
+            }
+            Ok(out)
         }
     }
+}
+
+/// Deltas, in three statements however many: lock every session named and read its sizes (in
+/// key order), decide each delta in order against the sizes the earlier ones left (`NotFound`,
+/// `TooLarge`, or accepted), then delete and upsert the final state of every attribute the
+/// accepted deltas named. The lock (PostgreSQL `FOR UPDATE`; SQLite's write lock) is held from
+/// the read to the commit, so a concurrent delta on the same session, in another batch or
+/// another instance, waits and then reads what this one wrote: no update is lost and the size
+/// limit holds for their sum.
+pub async fn apply_run<D: Dialect>(
+    c: &mut D::Connection,
+    ops: &[&Op],
+) -> OpResult<Vec<StoreResult<bool>>> {
+    let mut keys: Vec<&[u8]> = ops.iter().flat_map(|op| op.keys()).map(key_col).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let rows = with_rows::<D>(
+        c,
+        &D::statements().sizes_set,
+        Some(now_ms()),
+        vec![Col::Blob(keys)],
+    )
+    .await?;
+    // Per live session: meta length and attribute sizes.
+    let mut sizes: HashMap<Vec<u8>, (usize, BTreeMap<String, usize>)> = HashMap::new();
+    for row in &rows {
+        let key: Vec<u8> = row.get(0)?;
+        let meta_len = len_from_db(D::BACKEND, row.get(1)?)?;
+        let entry = sizes
+            .entry(key)
+            .or_insert_with(|| (meta_len, BTreeMap::new()));
+        if let Some(name) = row.get::<Option<String>>(2)? {
+            entry.1.insert(name, len_from_db(D::BACKEND, row.get(3)?)?);
+        }
+    }
+    // What each attribute ends up as: set to a value, or removed.
+    let mut last: BTreeMap<(&[u8], &str), Option<&[u8]>> = BTreeMap::new();
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops {
+        let Op::Apply { key, delta, limits } = op else {
+            results.push(Err(StoreError::backend(D::BACKEND, "not a delta")));
+            continue;
+        };
+        let Some((meta_len, attrs)) = sizes.get_mut(key_col(key)) else {
+            results.push(Err(StoreError::NotFound));
+            continue;
+        };
+        let current = attrs.iter().map(|(n, l)| (n.clone(), *l));
+        if let Err(e) = common::check_size_after(*meta_len, current, delta, limits) {
+            results.push(Err(StoreError::Codec(e)));
+            continue;
+        }
+        for name in &delta.remove {
+            attrs.remove(name);
+            last.insert((key_col(key), name.as_str()), None);
+        }
+        for (name, value) in &delta.set {
+            attrs.insert(name.clone(), value.len());
+            last.insert((key_col(key), name.as_str()), Some(value.as_slice()));
+        }
+        results.push(Ok(true));
+    }
+    let (mut del_keys, mut del_names) = (Vec::new(), Vec::new());
+    let (mut set_keys, mut set_names, mut set_values) = (Vec::new(), Vec::new(), Vec::new());
+    for ((key, name), value) in last {
+        match value {
+            None => {
+                del_keys.push(key);
+                del_names.push(Some(name));
+            }
+            Some(value) => {
+                set_keys.push(key);
+                set_names.push(Some(name));
+                set_values.push(value);
+            }
+        }
+    }
+    remove_attrs::<D>(c, del_keys, del_names).await?;
+    upsert_attrs::<D>(c, set_keys, set_names, set_values).await?;
     Ok(results)
+}
+
+/// Touch a set of sessions (at most one touch per key) in one statement; the keys it touched:
+/// those live when the statement ran.
+pub async fn touch_set<D: Dialect>(
+    c: &mut D::Connection,
+    touches: &[(SessionKey, Millis)],
+) -> OpResult<BTreeSet<SessionKey>> {
+    let rows = with_rows::<D>(
+        c,
+        &D::statements().touch_set,
+        Some(now_ms()),
+        vec![
+            Col::Blob(touches.iter().map(|(k, _)| key_col(k)).collect()),
+            Col::Int(touches.iter().map(|(_, t)| *t).collect()),
+        ],
+    )
+    .await?;
+    let mut touched = BTreeSet::new();
+    for row in &rows {
+        let bytes: Vec<u8> = row.get(0)?;
+        touched.extend(common::key_from_db(D::BACKEND, &bytes));
+    }
+    Ok(touched)
+}
+
+/// Touches in one statement. Touches of one key are merged into the latest: one after another
+/// they would leave the same row, and each would find the session live exactly when the first
+/// did.
+async fn touch_run<D: Dialect>(
+    c: &mut D::Connection,
+    ops: &[&Op],
+) -> OpResult<Vec<StoreResult<bool>>> {
+    let mut latest: BTreeMap<SessionKey, Millis> = BTreeMap::new();
+    for op in ops {
+        if let Op::Touch { key, last_seen } = op {
+            let at = latest.entry(*key).or_insert(*last_seen);
+            *at = (*at).max(*last_seen);
+        }
+    }
+    let latest: Vec<_> = latest.into_iter().collect();
+    let touched = touch_set::<D>(c, &latest).await?;
+    Ok(ops
+        .iter()
+        .map(|op| match op {
+            Op::Touch { key, .. } => Ok(touched.contains(key)),
+            _ => Err(StoreError::backend(D::BACKEND, "not a touch")),
+        })
+        .collect())
+}
+
+/// Destroys in one statement. Of several destroys of one key, the first answers whether the
+/// session was live and the others `false`, as one after another.
+async fn destroy_run<D: Dialect>(
+    c: &mut D::Connection,
+    ops: &[&Op],
+) -> OpResult<Vec<StoreResult<bool>>> {
+    let mut keys: Vec<&[u8]> = ops.iter().flat_map(|op| op.keys()).map(key_col).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let rows = with_rows::<D>(
+        c,
+        "WITH t (k) AS ({rows})
+         DELETE FROM ratatoskr_sessions WHERE session_key IN (SELECT k FROM t)
+         RETURNING session_key, expires_at",
+        None,
+        vec![Col::Blob(keys)],
+    )
+    .await?;
+    let now = now_ms();
+    let mut live: HashMap<Vec<u8>, bool> = HashMap::new();
+    for row in &rows {
+        live.insert(row.get(0)?, row.get::<i64>(1)? > now);
+    }
+    Ok(ops
+        .iter()
+        .map(|op| match op {
+            Op::Destroy(key) => Ok(live.remove(key_col(key)).unwrap_or(false)),
+            _ => Err(StoreError::backend(D::BACKEND, "not a destroy")),
+        })
+        .collect())
+}
+
+/// Creates with distinct keys, in four statements however many (five if one is refused as
+/// revoked): delete the expired rows under their keys or of their users, read their users'
+/// revocations, insert every session not revoked (`ON CONFLICT DO NOTHING RETURNING`: a key
+/// not returned is a `Collision`), and insert the attributes of those inserted. Each create
+/// is refused or made on its own, as [`create`] would; the user locks a lone create takes
+/// first were taken by the batch's pre-locks (a run has two writes or more, so its batch
+/// has too).
+async fn create_run<D: Dialect>(
+    c: &mut D::Connection,
+    ops: &[&Op],
+) -> OpResult<Vec<StoreResult<bool>>> {
+    let mut creates = Vec::with_capacity(ops.len());
+    for op in ops {
+        let Op::Create {
+            key,
+            record,
+            meta_blob,
+        } = op
+        else {
+            return Err(StoreError::backend(D::BACKEND, "not a create").into());
+        };
+        creates.push((key, record, meta_blob.as_slice()));
+    }
+    fn user(r: &Record) -> Option<&str> {
+        r.meta.user_id.as_deref()
+    }
+    with_rows::<D>(
+        c,
+        "WITH t (k, u) AS ({rows})
+         DELETE FROM ratatoskr_sessions
+         WHERE expires_at <= $1
+             AND (session_key IN (SELECT k FROM t) OR user_id IN (SELECT u FROM t))",
+        Some(now_ms()),
+        vec![
+            Col::Blob(creates.iter().map(|(k, _, _)| key_col(k)).collect()),
+            Col::Text(creates.iter().map(|(_, r, _)| user(r)).collect()),
+        ],
+    )
+    .await?;
+    let users: BTreeSet<&str> = creates.iter().filter_map(|(_, r, _)| user(r)).collect();
+    let rows = with_rows::<D>(
+        c,
+        "WITH t (u) AS ({rows})
+         SELECT user_id, revoked_at FROM ratatoskr_user_revocations
+         WHERE user_id IN (SELECT u FROM t)",
+        None,
+        vec![Col::Text(users.into_iter().map(Some).collect())],
+    )
+    .await?;
+    let mut revoked_at: HashMap<String, i64> = HashMap::new();
+    for row in &rows {
+        revoked_at.insert(row.get(0)?, row.get(1)?);
+    }
+    let revoked = |r: &Record| {
+        user(r)
+            .and_then(|u| revoked_at.get(u))
+            .is_some_and(|&at| at >= r.meta.created_at)
+    };
+    // A revoked create whose key is taken is reported as a collision, as `refuse` does.
+    let refused: Vec<&[u8]> = creates
+        .iter()
+        .filter(|(_, r, _)| revoked(r))
+        .map(|(k, _, _)| key_col(k))
+        .collect();
+    let mut taken = BTreeSet::new();
+    if !refused.is_empty() {
+        for row in &with_rows::<D>(
+            c,
+            "WITH t (k) AS ({rows})
+             SELECT session_key FROM ratatoskr_sessions WHERE session_key IN (SELECT k FROM t)",
+            None,
+            vec![Col::Blob(refused)],
+        )
+        .await?
+        {
+            taken.insert(row.get::<Vec<u8>>(0)?);
+        }
+    }
+    let writes: Vec<_> = creates.iter().filter(|(_, r, _)| !revoked(r)).collect();
+    let handles: Vec<String> = writes
+        .iter()
+        .map(|(k, _, _)| k.handle().to_string())
+        .collect();
+    let metas = writes.iter().map(|(_, r, _)| &r.meta);
+    let rows = with_rows::<D>(
+        c,
+        "WITH t (k, h, u, c, l, i, a, e, m) AS ({rows})
+         INSERT INTO ratatoskr_sessions (session_key, handle, user_id, created_at, last_seen,
+             idle_timeout, absolute_deadline, expires_at, meta)
+         SELECT k, h, u, c, l, i, a, e, m FROM t WHERE true
+         ON CONFLICT (session_key) DO NOTHING
+         RETURNING session_key",
+        None,
+        vec![
+            Col::Blob(writes.iter().map(|(k, _, _)| key_col(k)).collect()),
+            Col::Text(handles.iter().map(|h| Some(h.as_str())).collect()),
+            Col::Text(writes.iter().map(|(_, r, _)| user(r)).collect()),
+            Col::Int(metas.clone().map(|m| m.created_at).collect()),
+            Col::Int(writes.iter().map(|(_, r, _)| r.last_seen).collect()),
+            Col::Int(metas.clone().map(|m| m.idle_timeout).collect()),
+            Col::Int(metas.map(|m| m.absolute_deadline).collect()),
+            Col::Int(
+                writes
+                    .iter()
+                    .map(|(_, r, _)| r.meta.idle_deadline(r.last_seen))
+                    .collect(),
+            ),
+            Col::Blob(writes.iter().map(|(_, _, m)| *m).collect()),
+        ],
+    )
+    .await?;
+    let mut inserted = BTreeSet::new();
+    for row in &rows {
+        inserted.insert(row.get::<Vec<u8>>(0)?);
+    }
+    let (mut keys, mut names, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    for (key, record, _) in &creates {
+        if inserted.contains(key_col(key)) {
+            for (name, value) in &record.attrs {
+                keys.push(key_col(key));
+                names.push(Some(name.as_str()));
+                values.push(value.as_slice());
+            }
+        }
+    }
+    upsert_attrs::<D>(c, keys, names, values).await?;
+    Ok(creates
+        .iter()
+        .map(|(key, record, _)| {
+            if revoked(record) {
+                Err(if taken.contains(key_col(key)) {
+                    StoreError::Collision
+                } else {
+                    StoreError::Revoked
+                })
+            } else if inserted.contains(key_col(key)) {
+                Ok(true)
+            } else {
+                Err(StoreError::Collision)
+            }
+        })
+        .collect())
 }
 
 /// The database side of a store's writes: the pool, the writer turn, and the counters.
@@ -458,7 +878,7 @@ impl<D: Dialect> Core<D> {
             Ok(tx) => tx,
             Err(e) => return Attempt::Failed(e),
         };
-        let mut results = Vec::with_capacity(ops.len());
+        let mut results: Vec<Option<StoreResult<bool>>> = ops.iter().map(|_| None).collect();
         let mut failure = None;
         // A batch of deltas only is one run, which locks its rows in key order by itself.
         if ops.len() > 1
@@ -467,32 +887,30 @@ impl<D: Dialect> Core<D> {
         {
             failure = Some(e);
         }
-        let mut rest = ops;
-        while failure.is_none()
-            && let Some(op) = rest.first()
-        {
-            // Consecutive deltas are made together; anything else one at a time.
-            let run = rest
-                .iter()
-                .take_while(|op| matches!(op, Op::Apply { .. }))
-                .count();
-            let (now, later) = rest.split_at(run.max(1));
+        // Every write of a batch was in flight at the same time as the others, so any order of
+        // them is a valid one: writes of one kind are made together, each kind's run in a few
+        // statements however long it is.
+        let mut order: Vec<usize> = (0..ops.len()).collect();
+        order.sort_by_key(|&i| ops[i].kind());
+        let mut rest = &order[..];
+        while failure.is_none() && !rest.is_empty() {
+            let (now, later) = rest.split_at(run_len(ops, rest).max(1));
             rest = later;
-            let outcome = if run > 1 {
-                D::apply_run(&mut tx, now).await
-            } else {
-                run_op::<D>(&mut tx, op).await.map(|v| vec![Ok(v)])
-            };
-            match outcome {
-                Ok(r) => results.extend(r),
+            let run: Vec<&Op> = now.iter().map(|&i| &ops[i]).collect();
+            match run_ops::<D>(&mut tx, &run).await {
+                Ok(answers) => {
+                    for (&i, answer) in now.iter().zip(answers) {
+                        results[i] = Some(answer);
+                    }
+                }
                 Err(Fail::Refused(e)) => {
-                    // Only a lone op refuses as a whole; a run answers per delta and fails
-                    // like this only on data it cannot read: every delta of it fails.
+                    // Runs answer per write and fail like this only on data they cannot
+                    // read: every write of the run fails.
                     let message = e.to_string();
-                    results.push(Err(e));
-                    results.extend(
-                        (1..now.len()).map(|_| Err(StoreError::backend(D::BACKEND, &message))),
-                    );
+                    results[now[0]] = Some(Err(e));
+                    for &i in &now[1..] {
+                        results[i] = Some(Err(StoreError::backend(D::BACKEND, &message)));
+                    }
                 }
                 Err(Fail::Db(e)) => failure = Some(e),
             }
@@ -503,6 +921,12 @@ impl<D: Dialect> Core<D> {
             }
             return Attempt::from_error(e);
         }
+        let results = results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Err(StoreError::backend(D::BACKEND, "a write got no answer")))
+            })
+            .collect();
         match tx.commit().await {
             Ok(()) => {
                 self.stats.committed(ops.len());
