@@ -74,7 +74,8 @@ pub async fn open(settings: &Settings) -> anyhow::Result<(AppState, SessionLayer
     let config = SessionConfig::default()
         .with_audit(Arc::new(audit.clone()))
         .with_csrf(csrf)
-        .with_fingerprint(policy, IpBinding::Off);
+        .with_fingerprint(policy, IpBinding::Off)
+        .with_responder(Arc::new(refusal_page));
     let layer = SessionLayer::new(manager.clone(), config)
         .map_err(|e| anyhow::anyhow!("session configuration: {e}"))?;
     let state = AppState {
@@ -222,45 +223,27 @@ pub fn router(state: AppState, layer: SessionLayer) -> Router {
         .fallback(pages::not_found)
         .method_not_allowed_fallback(pages::method_not_allowed)
         .layer(layer)
-        .layer(axum::middleware::map_response(restyle_refusal))
         .layer(axum::middleware::map_response(security_headers))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
-/// The session layer answers refused browser form posts with a bare HTML 403; show it in the
-/// application's own page instead (same status, same reason code).
-async fn restyle_refusal(response: axum::response::Response) -> axum::response::Response {
-    use axum::http::{StatusCode, header};
-    let is_html = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/html"));
-    if response.status() != StatusCode::FORBIDDEN || !is_html {
-        return response;
-    }
-    let (parts, body) = response.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 256 * 1024).await else {
-        return axum::response::Response::from_parts(parts, axum::body::Body::empty());
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    let code = [
-        "cross_site_request",
-        "origin_mismatch",
-        "csrf_token_missing",
-        "csrf_token_invalid",
-    ]
-    .into_iter()
-    .find(|c| text.contains(&format!("<code>{c}</code>")));
-    match code {
-        Some(code) => crate::templates::error_page(
-            StatusCode::FORBIDDEN,
-            code,
-            "This request was refused: it did not come from one of this site's own pages \
-             (or the page was too old). Nothing was changed. Go back, reload the page and try again.",
-        ),
-        None => axum::response::Response::from_parts(parts, axum::body::Body::from(bytes)),
+/// A browser's form post refused by the CSRF defences gets the application's own 403 page (same
+/// status, same reason code); everything else keeps the library's rendering (JSON for scripts).
+fn refusal_page(
+    refusal: &ratatoskr_axum::SessionRefusal,
+    request: &ratatoskr_axum::RefusalRequest<'_>,
+) -> Option<axum::response::Response> {
+    match refusal.kind() {
+        ratatoskr_axum::RefusalKind::Csrf(_) if request.prefers_html() => {
+            Some(crate::templates::error_page(
+                refusal.status(),
+                refusal.code(),
+                "This request was refused: it did not come from one of this site's own pages \
+                 (or the page was too old). Nothing was changed. Go back, reload the page and try again.",
+            ))
+        }
+        _ => None,
     }
 }
 

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use ratatoskr_core::SessionStore;
 use ratatoskr_redis::{RedisConfig, RedisStore};
 use ratatoskr_sql::{SqlAudit, SqlStore};
-use ratatoskr_tiered::{TieredConfig, TieredStore};
+use ratatoskr_tiered::TieredStore;
+use ratatoskr_tiered::near_cache::NearCacheConfig;
 
 use crate::configuration::{Settings, redact_url};
 
@@ -72,14 +73,12 @@ async fn open_tiered(config: RedisConfig, sql: &SqlStore) -> anyhow::Result<Tier
     let url = config.url.clone();
     let redis = RedisStore::connect_lazy(config)
         .map_err(|e| anyhow::anyhow!("invalid REDIS_URL {}: {e}", redact_url(&url)))?;
-    let notices = redis.subscribe_invalidations();
-    let tiered = TieredStore::new(
-        Arc::new(redis),
-        sql.store(),
-        Arc::new(sql.journal()),
-        notices,
-        TieredConfig::default(),
-    );
+    // The near cache is required: the build fails rather than run without it if Redis were
+    // not in tracking mode.
+    let tiered = TieredStore::builder(redis, sql)
+        .near_cache(NearCacheConfig::default())
+        .build()
+        .map_err(|e| anyhow::anyhow!("tiered session store: {e}"))?;
     if !tiered.recover_now().await {
         tracing::warn!(
             redis = %redact_url(&url),
