@@ -366,3 +366,91 @@ async fn an_instance_that_missed_an_outage_stops_serving_what_it_ended_after_one
     );
     redis.thaw();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_racing_logins_and_revocations_on_two_instances_every_session_that_loads_is_listed() {
+    // Real time here: the races are about what lands first, not about deadlines.
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    test_clock::set(None);
+    let a = tiers().await;
+    let mut rc = a.redis.config().clone();
+    rc.tracking = true;
+    let (redis_b, notices) = RedisStore::connect_tracked(rc).await.unwrap();
+    let b = TieredStore::new(
+        Arc::new(redis_b),
+        a.sql.store(),
+        Arc::new(a.sql.journal()),
+        Some(notices),
+        config(),
+    );
+    assert!(b.recover_now().await);
+    let instances = [a.tiered.clone(), b];
+    let mut keys = Vec::new();
+    for round in 0..15 {
+        let user = format!("racer{round}");
+        let (keep, _) = created(&a, Some(&user)).await;
+        keys.push((keep, user.clone()));
+        let mut set = tokio::task::JoinSet::new();
+        for n in 0..12 {
+            let t = instances[n % 2].clone();
+            let login = user.clone();
+            set.spawn(async move {
+                let key = Token::generate().key();
+                let r = Record::new(Some(login), now_ms(), IDLE, ABSOLUTE);
+                let _ = t.create(&key, &r).await;
+                // Read it at once, as the login's next request would (fills Redis and caches).
+                let _ = t.load(&key).await;
+                Some(key)
+            });
+            if n == 4 {
+                let t = instances[1].clone();
+                let user = user.clone();
+                set.spawn(async move {
+                    let _ = t.destroy_user(&user, Some(&keep)).await;
+                    None
+                });
+            }
+            if n == 8 {
+                let t = instances[0].clone();
+                let user = user.clone();
+                set.spawn(async move {
+                    let _ = t.destroy_user(&user, None).await;
+                    None
+                });
+            }
+        }
+        while let Some(k) = set.join_next().await {
+            if let Some(key) = k.unwrap() {
+                keys.push((key, user.clone()));
+            }
+        }
+    }
+    for t in &instances {
+        t.poll_journal_now().await;
+    }
+    a.redis.sync_invalidations().await.unwrap();
+    for (key, user) in &keys {
+        let listed = a
+            .tiered
+            .list_user(user)
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| &s.key == key);
+        for (i, t) in instances.iter().enumerate() {
+            let loads = t.load(key).await.unwrap().is_some();
+            assert_eq!(
+                loads,
+                listed,
+                "instance {i}: session {} of {user} loads: {loads}, listed: {listed}",
+                key.handle()
+            );
+        }
+        let in_redis = a.redis.load(key).await.unwrap().is_some();
+        assert!(
+            !in_redis || listed,
+            "a copy in Redis of an ended session {}",
+            key.handle()
+        );
+    }
+}
