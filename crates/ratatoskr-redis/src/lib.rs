@@ -40,6 +40,8 @@
 //! | `rt:r:<user id>` | string | when the user's sessions were last revoked (ms) | ≥ [`RedisConfig::revocation_ttl`] |
 //! | `rt:live` | sorted set | every session: first 12 key bytes → expiry (for `count`) | at the latest expiry added to it; at once when empty |
 //! | `rt:users` | sorted set | users with an index → earliest expiry in it (for `reap`) | at the latest indexed session's expiry; at once when empty |
+//! | `rt:owner` | string | the server run (`run_id`) holding the data, see [`SessionStore::begin_epoch`] | never |
+//! | `rt:fence` | string | the write epoch that fences off late writes, see [`SessionStore::begin_epoch`] | never |
 //!
 //! The session hash has one field per attribute, named by the attribute itself, plus two
 //! reserved fields whose names are single bytes that are not valid UTF-8 on their own, so no
