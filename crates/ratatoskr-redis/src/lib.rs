@@ -432,7 +432,7 @@ impl RedisStore {
     }
 
     /// The Redis key naming the server run (`INFO server` `run_id`) that wrote this data; see
-    /// [`discard_if_restarted`](SessionStore::discard_if_restarted).
+    /// [`begin_epoch`](SessionStore::begin_epoch).
     pub fn owner_key_name(&self) -> Vec<u8> {
         self.prefixed(&["owner"])
     }
