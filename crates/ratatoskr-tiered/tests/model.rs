@@ -331,7 +331,7 @@ impl World {
                     let got = self.tiers[*i]
                         .touch_with_deadline(&key, &r.meta, now, expires)
                         .await;
-                    check!(matches!(got, Ok(_)), "touch failed: {got:?}");
+                    check!(got.is_ok(), "touch failed: {got:?}");
                     let batched = expires - now > MARGIN.as_millis() as Millis
                         && self.queue_touch(*i, key, now);
                     self.note(format!("read (expires {expires}), batched: {batched}"));

@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ratatoskr_core::record::test_clock;
@@ -22,12 +22,12 @@ use support::{Control, DOWN, Faulty, UP};
 const IDLE: Duration = Duration::from_secs(10);
 const ABSOLUTE: Duration = Duration::from_secs(60);
 
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// One test at a time, on a frozen clock far ahead of the real one (so that Redis, which
 /// expires keys by its own clock, keeps every copy until the test says otherwise).
-fn frozen() -> MutexGuard<'static, ()> {
-    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+async fn frozen() -> tokio::sync::MutexGuard<'static, ()> {
+    let guard = SERIAL.lock().await;
     test_clock::set(Some(now_ms() + 86_400_000));
     guard
 }
@@ -135,7 +135,7 @@ async fn visible(t: &Tiers, key: &SessionKey, user: &str) -> (bool, bool) {
 
 #[tokio::test]
 async fn a_touch_just_before_the_deadline_reaches_the_database_before_redis() {
-    let _clock = frozen();
+    let _clock = frozen().await;
     let t = tiers().await;
     let (key, r) = created(&t, Some("ada")).await;
     test_clock::set(Some(r.expires_at() - 1));
@@ -168,7 +168,7 @@ async fn a_touch_just_before_the_deadline_reaches_the_database_before_redis() {
 
 #[tokio::test]
 async fn a_batched_touch_the_database_refuses_never_extends_redis() {
-    let _clock = frozen();
+    let _clock = frozen().await;
     let t = tiers().await;
     let (key, r) = created(&t, Some("ada")).await;
     test_clock::advance(4_000);
@@ -189,7 +189,7 @@ async fn a_batched_touch_the_database_refuses_never_extends_redis() {
 
 #[tokio::test]
 async fn touches_the_database_cannot_take_never_extend_redis() {
-    let _clock = frozen();
+    let _clock = frozen().await;
     let t = tiers_on(
         &redis_url(),
         TieredConfig {
@@ -226,7 +226,7 @@ async fn touches_the_database_cannot_take_never_extend_redis() {
 
 #[tokio::test]
 async fn a_write_the_database_refuses_as_not_found_removes_the_redis_copy() {
-    let _clock = frozen();
+    let _clock = frozen().await;
     let t = tiers().await;
     let (a, _) = created(&t, Some("ada")).await;
     let (b, r) = created(&t, Some("ada")).await;
@@ -249,7 +249,7 @@ async fn a_write_the_database_refuses_as_not_found_removes_the_redis_copy() {
 
 #[tokio::test]
 async fn revoke_others_ends_every_copy_redis_holds_for_the_user() {
-    let _clock = frozen();
+    let _clock = frozen().await;
     let t = tiers().await;
     let (keep, _) = created(&t, Some("ada")).await;
     let (other, _) = created(&t, Some("ada")).await;
@@ -270,7 +270,7 @@ async fn revoke_others_ends_every_copy_redis_holds_for_the_user() {
 
 #[tokio::test]
 async fn a_login_racing_log_out_everywhere_leaves_no_copy_in_redis() {
-    let _clock = frozen();
+    let _clock = frozen().await;
     let t = tiers().await;
     // The login began (its record is dated) before the revoke-all, whose Redis part then ran
     // before the login's own Redis write.
@@ -290,7 +290,7 @@ async fn a_rotation_redis_refuses_still_ends_the_old_copy() {
     // Found by the model: a revoke-all whose database part failed (database down) still raised
     // the marker in Redis; a later login (rotation to that user) passes in the database and is
     // refused in Redis. The old, anonymous key has ended all the same.
-    let _clock = frozen();
+    let _clock = frozen().await;
     let t = tiers().await;
     t.db.set(DOWN);
     assert!(t.tiered.destroy_user("bo", None).await.is_err());
@@ -308,7 +308,7 @@ async fn a_rotation_redis_refuses_still_ends_the_old_copy() {
 
 #[tokio::test]
 async fn a_redis_restarted_from_an_old_snapshot_never_serves_a_session_destroyed_after_it() {
-    let _clock = frozen();
+    let _clock = frozen().await;
     let mut redis = RedisProcess::start();
     let t = tiers_on(&redis.url(), config()).await;
     let (key, _) = created(&t, Some("ada")).await;
@@ -339,7 +339,7 @@ async fn a_redis_restarted_from_an_old_snapshot_never_serves_a_session_destroyed
 
 #[tokio::test]
 async fn an_instance_that_missed_an_outage_stops_serving_what_it_ended_after_one_poll() {
-    let _clock = frozen();
+    let _clock = frozen().await;
     let redis = RedisProcess::start();
     let a = tiers_on(&redis.url(), config()).await;
     // A second instance over the same Redis prefix and database.
@@ -370,7 +370,7 @@ async fn an_instance_that_missed_an_outage_stops_serving_what_it_ended_after_one
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_racing_logins_and_revocations_on_two_instances_every_session_that_loads_is_listed() {
     // Real time here: the races are about what lands first, not about deadlines.
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = SERIAL.lock().await;
     test_clock::set(None);
     let a = tiers().await;
     let mut rc = a.redis.config().clone();
