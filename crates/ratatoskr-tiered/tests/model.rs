@@ -562,8 +562,7 @@ impl World {
         // near cache is the notice latency).
         if self.redis_state == RedisState::Up {
             for r in &self.redis {
-                let _ =
-                    tokio::time::timeout(Duration::from_millis(300), r.sync_invalidations()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(5), r.sync_invalidations()).await;
             }
         }
         for i in 0..INSTANCES {
