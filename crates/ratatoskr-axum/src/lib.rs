@@ -49,7 +49,7 @@
 //! response extensions; a [`RefusalResponder`] given to
 //! [`SessionConfig::with_responder`] renders them the application's way ([`refusal`]).
 //!
-//! Metrics are listed in the [`metrics`](crate::metrics) module; the security mapping to
+//! Metrics are listed in the [`metrics`] module; the security mapping to
 //! OWASP ASVS is in `docs/security.md`.
 #![warn(missing_docs)]
 
