@@ -118,6 +118,16 @@ mod sealed {
             async { Ok(()) }
         }
 
+        /// Lock the session rows under `keys` (sorted) until the transaction ends, in a
+        /// statement of their own (SQLite's transactions hold the write lock already).
+        fn lock_keys(
+            c: &mut Self::Connection,
+            keys: Vec<&[u8]>,
+        ) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
+            let _ = (c, keys);
+            async { Ok(()) }
+        }
+
         /// Before the writes of a batch of several: take the locks they will take, in one
         /// global order, so batches on different connections cannot deadlock.
         fn prelock(

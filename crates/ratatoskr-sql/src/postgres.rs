@@ -144,6 +144,10 @@ impl Backend for Postgres {
         Ok(())
     }
 
+    async fn lock_keys(c: &mut PgConnection, keys: Vec<&[u8]>) -> Result<(), sqlx::Error> {
+        lock_rows(c, keys).await
+    }
+
     /// Every user lock the batch needs, then every session row it names, each set in one
     /// global order (the locks' keys, the rows' keys). Each write then takes its locks again,
     /// which costs nothing once held.

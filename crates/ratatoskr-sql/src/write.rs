@@ -36,8 +36,9 @@ pub struct Statements {
     pub reap: String,
     /// [`touch`](Self::touch) over a set of `(k, at)` rows; returns the keys it touched.
     pub touch_set: String,
-    /// [`sizes`](Self::sizes) of a set of `(k)` rows, with the key first, in key order (the
-    /// order in which the rows are locked).
+    /// Meta length and attribute sizes of a set of live sessions `(k)`, with the key first.
+    /// It locks nothing: its rows must be locked by an earlier statement (see
+    /// [`apply_run`]).
     pub sizes_set: String,
 }
 
@@ -82,16 +83,13 @@ impl Statements {
                  WHERE s.session_key = t.k AND s.expires_at > $1
                  RETURNING session_key"
             ),
-            sizes_set: format!(
-                "WITH t (k) AS ({{rows}})
+            sizes_set: String::from(
+                "WITH t (k) AS ({rows})
                  SELECT s.session_key, CAST(length(s.meta) AS BIGINT),
                      a.name, CAST(length(a.value) AS BIGINT)
                  FROM ratatoskr_sessions s
                  LEFT JOIN ratatoskr_session_attrs a ON a.session_key = s.session_key
-                 WHERE s.session_key IN (SELECT k FROM t) AND s.expires_at > $1
-                 ORDER BY s.session_key
-                 {}",
-                D::LOCK_SESSION_ROW
+                 WHERE s.session_key IN (SELECT k FROM t) AND s.expires_at > $1",
             ),
             reap: format!(
                 "DELETE FROM ratatoskr_sessions WHERE session_key IN (
@@ -367,6 +365,9 @@ async fn rotate<D: Dialect>(
     let user = meta.user_id.as_deref();
     // The user lock first, row locks after: the same order as create and destroy_user.
     D::lock_user(c, user).await?;
+    // The row locked by a statement of its own, so that the sizes are read with a snapshot
+    // taken once it is held (see `apply_run`).
+    D::lock_keys(c, vec![key_col(old)]).await?;
     let clock = now_ms();
     let (_, attrs) = sizes::<D>(c, old, clock)
         .await?
@@ -450,7 +451,7 @@ pub async fn run_op<D: Dialect>(c: &mut D::Connection, op: &Op) -> OpResult<bool
             record,
             meta_blob,
         } => restore::<D>(c, key, record, meta_blob).await,
-        Op::Apply { .. } => match apply_run::<D>(c, &[op]).await?.pop() {
+        Op::Apply { .. } => match apply_run::<D>(c, &[op], false).await?.pop() {
             Some(result) => result.map_err(Fail::Refused),
             None => Err(StoreError::backend(D::BACKEND, "a delta got no answer").into()),
         },
@@ -503,12 +504,14 @@ pub(crate) fn run_len(ops: &[Op], order: &[usize]) -> usize {
 /// A run of writes of one kind (see [`run_len`]), answered per write, equivalent to making
 /// them one after another: a write refused for its own reasons gets its refusal and the
 /// others go on. `Err` only for a database error (the transaction is then rolled back).
+/// `prelocked`: the batch's pre-locks hold every row and user lock the run needs.
 pub async fn run_ops<D: Dialect>(
     c: &mut D::Connection,
     run: &[&Op],
+    prelocked: bool,
 ) -> OpResult<Vec<StoreResult<bool>>> {
     match run {
-        [Op::Apply { .. }, ..] => apply_run::<D>(c, run).await,
+        [Op::Apply { .. }, ..] => apply_run::<D>(c, run, prelocked).await,
         [Op::Touch { .. }, _, ..] => touch_run::<D>(c, run).await,
         [Op::Destroy(_), _, ..] => destroy_run::<D>(c, run).await,
         [Op::Create { .. }, _, ..] => create_run::<D>(c, run).await,
@@ -526,20 +529,31 @@ pub async fn run_ops<D: Dialect>(
     }
 }
 
-/// Deltas, in three statements however many: lock every session named and read its sizes (in
-/// key order), decide each delta in order against the sizes the earlier ones left (`NotFound`,
-/// `TooLarge`, or accepted), then delete and upsert the final state of every attribute the
-/// accepted deltas named. The lock (PostgreSQL `FOR UPDATE`; SQLite's write lock) is held from
-/// the read to the commit, so a concurrent delta on the same session, in another batch or
-/// another instance, waits and then reads what this one wrote: no update is lost and the size
-/// limit holds for their sum.
+/// Deltas, in a few statements however many: lock every session named (unless `prelocked`),
+/// read their sizes, decide each delta in order against the sizes the earlier ones left
+/// (`NotFound`, `TooLarge`, or accepted), then delete and upsert the final state of every
+/// attribute the accepted deltas named. The lock (PostgreSQL `FOR UPDATE`, in key order;
+/// SQLite's write lock) is held from before the read to the commit, so a concurrent delta on
+/// the same session, in another batch or another instance, waits and then reads what this one
+/// wrote: no update is lost and the size limit holds for their sum.
+///
+/// The lock and the read are two statements on purpose: at READ COMMITTED a statement reads
+/// with the snapshot it started with, and a `SELECT … FOR UPDATE` that waited for the lock
+/// rechecks only the locked row, not the attribute rows it joins, so one statement would
+/// decide on sizes from before the delta it waited for (tested: the limit was exceeded
+/// fourfold under concurrent deltas). The read that follows the lock sees every delta made
+/// under it.
 pub async fn apply_run<D: Dialect>(
     c: &mut D::Connection,
     ops: &[&Op],
+    prelocked: bool,
 ) -> OpResult<Vec<StoreResult<bool>>> {
     let mut keys: Vec<&[u8]> = ops.iter().flat_map(|op| op.keys()).map(key_col).collect();
     keys.sort_unstable();
     keys.dedup();
+    if !prelocked {
+        D::lock_keys(c, keys.clone()).await?;
+    }
     let rows = with_rows::<D>(
         c,
         &D::statements().sizes_set,
@@ -880,11 +894,8 @@ impl<D: Dialect> Core<D> {
         };
         let mut results: Vec<Option<StoreResult<bool>>> = ops.iter().map(|_| None).collect();
         let mut failure = None;
-        // A batch of deltas only is one run, which locks its rows in key order by itself.
-        if ops.len() > 1
-            && !ops.iter().all(|op| matches!(op, Op::Apply { .. }))
-            && let Err(e) = D::prelock(&mut tx, ops).await
-        {
+        let prelocked = ops.len() > 1;
+        if prelocked && let Err(e) = D::prelock(&mut tx, ops).await {
             failure = Some(e);
         }
         // Every write of a batch was in flight at the same time as the others, so any order of
@@ -897,7 +908,7 @@ impl<D: Dialect> Core<D> {
             let (now, later) = rest.split_at(run_len(ops, rest).max(1));
             rest = later;
             let run: Vec<&Op> = now.iter().map(|&i| &ops[i]).collect();
-            match run_ops::<D>(&mut tx, &run).await {
+            match run_ops::<D>(&mut tx, &run, prelocked).await {
                 Ok(answers) => {
                     for (&i, answer) in now.iter().zip(answers) {
                         results[i] = Some(answer);

@@ -65,6 +65,87 @@ impl Db {
         self.store_with(GroupCommit::default()).await
     }
 
+    /// A store with these options (a new instance).
+    async fn store_opts(&self, options: &SqlOptions) -> SqlStore {
+        match self {
+            Db::Sqlite(db) => SqlStore::Sqlite(
+                SqliteStore::connect_with(&db.url(), options)
+                    .await
+                    .expect("open sqlite store"),
+            ),
+            Db::Postgres(schema) => SqlStore::Postgres(
+                PgStore::connect_with_options(schema.connect_options(), options)
+                    .await
+                    .expect("open postgres store"),
+            ),
+        }
+    }
+
+    /// Another connection holding what a delta on `key` needs (SQLite: the write lock;
+    /// PostgreSQL: the session's row), until [`Held::release`].
+    async fn hold(&self, store: &SqlStore, key: &SessionKey) -> Held {
+        match store {
+            SqlStore::Sqlite(s) => {
+                let mut c = s.pool().acquire().await.unwrap();
+                sqlx::raw_sql("BEGIN IMMEDIATE")
+                    .execute(&mut *c)
+                    .await
+                    .unwrap();
+                Held::Sqlite(c)
+            }
+            SqlStore::Postgres(s) => {
+                let mut c = s.pool().acquire().await.unwrap();
+                sqlx::raw_sql("BEGIN").execute(&mut *c).await.unwrap();
+                sqlx::query("SELECT 1 FROM ratatoskr_sessions WHERE session_key = $1 FOR UPDATE")
+                    .bind(&key.as_bytes()[..])
+                    .execute(&mut *c)
+                    .await
+                    .unwrap();
+                Held::Postgres(c)
+            }
+        }
+    }
+
+    /// Run the writes `spawn` starts as one batch of a one-lane store: a first delta (on
+    /// `blocker`, a live session) is made alone and stuck behind [`Db::hold`] while the writes
+    /// queue; once it is let go the lane takes them all together. Checked with the store's
+    /// write counters: two transactions, the stuck delta's and the batch's.
+    async fn in_one_batch<T: Send + 'static>(
+        &self,
+        sql: &SqlStore,
+        blocker: SessionKey,
+        spawn: impl FnOnce() -> Vec<tokio::task::JoinHandle<T>>,
+    ) -> Vec<T> {
+        let store = sql.store();
+        let before = write_stats(sql);
+        let held = self.hold(sql, &blocker).await;
+        let first = tokio::spawn(async move {
+            store
+                .apply(&blocker, &Delta::default().set("first", vec![1]))
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let calls = spawn();
+        let n = calls.len() as u64;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        held.release().await;
+        first.await.unwrap().expect("the stuck delta lands");
+        let mut out = Vec::new();
+        for c in calls {
+            out.push(c.await.unwrap());
+        }
+        let after = write_stats(sql);
+        assert_eq!(
+            (
+                after.transactions - before.transactions,
+                after.operations - before.operations
+            ),
+            (2, n + 1),
+            "the writes went as one batch"
+        );
+        out
+    }
+
     /// Run a statement (backend-specific SQL) on the store's pool.
     async fn exec(&self, store: &SqlStore, sqlite: &str, postgres: &str) {
         match store {
@@ -121,6 +202,43 @@ impl Db {
     }
 }
 
+/// What [`Db::hold`] holds.
+enum Held {
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+impl Held {
+    async fn release(self) {
+        match self {
+            Held::Sqlite(mut c) => {
+                sqlx::raw_sql("COMMIT").execute(&mut *c).await.unwrap();
+            }
+            Held::Postgres(mut c) => {
+                sqlx::raw_sql("COMMIT").execute(&mut *c).await.unwrap();
+            }
+        }
+    }
+}
+
+fn write_stats(sql: &SqlStore) -> ratatoskr_sql::WriteStats {
+    match sql {
+        SqlStore::Sqlite(s) => s.write_stats(),
+        SqlStore::Postgres(s) => s.write_stats(),
+    }
+}
+
+/// One lane, so that writes queued behind a busy lane form one batch.
+fn one_lane() -> SqlOptions {
+    SqlOptions {
+        group_commit: GroupCommit {
+            max_batch: 64,
+            lanes: 1,
+        },
+        ..SqlOptions::default()
+    }
+}
+
 /// Declare one test per backend for an `async fn(Db)`.
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
@@ -157,6 +275,9 @@ both!(
     a_write_the_database_rejects_fails_alone,
     a_write_is_committed_when_its_caller_hears_of_it,
     the_journal_table_comes_with_an_upgrade,
+    deltas_in_one_batch_are_refused_or_made_each_on_its_own,
+    writes_of_every_kind_in_one_batch_are_answered_each_on_its_own,
+    concurrent_deltas_on_one_session_lose_no_update_and_respect_the_limit,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -920,4 +1041,282 @@ async fn postgres_statement_timeout_fails_stuck_writes_fast() {
         .await
         .unwrap();
     assert_eq!(shown, "0");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs: the writes of one kind in a batch are made by one statement per step
+
+/// One batch of deltas (made as one run): on a live session, on a destroyed one, on one that
+/// never existed, too large alone, too large only after an earlier delta of the same batch,
+/// and several on one session. Each gets the answer it would get alone, in queue order, and
+/// exactly the accepted ones are stored.
+async fn deltas_in_one_batch_are_refused_or_made_each_on_its_own(db: Db) {
+    let sql = db.store_opts(&one_lane()).await;
+    let store = sql.store();
+    let blocker = key();
+    let (live, full, gone) = (key(), key(), key());
+    for k in [blocker, live, full, gone] {
+        store.create(&k, &record(Some("u"))).await.unwrap();
+    }
+    store.destroy(&gone).await.unwrap();
+    // The default limit is 64 KiB: 40 KB fits once, not twice.
+    let steps: Vec<(SessionKey, Delta, &str)> = vec![
+        (live, Delta::default().set("a", b"1".to_vec()), "lands"),
+        (gone, Delta::default().set("x", b"1".to_vec()), "not found"),
+        (
+            full,
+            Delta::default().set("big", vec![0; 70_000]),
+            "too large",
+        ),
+        (key(), Delta::default().set("x", b"1".to_vec()), "not found"),
+        (full, Delta::default().set("h1", vec![1; 40_000]), "lands"),
+        (
+            live,
+            Delta::default().set("b", b"2".to_vec()).remove("a"),
+            "lands",
+        ),
+        (
+            full,
+            Delta::default().set("h2", vec![2; 40_000]),
+            "too large",
+        ),
+        (full, Delta::default().set("h1", vec![3; 20_000]), "lands"),
+    ];
+    let store2 = store.clone();
+    let results = db
+        .in_one_batch(&sql, blocker, move || {
+            let mut calls = Vec::new();
+            for (i, (k, delta, expect)) in steps.into_iter().enumerate() {
+                let s = store2.clone();
+                calls.push(tokio::spawn(async move {
+                    (i, expect, s.apply(&k, &delta).await)
+                }));
+                // Queue order is the order of the steps (each answer depends on the earlier).
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            calls
+        })
+        .await;
+    for (i, expect, result) in results {
+        match (expect, result) {
+            ("lands", Ok(())) => {}
+            ("not found", Err(StoreError::NotFound)) => {}
+            ("too large", Err(StoreError::Codec(CodecError::TooLarge { .. }))) => {}
+            (expect, got) => panic!("delta {i}: expected {expect}, got {got:?}"),
+        }
+    }
+    let live = store.load(&live).await.unwrap().unwrap();
+    assert_eq!(live.attrs.keys().collect::<Vec<_>>(), ["b"]);
+    let full = store.load(&full).await.unwrap().unwrap();
+    assert_eq!(full.attrs.keys().collect::<Vec<_>>(), ["h1"]);
+    assert_eq!(full.attrs["h1"], vec![3; 20_000]);
+    assert!(
+        store.load(&gone).await.unwrap().is_none(),
+        "no resurrection"
+    );
+}
+
+/// One batch with every kind of write, several of each (so each kind is a run), refusals
+/// beside successes: touches of a live, an expired and a missing session (true, false, false);
+/// destroys of a live session, a missing one, and the same live one twice (one true); creates
+/// that land, onto a taken key, for a revoked user, for a revoked user onto a taken key, and
+/// twice with one key (one lands); a rotation. Every answer is the one alone would give.
+async fn writes_of_every_kind_in_one_batch_are_answered_each_on_its_own(db: Db) {
+    let sql = db.store_opts(&one_lane()).await;
+    let store = sql.store();
+    let blocker = key();
+    let [touched, expired, destroyed, twice, taken, rotated] = [(); 6].map(|_| key());
+    for k in [blocker, touched, destroyed, twice, taken, rotated] {
+        store.create(&k, &record(Some("u"))).await.unwrap();
+    }
+    // Anonymous: the creates of user "u" in the batch delete that user's expired rows.
+    store.create(&expired, &record(None)).await.unwrap();
+    db.expire(&sql, &expired).await;
+    let early = record(Some("revoked"));
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    store.destroy_user("revoked", None).await.unwrap();
+    let (fresh, dup, new_key) = (key(), key(), key());
+    let before = db.times(&sql, &touched).await.unwrap();
+    let at = now_ms() + 5_000;
+
+    type Call = std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>;
+    let s = store.clone();
+    let meta = record(Some("u")).meta;
+    let early2 = early.clone();
+    let calls: Vec<(&str, Call)> = vec![
+        ("touch live", {
+            let (s, m) = (s.clone(), meta.clone());
+            Box::pin(async move { format!("{:?}", s.touch(&touched, &m, at).await) })
+        }),
+        ("touch expired", {
+            let (s, m) = (s.clone(), meta.clone());
+            Box::pin(async move { format!("{:?}", s.touch(&expired, &m, at).await) })
+        }),
+        ("touch missing", {
+            let (s, m) = (s.clone(), meta.clone());
+            Box::pin(async move { format!("{:?}", s.touch(&key(), &m, at).await) })
+        }),
+        ("destroy live", {
+            let s = s.clone();
+            Box::pin(async move { format!("{:?}", s.destroy(&destroyed).await) })
+        }),
+        ("destroy missing", {
+            let s = s.clone();
+            Box::pin(async move { format!("{:?}", s.destroy(&key()).await) })
+        }),
+        ("destroy twice", {
+            let s = s.clone();
+            Box::pin(async move { format!("{:?}", s.destroy(&twice).await) })
+        }),
+        ("destroy twice", {
+            let s = s.clone();
+            Box::pin(async move { format!("{:?}", s.destroy(&twice).await) })
+        }),
+        ("create", {
+            let s = s.clone();
+            Box::pin(async move { format!("{:?}", s.create(&fresh, &record(Some("u"))).await) })
+        }),
+        ("create taken", {
+            let s = s.clone();
+            Box::pin(async move { format!("{:?}", s.create(&taken, &record(Some("u"))).await) })
+        }),
+        ("create revoked", {
+            let (s, e) = (s.clone(), early.clone());
+            Box::pin(async move { format!("{:?}", s.create(&key(), &e).await) })
+        }),
+        ("create revoked taken", {
+            let (s, e) = (s.clone(), early2);
+            Box::pin(async move { format!("{:?}", s.create(&taken, &e).await) })
+        }),
+        ("create twice", {
+            let s = s.clone();
+            Box::pin(async move { format!("{:?}", s.create(&dup, &record(None)).await) })
+        }),
+        ("create twice", {
+            let s = s.clone();
+            Box::pin(async move { format!("{:?}", s.create(&dup, &record(None)).await) })
+        }),
+        ("rotate", {
+            let (s, m) = (s.clone(), meta.clone());
+            Box::pin(
+                async move { format!("{:?}", s.rotate(&rotated, &new_key, &m, now_ms()).await) },
+            )
+        }),
+    ];
+    let results = db
+        .in_one_batch(&sql, blocker, move || {
+            calls
+                .into_iter()
+                .map(|(what, call)| tokio::spawn(async move { (what, call.await) }))
+                .collect()
+        })
+        .await;
+    let mut answers: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (what, answer) in results {
+        answers.entry(what).or_default().push(answer);
+    }
+    for list in answers.values_mut() {
+        list.sort();
+    }
+    let expect: BTreeMap<&str, Vec<&str>> = [
+        ("touch live", vec!["Ok(true)"]),
+        ("touch expired", vec!["Ok(false)"]),
+        ("touch missing", vec!["Ok(false)"]),
+        ("destroy live", vec!["Ok(true)"]),
+        ("destroy missing", vec!["Ok(false)"]),
+        ("destroy twice", vec!["Ok(false)", "Ok(true)"]),
+        ("create", vec!["Ok(())"]),
+        ("create taken", vec!["Err(Collision)"]),
+        ("create revoked", vec!["Err(Revoked)"]),
+        ("create revoked taken", vec!["Err(Collision)"]),
+        ("create twice", vec!["Err(Collision)", "Ok(())"]),
+        ("rotate", vec!["Ok(())"]),
+    ]
+    .into_iter()
+    .collect();
+    let answers: BTreeMap<&str, Vec<&str>> = answers
+        .iter()
+        .map(|(k, v)| (*k, v.iter().map(String::as_str).collect()))
+        .collect();
+    assert_eq!(answers, expect);
+    // The touch moved the live session only, and not backwards.
+    let after = db.times(&sql, &touched).await.unwrap();
+    assert_eq!(after.0, at);
+    assert!(after.1 > before.1);
+    assert_eq!(
+        db.times(&sql, &expired).await.unwrap().1,
+        1,
+        "expired stays expired"
+    );
+    assert!(store.load(&fresh).await.unwrap().is_some());
+    assert!(store.load(&destroyed).await.unwrap().is_none());
+    assert!(store.load(&twice).await.unwrap().is_none());
+    assert!(store.load(&dup).await.unwrap().is_some());
+    assert!(store.load(&rotated).await.unwrap().is_none());
+    assert!(store.load(&new_key).await.unwrap().is_some());
+    assert!(store.list_user("revoked").await.unwrap().is_empty());
+}
+
+/// Many concurrent deltas on two sessions, from two instances with several lanes each (so
+/// runs of one session's deltas are made in parallel batches on different connections), each
+/// adding a 1 KB attribute under an 8 KB limit: every delta answered `Ok` is stored (no lost
+/// update), every refusal is `TooLarge`, and the stored record never exceeds the limit (no
+/// delta decided on sizes another batch had changed meanwhile).
+async fn concurrent_deltas_on_one_session_lose_no_update_and_respect_the_limit(db: Db) {
+    let options = SqlOptions {
+        limits: ratatoskr_core::codec::Limits {
+            max_record_bytes: 8_192,
+            ..Default::default()
+        },
+        group_commit: GroupCommit {
+            max_batch: 16,
+            lanes: 4,
+        },
+        ..SqlOptions::default()
+    };
+    let one = db.store_opts(&options).await.store();
+    let two = db.store_opts(&options).await.store();
+    let hot = [key(), key()];
+    for k in &hot {
+        one.create(k, &record(Some("hot"))).await.unwrap();
+    }
+    let calls: Vec<_> = (0..120usize)
+        .map(|i| {
+            let s = if i % 2 == 0 { one.clone() } else { two.clone() };
+            let k = hot[(i / 2) % 2];
+            tokio::spawn(async move {
+                let delta = Delta::default()
+                    .set(format!("n{i:03}"), vec![i as u8; 1_000])
+                    .set("last", i.to_le_bytes().to_vec());
+                (i, k, s.apply(&k, &delta).await)
+            })
+        })
+        .collect();
+    let mut accepted: BTreeMap<SessionKey, Vec<String>> = BTreeMap::new();
+    for c in calls {
+        match c.await.unwrap() {
+            (i, k, Ok(())) => accepted.entry(k).or_default().push(format!("n{i:03}")),
+            (_, _, Err(StoreError::Codec(CodecError::TooLarge { .. }))) => {}
+            (i, _, other) => panic!("delta {i}: {other:?}"),
+        }
+    }
+    for k in &hot {
+        let r = one.load(k).await.unwrap().unwrap();
+        let mut stored: Vec<String> = r
+            .attrs
+            .keys()
+            .filter(|n| n.starts_with('n'))
+            .cloned()
+            .collect();
+        stored.sort();
+        let mut want = accepted.remove(k).unwrap_or_default();
+        want.sort();
+        assert_eq!(stored, want, "exactly the accepted deltas are stored");
+        assert!(!want.is_empty() && want.len() < 60, "some fit, not all");
+        let meta_len = ratatoskr_core::codec::encode_meta(&r.meta, &Default::default())
+            .unwrap()
+            .len();
+        let size = ratatoskr_core::codec::record_size(meta_len, &r.attrs);
+        assert!(size <= 8_192, "{size} bytes stored under an 8 KB limit");
+    }
 }
