@@ -2,11 +2,10 @@
 
 use serde_json::Value;
 
-use crate::helpers::{PASSWORD, assert_error, platform, spawn_app};
+use crate::helpers::{Backend, PASSWORD, assert_error, platform};
 
-#[tokio::test]
-async fn admin_routes_are_403_for_normal_users_and_401_for_visitors() {
-    let app = spawn_app().await;
+async fn admin_routes_are_403_for_normal_users_and_401_for_visitors(backend: Backend) {
+    let app = backend.spawn().await;
     let c = app.logged_in("alice", false).await;
     let anon = app.client();
     for path in [
@@ -48,9 +47,8 @@ async fn admin_routes_are_403_for_normal_users_and_401_for_visitors() {
     );
 }
 
-#[tokio::test]
-async fn an_admin_sees_and_revokes_any_users_sessions() {
-    let app = spawn_app().await;
+async fn an_admin_sees_and_revokes_any_users_sessions(backend: Backend) {
+    let app = backend.spawn().await;
     let admin = app.logged_in("root", true).await;
     let alice = app.logged_in("alice", false).await;
     let alice2 = app.client();
@@ -130,9 +128,8 @@ async fn an_admin_sees_and_revokes_any_users_sessions() {
     );
 }
 
-#[tokio::test]
-async fn an_admin_disables_an_account_and_its_sessions_end() {
-    let app = spawn_app().await;
+async fn an_admin_disables_an_account_and_its_sessions_end(backend: Backend) {
+    let app = backend.spawn().await;
     let admin = app.logged_in("root", true).await;
     let alice = app.logged_in("alice", false).await;
     let r = admin.post_empty("/api/admin/users/alice/disable").await;
@@ -159,9 +156,8 @@ async fn an_admin_disables_an_account_and_its_sessions_end() {
     assert_eq!(app.client().login("alice", PASSWORD).await.0, 200);
 }
 
-#[tokio::test]
-async fn analytics_report_what_the_app_recorded() {
-    let app = spawn_app().await;
+async fn analytics_report_what_the_app_recorded(backend: Backend) {
+    let app = backend.spawn().await;
     let admin = app.logged_in("root", true).await;
     let alice = app.logged_in("alice", false).await;
     let r = alice
@@ -226,3 +222,10 @@ async fn analytics_report_what_the_app_recorded() {
     }
     assert!(page.contains("<svg"));
 }
+
+crate::on_backends!(
+    admin_routes_are_403_for_normal_users_and_401_for_visitors,
+    an_admin_sees_and_revokes_any_users_sessions,
+    an_admin_disables_an_account_and_its_sessions_end,
+    analytics_report_what_the_app_recorded,
+);

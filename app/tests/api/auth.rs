@@ -2,11 +2,10 @@
 
 use serde_json::json;
 
-use crate::helpers::{PASSWORD, assert_error, spawn_app, spawn_app_args};
+use crate::helpers::{Backend, PASSWORD, assert_error};
 
-#[tokio::test]
-async fn register_creates_a_user_and_refuses_duplicates_and_bad_input() {
-    let app = spawn_app().await;
+async fn register_creates_a_user_and_refuses_duplicates_and_bad_input(backend: Backend) {
+    let app = backend.spawn().await;
     let c = app.client();
     let r = c
         .post(
@@ -61,22 +60,24 @@ async fn register_creates_a_user_and_refuses_duplicates_and_bad_input() {
     assert_error(missing, 400, "invalid_body").await;
 }
 
-#[tokio::test]
-async fn the_password_is_stored_as_an_argon2id_hash() {
-    let app = spawn_app().await;
+async fn the_password_is_stored_as_an_argon2id_hash(backend: Backend) {
+    let app = backend.spawn().await;
     app.create_user("alice", false).await;
     let hash = app.state.db.password_hash(1).await.unwrap().unwrap();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
-    assert!(
-        !app.database_bytes()
-            .windows(PASSWORD.len())
-            .any(|w| w == PASSWORD.as_bytes())
-    );
+    if backend.has_sqlite_file() {
+        let bytes = app.database_bytes();
+        assert!(bytes.len() > 1000, "the database file is read");
+        assert!(
+            !bytes
+                .windows(PASSWORD.len())
+                .any(|w| w == PASSWORD.as_bytes())
+        );
+    }
 }
 
-#[tokio::test]
-async fn registration_can_be_closed_by_configuration() {
-    let app = spawn_app_args(&["--registration", "closed"]).await;
+async fn registration_can_be_closed_by_configuration(backend: Backend) {
+    let app = backend.spawn_args(&["--registration", "closed"]).await;
     let c = app.client();
     let r = c
         .post(
@@ -100,9 +101,8 @@ async fn registration_can_be_closed_by_configuration() {
     assert!(app.state.db.user_by_name("alice").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn login_answers_the_user_and_a_csrf_token_and_sets_a_host_cookie() {
-    let app = spawn_app().await;
+async fn login_answers_the_user_and_a_csrf_token_and_sets_a_host_cookie(backend: Backend) {
+    let app = backend.spawn().await;
     app.create_user("alice", false).await;
     let c = app.client();
     let r = c
@@ -133,9 +133,8 @@ async fn login_answers_the_user_and_a_csrf_token_and_sets_a_host_cookie() {
     assert_eq!(set_cookie.matches("__Host-").count(), 1);
 }
 
-#[tokio::test]
-async fn logging_in_again_rotates_the_token_and_the_old_one_is_dead() {
-    let app = spawn_app().await;
+async fn logging_in_again_rotates_the_token_and_the_old_one_is_dead(backend: Backend) {
+    let app = backend.spawn().await;
     app.create_user("alice", false).await;
     let c = app.client();
     assert_eq!(c.login("alice", PASSWORD).await.0, 200);
@@ -155,9 +154,8 @@ async fn logging_in_again_rotates_the_token_and_the_old_one_is_dead() {
     assert!(s["idle_expires_at"].as_i64().unwrap() <= s["absolute_expires_at"].as_i64().unwrap());
 }
 
-#[tokio::test]
-async fn bad_credentials_are_401_and_do_not_say_which_part_was_wrong() {
-    let app = spawn_app().await;
+async fn bad_credentials_are_401_and_do_not_say_which_part_was_wrong(backend: Backend) {
+    let app = backend.spawn().await;
     app.create_user("alice", false).await;
     let c = app.client();
     let (s1, wrong_pw) = c.login("alice", "not the password").await;
@@ -168,9 +166,8 @@ async fn bad_credentials_are_401_and_do_not_say_which_part_was_wrong() {
     assert!(c.cookie().is_none(), "a failed login creates no session");
 }
 
-#[tokio::test]
-async fn five_failures_lock_the_user_name_for_thirty_minutes() {
-    let app = spawn_app().await;
+async fn five_failures_lock_the_user_name_for_thirty_minutes(backend: Backend) {
+    let app = backend.spawn().await;
     app.create_user("alice", false).await;
     let c = app.client();
     for _ in 0..4 {
@@ -208,9 +205,8 @@ async fn five_failures_lock_the_user_name_for_thirty_minutes() {
     assert_eq!(c.login("bob", PASSWORD).await.0, 200);
 }
 
-#[tokio::test]
-async fn a_success_resets_the_failure_count() {
-    let app = spawn_app().await;
+async fn a_success_resets_the_failure_count(backend: Backend) {
+    let app = backend.spawn().await;
     app.create_user("alice", false).await;
     let c = app.client();
     for _ in 0..4 {
@@ -223,9 +219,8 @@ async fn a_success_resets_the_failure_count() {
     assert_eq!(c.login("alice", PASSWORD).await.0, 200);
 }
 
-#[tokio::test]
-async fn logout_destroys_the_session_and_a_replayed_cookie_is_anonymous() {
-    let app = spawn_app().await;
+async fn logout_destroys_the_session_and_a_replayed_cookie_is_anonymous(backend: Backend) {
+    let app = backend.spawn().await;
     let c = app.logged_in("alice", false).await;
     let cookie = c.cookie().unwrap();
     let r = c.post_empty("/api/logout").await;
@@ -240,9 +235,8 @@ async fn logout_destroys_the_session_and_a_replayed_cookie_is_anonymous() {
     assert_eq!(app.client().post_empty("/api/logout").await.status(), 204);
 }
 
-#[tokio::test]
-async fn the_session_route_describes_anonymous_visitors() {
-    let app = spawn_app().await;
+async fn the_session_route_describes_anonymous_visitors(backend: Backend) {
+    let app = backend.spawn().await;
     let c = app.client();
     let (status, s) = c.get_json("/api/session").await;
     assert_eq!(status, 200);
@@ -251,9 +245,8 @@ async fn the_session_route_describes_anonymous_visitors() {
     assert!(c.cookie().is_none(), "cookieless requests create nothing");
 }
 
-#[tokio::test]
-async fn changing_the_password_ends_every_session() {
-    let app = spawn_app().await;
+async fn changing_the_password_ends_every_session(backend: Backend) {
+    let app = backend.spawn().await;
     let a = app.logged_in("alice", false).await;
     let b = app.client();
     assert_eq!(b.login("alice", PASSWORD).await.0, 200);
@@ -287,9 +280,8 @@ async fn changing_the_password_ends_every_session() {
     assert_eq!(app.client().login("alice", "a new password").await.0, 200);
 }
 
-#[tokio::test]
-async fn a_disabled_account_cannot_log_in_and_loses_its_sessions() {
-    let app = spawn_app().await;
+async fn a_disabled_account_cannot_log_in_and_loses_its_sessions(backend: Backend) {
+    let app = backend.spawn().await;
     let c = app.logged_in("alice", false).await;
     let user = app.state.db.user_by_name("alice").await.unwrap().unwrap();
     let n = ratatoskr_app::service::set_disabled(&app.state, &user, true)
@@ -303,9 +295,8 @@ async fn a_disabled_account_cannot_log_in_and_loses_its_sessions() {
     assert_eq!(body["error"]["code"], "invalid_credentials");
 }
 
-#[tokio::test]
-async fn malformed_requests_get_the_json_error_shape() {
-    let app = spawn_app().await;
+async fn malformed_requests_get_the_json_error_shape(backend: Backend) {
+    let app = backend.spawn().await;
     let c = app.client();
     let r = c
         .request(
@@ -334,3 +325,19 @@ async fn malformed_requests_get_the_json_error_shape() {
     let big = json!({"username": "alice", "password": "x".repeat(100_000)});
     assert_error(c.post("/api/login", &big).await, 413, "payload_too_large").await;
 }
+
+crate::on_backends!(
+    register_creates_a_user_and_refuses_duplicates_and_bad_input,
+    the_password_is_stored_as_an_argon2id_hash,
+    registration_can_be_closed_by_configuration,
+    login_answers_the_user_and_a_csrf_token_and_sets_a_host_cookie,
+    logging_in_again_rotates_the_token_and_the_old_one_is_dead,
+    bad_credentials_are_401_and_do_not_say_which_part_was_wrong,
+    five_failures_lock_the_user_name_for_thirty_minutes,
+    a_success_resets_the_failure_count,
+    logout_destroys_the_session_and_a_replayed_cookie_is_anonymous,
+    the_session_route_describes_anonymous_visitors,
+    changing_the_password_ends_every_session,
+    a_disabled_account_cannot_log_in_and_loses_its_sessions,
+    malformed_requests_get_the_json_error_shape,
+);

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{assert_error, platform, spawn_app};
+use crate::helpers::{Backend, assert_error, platform};
 
 async fn platform_count(c: &crate::helpers::Client) -> usize {
     c.get_json("/api/platforms").await.1["platforms"]
@@ -12,9 +12,8 @@ async fn platform_count(c: &crate::helpers::Client) -> usize {
         .len()
 }
 
-#[tokio::test]
-async fn a_cross_site_post_with_a_valid_token_is_refused_and_changes_nothing() {
-    let app = spawn_app().await;
+async fn a_cross_site_post_with_a_valid_token_is_refused_and_changes_nothing(backend: Backend) {
+    let app = backend.spawn().await;
     let c = app.logged_in("alice", false).await;
     let body = platform("One", "https://one.example", "alice");
     let r = c
@@ -64,9 +63,8 @@ async fn a_cross_site_post_with_a_valid_token_is_refused_and_changes_nothing() {
     );
 }
 
-#[tokio::test]
-async fn a_same_origin_post_without_a_token_is_refused() {
-    let app = spawn_app().await;
+async fn a_same_origin_post_without_a_token_is_refused(backend: Backend) {
+    let app = backend.spawn().await;
     let c = app.logged_in("alice", false).await;
     let token = c.csrf().unwrap();
     *c.csrf.lock().unwrap() = None;
@@ -108,9 +106,8 @@ async fn a_same_origin_post_without_a_token_is_refused() {
     assert_eq!(platform_count(&c).await, 1);
 }
 
-#[tokio::test]
-async fn a_token_from_another_session_is_invalid() {
-    let app = spawn_app().await;
+async fn a_token_from_another_session_is_invalid(backend: Backend) {
+    let app = backend.spawn().await;
     let a = app.logged_in("alice", false).await;
     let b = app.logged_in("bob", false).await;
     let stolen = b.csrf().unwrap();
@@ -137,9 +134,8 @@ async fn a_token_from_another_session_is_invalid() {
     assert_error(r, 403, "csrf_token_invalid").await;
 }
 
-#[tokio::test]
-async fn a_cross_site_login_is_refused_even_anonymous() {
-    let app = spawn_app().await;
+async fn a_cross_site_login_is_refused_even_anonymous(backend: Backend) {
+    let app = backend.spawn().await;
     app.create_user("alice", false).await;
     let c = app.client();
     let r = c
@@ -157,9 +153,8 @@ async fn a_cross_site_login_is_refused_even_anonymous() {
     assert!(c.cookie().is_none());
 }
 
-#[tokio::test]
-async fn html_forms_carry_the_token_in_a_field_and_refusals_are_pages() {
-    let app = spawn_app().await;
+async fn html_forms_carry_the_token_in_a_field_and_refusals_are_pages(backend: Backend) {
+    let app = backend.spawn().await;
     let c = app.logged_in("alice", false).await;
     // The page embeds a masked token in each form.
     let page = c.get("/platforms").await.text().await.unwrap();
@@ -196,3 +191,11 @@ async fn html_forms_carry_the_token_in_a_field_and_refusals_are_pages() {
     let list: Value = c.get_json("/api/platforms").await.1;
     assert_eq!(list["platforms"][0]["name"], "Form");
 }
+
+crate::on_backends!(
+    a_cross_site_post_with_a_valid_token_is_refused_and_changes_nothing,
+    a_same_origin_post_without_a_token_is_refused,
+    a_token_from_another_session_is_invalid,
+    a_cross_site_login_is_refused_even_anonymous,
+    html_forms_carry_the_token_in_a_field_and_refusals_are_pages,
+);

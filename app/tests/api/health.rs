@@ -2,18 +2,16 @@
 
 use serde_json::Value;
 
-use crate::helpers::{PASSWORD, spawn_app};
+use crate::helpers::{Backend, PASSWORD, spawn_app};
 
-#[tokio::test]
-async fn livez_answers_200_while_the_process_runs() {
-    let app = spawn_app().await;
+async fn livez_answers_200_while_the_process_runs(backend: Backend) {
+    let app = backend.spawn().await;
     let r = app.get("/livez").await;
     assert_eq!(r.status(), 200);
 }
 
-#[tokio::test]
-async fn readyz_answers_200_when_the_store_answers() {
-    let app = spawn_app().await;
+async fn readyz_answers_200_when_the_store_answers(backend: Backend) {
+    let app = backend.spawn().await;
     let r = app.get("/readyz").await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
@@ -27,16 +25,19 @@ async fn the_embedded_default_creates_its_database_file_in_wal_mode() {
     assert!(app.dir.join("ratatoskr.db-wal").exists(), "WAL mode");
 }
 
-#[tokio::test]
-async fn health_sessions_reports_tiers_fallback_and_sessions_to_admins() {
-    let app = spawn_app().await;
+async fn health_sessions_reports_tiers_fallback_and_sessions_to_admins(backend: Backend) {
+    let app = backend.spawn().await;
     let admin = app.logged_in("root", true).await;
     let (status, h) = admin.get_json("/health/sessions").await;
     assert_eq!(status, 200);
     assert_eq!(h["status"], "ok");
-    assert_eq!(h["tiers"]["database"]["backend"], "sqlite");
+    assert_eq!(h["tiers"]["database"]["backend"], backend.database_name());
     assert_eq!(h["tiers"]["database"]["ok"], true);
-    assert_eq!(h["tiers"]["redis"]["configured"], false);
+    assert_eq!(
+        h["tiers"]["redis"]["configured"],
+        backend == Backend::Tiers,
+        "{h}"
+    );
     assert_eq!(h["fallback"]["active"], false);
     assert_eq!(h["sessions"]["active"], 1);
     assert_eq!(h["sessions"]["idle_timeout"], "2h");
@@ -44,9 +45,8 @@ async fn health_sessions_reports_tiers_fallback_and_sessions_to_admins() {
     assert_eq!(h["sessions"]["max_per_user"], 5);
 }
 
-#[tokio::test]
-async fn metrics_expose_sessions_logins_and_csrf_refusals() {
-    let app = spawn_app().await;
+async fn metrics_expose_sessions_logins_and_csrf_refusals(backend: Backend) {
+    let app = backend.spawn().await;
     app.create_user("alice", false).await;
     let c = app.client();
     assert_eq!(c.login("alice", PASSWORD).await.0, 200);
@@ -76,3 +76,10 @@ async fn metrics_expose_sessions_logins_and_csrf_refusals() {
         assert!(text.contains(name), "{name} missing from\n{text}");
     }
 }
+
+crate::on_backends!(
+    livez_answers_200_while_the_process_runs,
+    readyz_answers_200_when_the_store_answers,
+    health_sessions_reports_tiers_fallback_and_sessions_to_admins,
+    metrics_expose_sessions_logins_and_csrf_refusals,
+);

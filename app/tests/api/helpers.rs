@@ -1,6 +1,8 @@
 //! `TestApp`: the real application on a random port with its own fresh database (a SQLite
-//! file in a temporary directory, or a PostgreSQL schema of its own), and `Client`: one
-//! "browser" with its own cookie, CSRF token and User-Agent.
+//! file in a temporary directory, or a PostgreSQL schema of its own), optionally with a Redis
+//! tier of its own; `Backend`, the three storage setups a test body runs on, and
+//! [`on_backends!`](crate::on_backends), which turns one body into a test per backend; and
+//! `Client`: one "browser" with its own cookie, CSRF token and User-Agent.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -13,6 +15,7 @@ use ratatoskr_app::configuration::Settings;
 use ratatoskr_app::db::User;
 use ratatoskr_app::startup::Application;
 use ratatoskr_app::state::AppState;
+use ratatoskr_testkit::RedisProcess;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -33,6 +36,88 @@ pub struct TestApp {
     pub dir: PathBuf,
     pub state: AppState,
     pub pg_schema: Option<String>,
+    /// The Redis tier's own server, when the app runs on the tiers.
+    pub redis: Option<RedisProcess>,
+}
+
+/// Where a test app keeps its sessions and data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default: a SQLite file, sessions in it.
+    Sqlite,
+    /// PostgreSQL, a fresh schema per test.
+    Postgres,
+    /// The tiers: Redis in front (a redis-server of the test's own), SQLite behind.
+    ///
+    /// The app has no key-prefix setting (the Redis store's `rt:` is fixed) and its keys
+    /// (`rt:u:1`, `rt:owner`, `rt:fence`, `rt:live`) would collide between tests sharing one
+    /// Redis, so every test gets a fresh server rather than the shared one on 6379.
+    Tiers,
+}
+
+impl Backend {
+    /// Start the app on this backend with default test settings.
+    pub async fn spawn(self) -> TestApp {
+        self.spawn_args(&[]).await
+    }
+
+    /// Start the app on this backend with extra command-line flags.
+    pub async fn spawn_args(self, extra: &[&str]) -> TestApp {
+        match self {
+            Backend::Sqlite => spawn_app_args(extra).await,
+            Backend::Postgres => spawn_pg_app_args(extra).await,
+            Backend::Tiers => {
+                let redis = RedisProcess::start();
+                let url = redis.url();
+                let mut args = vec!["--redis-url", url.as_str()];
+                args.extend_from_slice(extra);
+                let mut app = spawn_app_args(&args).await;
+                app.redis = Some(redis);
+                app
+            }
+        }
+    }
+
+    /// What `/health/sessions` calls the database behind the sessions.
+    pub fn database_name(self) -> &'static str {
+        match self {
+            Backend::Sqlite | Backend::Tiers => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    /// Whether the app keeps its data in a SQLite file in [`TestApp::dir`].
+    pub fn has_sqlite_file(self) -> bool {
+        self.database_name() == "sqlite"
+    }
+}
+
+/// One `#[tokio::test]` per backend for each named `async fn name(backend: Backend)`:
+/// `name::on_sqlite`, `name::on_postgres` and `name::on_tiers`, the same body on each.
+#[macro_export]
+macro_rules! on_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                use $crate::helpers::Backend;
+
+                #[tokio::test]
+                async fn on_sqlite() {
+                    super::$name(Backend::Sqlite).await
+                }
+
+                #[tokio::test]
+                async fn on_postgres() {
+                    super::$name(Backend::Postgres).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_tiers() {
+                    super::$name(Backend::Tiers).await
+                }
+            }
+        )+
+    };
 }
 
 impl Drop for TestApp {
@@ -173,6 +258,7 @@ pub async fn spawn_app_with(
         dir,
         state,
         pg_schema,
+        redis: None,
     }
 }
 

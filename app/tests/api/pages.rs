@@ -1,10 +1,9 @@
 //! The HTML pages and their forms.
 
-use crate::helpers::{PASSWORD, spawn_app};
+use crate::helpers::{Backend, PASSWORD};
 
-#[tokio::test]
-async fn pages_redirect_visitors_to_the_login_page() {
-    let app = spawn_app().await;
+async fn pages_redirect_visitors_to_the_login_page(backend: Backend) {
+    let app = backend.spawn().await;
     let c = app.client();
     for path in ["/", "/platforms", "/sessions", "/admin"] {
         let r = c.get(path).await;
@@ -22,9 +21,8 @@ async fn pages_redirect_visitors_to_the_login_page() {
     );
 }
 
-#[tokio::test]
-async fn the_form_login_rotates_and_lands_on_the_dashboard() {
-    let app = spawn_app().await;
+async fn the_form_login_rotates_and_lands_on_the_dashboard(backend: Backend) {
+    let app = backend.spawn().await;
     app.create_user("alice", false).await;
     let c = app.client();
     let r = c
@@ -56,9 +54,8 @@ async fn the_form_login_rotates_and_lands_on_the_dashboard() {
     assert!(c.cookie().is_none());
 }
 
-#[tokio::test]
-async fn registering_through_the_form_logs_in() {
-    let app = spawn_app().await;
+async fn registering_through_the_form_logs_in(backend: Backend) {
+    let app = backend.spawn().await;
     let c = app.client();
     let r = c
         .post_form("/register", &[("username", "x"), ("password", PASSWORD)])
@@ -77,9 +74,8 @@ async fn registering_through_the_form_logs_in() {
     assert!(html.contains("Welcome, newbie!"));
 }
 
-#[tokio::test]
-async fn platform_forms_show_errors_in_the_page_and_switch_updates_the_dashboard() {
-    let app = spawn_app().await;
+async fn platform_forms_show_errors_in_the_page_and_switch_updates_the_dashboard(backend: Backend) {
+    let app = backend.spawn().await;
     let c = app.logged_in("alice", false).await;
     let mut fields = vec![
         ("platform_type", "pixelfed"),
@@ -131,9 +127,8 @@ async fn platform_forms_show_errors_in_the_page_and_switch_updates_the_dashboard
     assert_eq!(c.post_form("/platforms/1/delete", &[]).await.status(), 404);
 }
 
-#[tokio::test]
-async fn the_sessions_page_lists_and_revokes() {
-    let app = spawn_app().await;
+async fn the_sessions_page_lists_and_revokes(backend: Backend) {
+    let app = backend.spawn().await;
     let c = app.logged_in("alice", false).await;
     let other = app.client_ua("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) Version/17.5 Mobile/15E148 Safari/604.1");
     assert_eq!(other.login("alice", PASSWORD).await.0, 200);
@@ -149,9 +144,8 @@ async fn the_sessions_page_lists_and_revokes() {
     assert_eq!(other.get("/").await.status(), 303);
 }
 
-#[tokio::test]
-async fn the_admin_page_shows_health_charts_and_users() {
-    let app = spawn_app().await;
+async fn the_admin_page_shows_health_charts_and_users(backend: Backend) {
+    let app = backend.spawn().await;
     let admin = app.logged_in("root", true).await;
     app.logged_in("alice", false).await;
     let html = admin.get("/admin").await.text().await.unwrap();
@@ -166,9 +160,8 @@ async fn the_admin_page_shows_health_charts_and_users() {
     assert!(html.contains("Revoked 1 session(s) of alice."));
 }
 
-#[tokio::test]
-async fn unknown_pages_are_html_404s_and_assets_are_served() {
-    let app = spawn_app().await;
+async fn unknown_pages_are_html_404s_and_assets_are_served(backend: Backend) {
+    let app = backend.spawn().await;
     let r = app.get("/nothing").await;
     assert_eq!(r.status(), 404);
     assert!(r.text().await.unwrap().contains("There is no page here."));
@@ -178,9 +171,8 @@ async fn unknown_pages_are_html_404s_and_assets_are_served() {
     assert_eq!(js.status(), 200);
 }
 
-#[tokio::test]
-async fn every_response_carries_the_security_headers() {
-    let app = spawn_app().await;
+async fn every_response_carries_the_security_headers(backend: Backend) {
+    let app = backend.spawn().await;
     for path in ["/login", "/api/session", "/nothing", "/static/app.css"] {
         let r = app.get(path).await;
         let h = r.headers();
@@ -194,3 +186,14 @@ async fn every_response_carries_the_security_headers() {
         );
     }
 }
+
+crate::on_backends!(
+    pages_redirect_visitors_to_the_login_page,
+    the_form_login_rotates_and_lands_on_the_dashboard,
+    registering_through_the_form_logs_in,
+    platform_forms_show_errors_in_the_page_and_switch_updates_the_dashboard,
+    the_sessions_page_lists_and_revokes,
+    the_admin_page_shows_health_charts_and_users,
+    unknown_pages_are_html_404s_and_assets_are_served,
+    every_response_carries_the_security_headers,
+);

@@ -3,13 +3,12 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, assert_error, spawn_app, spawn_app_args};
+use crate::helpers::{Backend, PASSWORD, assert_error};
 
 const PHONE: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36";
 
-#[tokio::test]
-async fn sessions_list_devices_addresses_and_the_current_one() {
-    let app = spawn_app().await;
+async fn sessions_list_devices_addresses_and_the_current_one(backend: Backend) {
+    let app = backend.spawn().await;
     let desk = app.logged_in("alice", false).await;
     let phone = app.client_ua(PHONE);
     assert_eq!(phone.login("alice", PASSWORD).await.0, 200);
@@ -51,9 +50,8 @@ async fn sessions_list_devices_addresses_and_the_current_one() {
     assert_eq!(me["device"], "Chrome on Android");
 }
 
-#[tokio::test]
-async fn revoking_one_session_logs_that_browser_out() {
-    let app = spawn_app().await;
+async fn revoking_one_session_logs_that_browser_out(backend: Backend) {
+    let app = backend.spawn().await;
     let a = app.logged_in("alice", false).await;
     let b = app.client_ua(PHONE);
     assert_eq!(b.login("alice", PASSWORD).await.0, 200);
@@ -83,9 +81,8 @@ async fn revoking_one_session_logs_that_browser_out() {
     assert_eq!(s["authenticated"], true);
 }
 
-#[tokio::test]
-async fn another_users_session_is_not_found_and_stays_alive() {
-    let app = spawn_app().await;
+async fn another_users_session_is_not_found_and_stays_alive(backend: Backend) {
+    let app = backend.spawn().await;
     let a = app.logged_in("alice", false).await;
     let b = app.logged_in("bob", false).await;
     let (_, s) = b.get_json("/api/session").await;
@@ -114,9 +111,8 @@ async fn another_users_session_is_not_found_and_stays_alive() {
     assert_eq!(s["authenticated"], true);
 }
 
-#[tokio::test]
-async fn revoke_others_keeps_this_session_and_revoke_all_ends_it_too() {
-    let app = spawn_app().await;
+async fn revoke_others_keeps_this_session_and_revoke_all_ends_it_too(backend: Backend) {
+    let app = backend.spawn().await;
     let a = app.logged_in("alice", false).await;
     let b = app.client();
     let c = app.client();
@@ -135,9 +131,8 @@ async fn revoke_others_keeps_this_session_and_revoke_all_ends_it_too() {
     assert_eq!(b.get_json("/api/session").await.1["authenticated"], false);
 }
 
-#[tokio::test]
-async fn the_concurrent_session_limit_evicts_the_oldest_at_login() {
-    let app = spawn_app_args(&["--max-sessions-per-user", "2"]).await;
+async fn the_concurrent_session_limit_evicts_the_oldest_at_login(backend: Backend) {
+    let app = backend.spawn_args(&["--max-sessions-per-user", "2"]).await;
     app.create_user("alice", false).await;
     let clients: Vec<_> = (0..3).map(|_| app.client()).collect();
     for c in &clients {
@@ -158,9 +153,8 @@ async fn the_concurrent_session_limit_evicts_the_oldest_at_login() {
     );
 }
 
-#[tokio::test]
-async fn with_fingerprint_revoke_a_stolen_cookie_from_another_browser_is_dead() {
-    let app = spawn_app_args(&["--fingerprint", "revoke"]).await;
+async fn with_fingerprint_revoke_a_stolen_cookie_from_another_browser_is_dead(backend: Backend) {
+    let app = backend.spawn_args(&["--fingerprint", "revoke"]).await;
     let a = app.logged_in("alice", false).await;
     let thief = app.client_ua("curl/8.5.0");
     thief.set_cookie(a.cookie());
@@ -178,9 +172,8 @@ async fn with_fingerprint_revoke_a_stolen_cookie_from_another_browser_is_dead() 
     );
 }
 
-#[tokio::test]
-async fn with_fingerprint_log_a_mismatch_is_audited_and_the_session_kept() {
-    let app = spawn_app().await; // the default policy is `log`
+async fn with_fingerprint_log_a_mismatch_is_audited_and_the_session_kept(backend: Backend) {
+    let app = backend.spawn().await; // the default policy is `log`
     let a = app.logged_in("alice", false).await;
     let other = app.client_ua("curl/8.5.0");
     other.set_cookie(a.cookie());
@@ -196,9 +189,8 @@ async fn with_fingerprint_log_a_mismatch_is_audited_and_the_session_kept() {
     );
 }
 
-#[tokio::test]
-async fn preferences_are_stored_in_the_session_and_bounded() {
-    let app = spawn_app().await;
+async fn preferences_are_stored_in_the_session_and_bounded(backend: Backend) {
+    let app = backend.spawn().await;
     let c = app.logged_in("alice", false).await;
     let (status, prefs) = c.get_json("/api/session/preferences").await;
     assert_eq!(status, 200);
@@ -297,10 +289,11 @@ async fn preferences_are_stored_in_the_session_and_bounded() {
     .await;
 }
 
-#[tokio::test]
-async fn idle_and_absolute_timeouts_are_enforced_by_the_server() {
+async fn idle_and_absolute_timeouts_are_enforced_by_the_server(backend: Backend) {
     use std::time::{Duration, Instant};
-    let app = spawn_app_args(&["--idle-timeout", "2s", "--absolute-timeout", "5s"]).await;
+    let app = backend
+        .spawn_args(&["--idle-timeout", "2s", "--absolute-timeout", "5s"])
+        .await;
     let idle = app.logged_in("alice", false).await;
     let active = app.client();
     assert_eq!(active.login("alice", PASSWORD).await.0, 200);
@@ -336,3 +329,15 @@ async fn idle_and_absolute_timeouts_are_enforced_by_the_server() {
         "{counts:?}"
     );
 }
+
+crate::on_backends!(
+    sessions_list_devices_addresses_and_the_current_one,
+    revoking_one_session_logs_that_browser_out,
+    another_users_session_is_not_found_and_stays_alive,
+    revoke_others_keeps_this_session_and_revoke_all_ends_it_too,
+    the_concurrent_session_limit_evicts_the_oldest_at_login,
+    with_fingerprint_revoke_a_stolen_cookie_from_another_browser_is_dead,
+    with_fingerprint_log_a_mismatch_is_audited_and_the_session_kept,
+    preferences_are_stored_in_the_session_and_bounded,
+    idle_and_absolute_timeouts_are_enforced_by_the_server,
+);
