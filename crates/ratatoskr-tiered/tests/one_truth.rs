@@ -96,6 +96,23 @@ async fn tiers() -> Tiers {
     tiers_on(&redis_url(), config()).await
 }
 
+/// A second application instance over the same Redis prefix and database (its own
+/// connections, breaker and near cache; the database goes down with the first's).
+async fn second_instance(t: &Tiers) -> TieredStore {
+    let (redis, notices) = RedisStore::connect_tracked(t.redis.config().clone())
+        .await
+        .unwrap();
+    let b = TieredStore::new(
+        Arc::new(redis),
+        Faulty::new(t.sql.store(), t.db.clone()),
+        Arc::new(t.sql.journal()),
+        Some(notices),
+        config(),
+    );
+    assert!(b.recover_now().await, "the second instance starts");
+    b
+}
+
 fn record(user: Option<&str>) -> Record {
     Record::new(user.map(str::to_owned), now_ms(), IDLE, ABSOLUTE)
 }
@@ -342,18 +359,7 @@ async fn an_instance_that_missed_an_outage_stops_serving_what_it_ended_after_one
     let _clock = frozen().await;
     let redis = RedisProcess::start();
     let a = tiers_on(&redis.url(), config()).await;
-    // A second instance over the same Redis prefix and database.
-    let mut rc = a.redis.config().clone();
-    rc.tracking = true;
-    let (redis_b, notices) = RedisStore::connect_tracked(rc).await.unwrap();
-    let b = TieredStore::new(
-        Arc::new(redis_b),
-        a.sql.store(),
-        Arc::new(a.sql.journal()),
-        Some(notices),
-        config(),
-    );
-    assert!(b.recover_now().await);
+    let b = second_instance(&a).await;
     let (key, _) = created(&a, Some("ada")).await;
     assert!(b.load(&key).await.unwrap().is_some(), "warm on b");
     redis.freeze();
@@ -373,17 +379,7 @@ async fn after_racing_logins_and_revocations_on_two_instances_every_session_that
     let _one = SERIAL.lock().await;
     test_clock::set(None);
     let a = tiers().await;
-    let mut rc = a.redis.config().clone();
-    rc.tracking = true;
-    let (redis_b, notices) = RedisStore::connect_tracked(rc).await.unwrap();
-    let b = TieredStore::new(
-        Arc::new(redis_b),
-        a.sql.store(),
-        Arc::new(a.sql.journal()),
-        Some(notices),
-        config(),
-    );
-    assert!(b.recover_now().await);
+    let b = second_instance(&a).await;
     let instances = [a.tiered.clone(), b];
     let mut keys = Vec::new();
     for round in 0..15 {
