@@ -302,12 +302,15 @@ async fn sizes<D: Dialect>(
 
 async fn create<D: Dialect>(
     c: &mut D::Connection,
+    prelocked: bool,
     key: &SessionKey,
     record: &Record,
     meta_blob: &[u8],
 ) -> OpResult<()> {
     let user = record.meta.user_id.as_deref();
-    D::lock_user(c, user).await?;
+    if !prelocked {
+        D::lock_user(c, user).await?;
+    }
     prune::<D>(c, key, user, now_ms()).await?;
     if revoked_since::<D>(c, user, record.meta.created_at).await? {
         return Err(refuse::<D>(c, key, StoreError::Revoked).await);
@@ -320,6 +323,7 @@ async fn create<D: Dialect>(
 
 async fn restore<D: Dialect>(
     c: &mut D::Connection,
+    prelocked: bool,
     key: &SessionKey,
     record: &Record,
     meta_blob: &[u8],
@@ -328,7 +332,9 @@ async fn restore<D: Dialect>(
         return Ok(false);
     }
     let user = record.meta.user_id.as_deref();
-    D::lock_user(c, user).await?;
+    if !prelocked {
+        D::lock_user(c, user).await?;
+    }
     prune::<D>(c, key, user, now_ms()).await?;
     if !insert_session::<D>(c, key, &record.meta, meta_blob, record.last_seen).await? {
         return Ok(false);
@@ -355,6 +361,7 @@ pub async fn touch<D: Dialect>(
 #[allow(clippy::too_many_arguments)]
 async fn rotate<D: Dialect>(
     c: &mut D::Connection,
+    prelocked: bool,
     old: &SessionKey,
     new: &SessionKey,
     meta: &Meta,
@@ -364,10 +371,12 @@ async fn rotate<D: Dialect>(
 ) -> OpResult<()> {
     let user = meta.user_id.as_deref();
     // The user lock first, row locks after: the same order as create and destroy_user.
-    D::lock_user(c, user).await?;
     // The row locked by a statement of its own, so that the sizes are read with a snapshot
     // taken once it is held (see `apply_run`).
-    D::lock_keys(c, vec![key_col(old)]).await?;
+    if !prelocked {
+        D::lock_user(c, user).await?;
+        D::lock_keys(c, vec![key_col(old)]).await?;
+    }
     let clock = now_ms();
     let (_, attrs) = sizes::<D>(c, old, clock)
         .await?
@@ -438,20 +447,23 @@ pub async fn journal_append_one<D: Dialect>(
     Ok(())
 }
 
-/// Run one write.
-pub async fn run_op<D: Dialect>(c: &mut D::Connection, op: &Op) -> OpResult<bool> {
+/// Run one write. `prelocked`: the batch's pre-locks hold every user lock and session row it
+/// locks (taking them again would cost a round trip each on PostgreSQL).
+pub async fn run_op<D: Dialect>(c: &mut D::Connection, op: &Op, prelocked: bool) -> OpResult<bool> {
     match op {
         Op::Create {
             key,
             record,
             meta_blob,
-        } => create::<D>(c, key, record, meta_blob).await.map(|()| true),
+        } => create::<D>(c, prelocked, key, record, meta_blob)
+            .await
+            .map(|()| true),
         Op::Restore {
             key,
             record,
             meta_blob,
-        } => restore::<D>(c, key, record, meta_blob).await,
-        Op::Apply { .. } => match apply_run::<D>(c, &[op], false).await?.pop() {
+        } => restore::<D>(c, prelocked, key, record, meta_blob).await,
+        Op::Apply { .. } => match apply_run::<D>(c, &[op], prelocked).await?.pop() {
             Some(result) => result.map_err(Fail::Refused),
             None => Err(StoreError::backend(D::BACKEND, "a delta got no answer").into()),
         },
@@ -464,7 +476,7 @@ pub async fn run_op<D: Dialect>(c: &mut D::Connection, op: &Op) -> OpResult<bool
             meta_blob,
             now,
             limits,
-        } => rotate::<D>(c, old, new, meta, meta_blob, *now, limits)
+        } => rotate::<D>(c, prelocked, old, new, meta, meta_blob, *now, limits)
             .await
             .map(|()| true),
         Op::Destroy(key) => destroy::<D>(c, key).await,
@@ -518,7 +530,7 @@ pub async fn run_ops<D: Dialect>(
         _ => {
             let mut out = Vec::with_capacity(run.len());
             for op in run {
-                match run_op::<D>(c, op).await {
+                match run_op::<D>(c, op, prelocked).await {
                     Ok(v) => out.push(Ok(v)),
                     Err(Fail::Refused(e)) => out.push(Err(e)),
                     Err(Fail::Db(e)) => return Err(Fail::Db(e)),
@@ -877,7 +889,7 @@ impl<D: Dialect> Core<D> {
     async fn autocommit(&self, op: &Op) -> StoreResult<bool> {
         let result = async {
             let mut c = self.pool.acquire().await?;
-            run_op::<D>(&mut c, op).await
+            run_op::<D>(&mut c, op, false).await
         }
         .await;
         if result.is_ok() {
