@@ -5,9 +5,12 @@
 //! down is an error within seconds, not a hang, and a server-side `statement_timeout`.
 //! Transactions run at READ COMMITTED; what needs more is locked explicitly:
 //!
-//! - **apply** locks the session row (`SELECT … FOR UPDATE OF s`) before it checks the size and
+//! - **apply** locks the session row (`SELECT … FOR UPDATE`) before it checks the size and
 //!   writes, so concurrent deltas on one session queue up (each still writes only its own
-//!   attribute rows) and the size limit holds for their sum;
+//!   attribute rows) and the size limit holds for their sum. The lock is a statement of its
+//!   own and the sizes are read by the next, whose snapshot is taken once the lock is held (a
+//!   statement that waited for a row lock still reads the other rows as they were when it
+//!   began: see `write::apply_run`);
 //! - **create**, **restore**, **rotate** and **destroy_user** take a transaction-scoped advisory
 //!   lock per user (`pg_advisory_xact_lock(ns, hashtext(user_id))`), so a create racing a
 //!   revoke-all lands either wholly before it (and is deleted by it) or wholly after it (and sees
