@@ -350,8 +350,15 @@ async fn main() {
         "postgres"
     };
     println!(
-        "{backend}: {} writers, {} s per run, {} connections; deltas on distinct sessions",
-        args.writers, args.seconds, args.connections
+        "{backend}: {} writers, {} s per run, {} connections; {} on distinct sessions",
+        args.writers,
+        args.seconds,
+        args.connections,
+        match args.op {
+            Workload::Delta => "deltas",
+            Workload::Touch => "touches",
+            Workload::Login => "logins (create + rotate)",
+        }
     );
     let on = GroupCommit {
         max_batch: args.batch,
