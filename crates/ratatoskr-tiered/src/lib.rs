@@ -869,27 +869,12 @@ impl SessionStore for TieredStore {
                 return Err(e);
             }
         }
-        self.forget(old);
-        match self
-            .via_redis(false, "rotate", self.0.fast.rotate(old, new, meta, now))
-            .await
-        {
-            FastOutcome::Answered(Ok(())) => {}
-            FastOutcome::Answered(Err(_)) => {
-                // Redis did not rotate (it lacked the old key, or its revocation marker is
-                // newer than the database's after a revoke-all the database did not take):
-                // the old key has ended all the same, and no copy of it may survive.
-                self.drop_copy(old).await;
-                self.drop_copy(new).await;
-            }
-            FastOutcome::Unavailable => {
-                self.owe(vec![
-                    JournalTarget::Session(*old),
-                    JournalTarget::Session(*new),
-                ])
-                .await;
-            }
-        }
+        // The old copy goes; the new key is not written to Redis here but repopulated from the
+        // database by its first read. Rotating in Redis would copy the attributes Redis holds,
+        // and those may be older than the database's (a change another instance could not tell
+        // Redis, journalled but not yet replayed here): the new key would keep them, and no
+        // journal entry names it. Found by the model-based test.
+        self.drop_copy(old).await;
         Ok(())
     }
 

@@ -450,3 +450,35 @@ async fn after_racing_logins_and_revocations_on_two_instances_every_session_that
         );
     }
 }
+
+#[tokio::test]
+async fn a_rotation_never_copies_attributes_redis_holds_older_than_the_database() {
+    // Found by the model: another instance's change could not reach Redis (journalled, not yet
+    // replayed here); rotating inside Redis copied the old attributes to the new key, which no
+    // journal entry names, so the change was lost for as long as the new session lived.
+    let _clock = frozen().await;
+    let t = tiers().await;
+    let (old, r) = created(&t, Some("ada")).await;
+    // The database has the change; Redis does not.
+    t.sql
+        .store()
+        .apply(&old, &Delta::default().set("a0", b"145".to_vec()))
+        .await
+        .unwrap();
+    let new = Token::generate().key();
+    let mut meta = r.meta.clone();
+    meta.version += 1;
+    t.tiered.rotate(&old, &new, &meta, now_ms()).await.unwrap();
+    let loaded = t
+        .tiered
+        .load(&new)
+        .await
+        .unwrap()
+        .expect("the new key lives");
+    assert_eq!(
+        loaded.attrs.get("a0").map(Vec::as_slice),
+        Some(&b"145"[..]),
+        "the rotated session has the database's attributes"
+    );
+    assert!(t.redis.load(&old).await.unwrap().is_none());
+}
