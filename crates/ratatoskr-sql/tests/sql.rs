@@ -522,11 +522,13 @@ async fn audit_failures_are_logged_not_raised() {
 
 async fn reaper_removes_expired_rows(store: Arc<dyn SessionStore>, rows: impl AsyncFn() -> i64) {
     let user = random_name("reaped");
-    for _ in 0..5 {
+    // Each short-lived session has a user of its own: a login prunes its user's expired rows,
+    // and on a slow machine the first may expire before the fifth is created.
+    for i in 0..5 {
         store
             .create(
                 &Token::generate().key(),
-                &record(Some(&user), Duration::from_millis(100)),
+                &record(Some(&format!("{user}-{i}")), Duration::from_millis(100)),
             )
             .await
             .unwrap();
