@@ -32,11 +32,9 @@ async fn frozen() -> tokio::sync::MutexGuard<'static, ()> {
     guard
 }
 
-fn redis_url() -> String {
-    std::env::var("RATATOSKR_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
-}
-
 struct Tiers {
+    /// The test's own redis-server, when it has one (dropped: killed).
+    _server: Option<RedisProcess>,
     tiered: TieredStore,
     redis: RedisStore,
     sql: SqlStore,
@@ -84,6 +82,7 @@ async fn tiers_on(url: &str, config: TieredConfig) -> Tiers {
     );
     assert!(tiered.recover_now().await, "the tiers start");
     Tiers {
+        _server: None,
         tiered,
         redis,
         sql,
@@ -92,8 +91,13 @@ async fn tiers_on(url: &str, config: TieredConfig) -> Tiers {
     }
 }
 
+/// The tiers on a redis-server of the test's own: the frozen clock is a day ahead, so the keys
+/// these tests write would linger a day in a shared Redis (and slow its expiry of others').
 async fn tiers() -> Tiers {
-    tiers_on(&redis_url(), config()).await
+    let server = RedisProcess::start();
+    let mut t = tiers_on(&server.url(), config()).await;
+    t._server = Some(server);
+    t
 }
 
 /// A second application instance over the same Redis prefix and database (its own
@@ -207,8 +211,9 @@ async fn a_batched_touch_the_database_refuses_never_extends_redis() {
 #[tokio::test]
 async fn touches_the_database_cannot_take_never_extend_redis() {
     let _clock = frozen().await;
+    let server = RedisProcess::start();
     let t = tiers_on(
-        &redis_url(),
+        &server.url(),
         TieredConfig {
             touch_buffer_max: 1,
             ..config()
