@@ -3,12 +3,14 @@
 //! instance has a near cache of its own, so the cross-instance cases check that notices keep
 //! both caches right.
 
+mod support;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use ratatoskr_conformance::Harness;
 use ratatoskr_core::{SessionKey, SessionStore, Token};
-use ratatoskr_redis::{META_FIELD, RedisConfig, RedisStore};
+use ratatoskr_redis::{RedisConfig, RedisStore};
 use ratatoskr_tiered::NearCachedStore;
 use ratatoskr_tiered::near_cache::NearCacheConfig;
 
@@ -44,18 +46,7 @@ impl Harness for Cached {
     }
 
     async fn corrupt(&self, key: &SessionKey) {
-        let mut con = redis::Client::open(redis_url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .expect("Redis reachable");
-        let _: () = redis::cmd("HSET")
-            .arg(self.redis.session_key_name(key))
-            .arg(META_FIELD)
-            .arg(&[1u8, 0xff, 0xff][..])
-            .query_async(&mut con)
-            .await
-            .unwrap();
+        support::corrupt_redis_meta(&self.redis, key).await;
     }
 
     async fn index_entries(&self, user_id: &str) -> usize {

@@ -2,12 +2,14 @@
 //! server, a fresh key prefix per case, tracking on so the near cache is in play) in front of
 //! PostgreSQL (a fresh schema per case), with the outage journal in that database.
 
+mod support;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use ratatoskr_conformance::Harness;
 use ratatoskr_core::{SessionKey, SessionStore, Token};
-use ratatoskr_redis::{META_FIELD, RedisConfig, RedisStore};
+use ratatoskr_redis::{RedisConfig, RedisStore};
 use ratatoskr_sql::SqlStore;
 use ratatoskr_tiered::{TieredConfig, TieredStore};
 
@@ -54,18 +56,7 @@ impl Harness for Tiers {
     }
 
     async fn corrupt(&self, key: &SessionKey) {
-        let mut con = redis::Client::open(redis_url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .expect("Redis reachable");
-        let _: () = redis::cmd("HSET")
-            .arg(self.redis.session_key_name(key))
-            .arg(META_FIELD)
-            .arg(&[1u8, 0xff, 0xff][..])
-            .query_async(&mut con)
-            .await
-            .unwrap();
+        support::corrupt_redis_meta(&self.redis, key).await;
         let SqlStore::Postgres(pg) = &self.sql else {
             unreachable!("a PostgreSQL harness")
         };

@@ -1,12 +1,14 @@
 //! The conformance suite against the real tiers: Redis (shared server, a fresh key prefix per
 //! case, tracking on so the near cache is in play) in front of SQLite (a fresh file per case).
 
+mod support;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use ratatoskr_conformance::Harness;
 use ratatoskr_core::{MemoryJournal, SessionKey, SessionStore, Token};
-use ratatoskr_redis::{META_FIELD, RedisConfig, RedisStore};
+use ratatoskr_redis::{RedisConfig, RedisStore};
 use ratatoskr_sql::SqliteStore;
 use ratatoskr_tiered::{TieredConfig, TieredStore};
 
@@ -40,14 +42,6 @@ async fn tiered(redis: &RedisStore, sql: &SqliteStore, journal: Arc<MemoryJourna
     t
 }
 
-async fn raw() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis reachable")
-}
-
 #[async_trait]
 impl Harness for Tiers {
     fn store(&self) -> Arc<dyn SessionStore> {
@@ -65,14 +59,7 @@ impl Harness for Tiers {
     }
 
     async fn corrupt(&self, key: &SessionKey) {
-        let mut con = raw().await;
-        let _: () = redis::cmd("HSET")
-            .arg(self.redis.session_key_name(key))
-            .arg(META_FIELD)
-            .arg(&[1u8, 0xff, 0xff][..])
-            .query_async(&mut con)
-            .await
-            .unwrap();
+        support::corrupt_redis_meta(&self.redis, key).await;
         sqlx::query("UPDATE ratatoskr_sessions SET meta = X'01FFFF' WHERE session_key = ?1")
             .bind(&key.as_bytes()[..])
             .execute(self.sql.pool())

@@ -125,3 +125,22 @@ impl SessionStore for Faulty {
         self.inner.ping().await
     }
 }
+
+/// Overwrite the Redis copy's fixed part with bytes that do not decode (the conformance
+/// harnesses' `corrupt`, for the fast tier).
+pub async fn corrupt_redis_meta(redis: &ratatoskr_redis::RedisStore, key: &SessionKey) {
+    let url = std::env::var("RATATOSKR_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+    let mut con = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis reachable");
+    let _: () = redis::cmd("HSET")
+        .arg(redis.session_key_name(key))
+        .arg(ratatoskr_redis::META_FIELD)
+        .arg(&[1u8, 0xff, 0xff][..])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+}
