@@ -73,6 +73,12 @@ ensure_chromium() {
     chromium --version >/dev/null 2>&1 || die "chromium does not run"
 }
 
+# The multi-instance tests (app/tests/multi_instance.rs) put three app processes behind HAProxy.
+ensure_haproxy() {
+    command -v haproxy >/dev/null || apt_install haproxy
+    haproxy -v >/dev/null 2>&1 || die "haproxy does not run"
+}
+
 ensure_cargo_deny() {
     if ! cargo deny --version >/dev/null 2>&1; then
         say "installing cargo-deny (cargo install --locked; takes several minutes once)"
@@ -83,6 +89,7 @@ ensure_cargo_deny() {
 ensure_redis
 ensure_postgres
 ensure_chromium
+ensure_haproxy
 ensure_cargo_deny
 
 export RATATOSKR_TEST_PG_URL="${RATATOSKR_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/test}"
