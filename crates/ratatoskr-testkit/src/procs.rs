@@ -22,7 +22,7 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-fn wait_port(port: u16, up: bool, what: &str) {
+pub(crate) fn wait_port(port: u16, up: bool, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let open = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
@@ -38,7 +38,7 @@ fn wait_port(port: u16, up: bool, what: &str) {
     }
 }
 
-fn signal(pid: u32, sig: &str) {
+pub(crate) fn signal(pid: u32, sig: &str) {
     let status = Command::new("kill")
         .args([sig, &pid.to_string()])
         .status()

@@ -1,0 +1,186 @@
+//! One test-owned `redis-server` process with arbitrary arguments, shared by the cluster and
+//! Sentinel starters: its own temp dir, SIGKILL/SIGSTOP/SIGCONT, restart with the same
+//! arguments, killed and deleted on drop. Also the `redis-cli` helper they poll with.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::procs::{REDIS_SERVER_MISSING, free_port, signal, wait_port};
+
+/// A redis-server (or sentinel) process owned by a test.
+pub(crate) struct Node {
+    pub(crate) port: u16,
+    pub(crate) dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    frozen: bool,
+}
+
+impl Node {
+    /// A new node on a free port in a fresh directory `ratatoskr-<what>-<port>-<pid>`; `args`
+    /// come after the config file (if any) and before the standard ones.
+    pub(crate) fn new(what: &str) -> Node {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("ratatoskr-{what}-{port}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("node dir");
+        Node {
+            port,
+            dir,
+            args: Vec::new(),
+            child: None,
+            frozen: false,
+        }
+    }
+
+    /// Start with these arguments (remembered for [`restart`](Self::restart)).
+    pub(crate) fn start(&mut self, args: Vec<String>) {
+        self.args = args;
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.join("log")).expect("node log");
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .current_dir(&self.dir)
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(REDIS_SERVER_MISSING);
+        self.child = Some(child);
+        self.frozen = false;
+        wait_port(self.port, true, "redis-server");
+    }
+
+    pub(crate) fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub(crate) fn frozen(&self) -> bool {
+        self.frozen
+    }
+
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), "-KILL");
+            let _ = c.wait();
+            self.frozen = false;
+            wait_port(self.port, false, "redis-server");
+        }
+    }
+
+    pub(crate) fn restart(&mut self) {
+        assert!(self.child.is_none(), "node {} is still running", self.port);
+        self.spawn();
+    }
+
+    pub(crate) fn freeze(&mut self) {
+        if let Some(c) = &self.child {
+            signal(c.id(), "-STOP");
+            self.frozen = true;
+        }
+    }
+
+    pub(crate) fn thaw(&mut self) {
+        if let Some(c) = &self.child {
+            signal(c.id(), "-CONT");
+            self.frozen = false;
+        }
+    }
+
+    /// A command through `redis-cli` (None if the node does not answer within 2 s).
+    pub(crate) fn cli(&self, args: &[&str]) -> Option<String> {
+        if !self.running() || self.frozen {
+            return None;
+        }
+        cli(self.port, args)
+    }
+
+    /// The node's `INFO <section>` as `name → value` lines.
+    pub(crate) fn info(&self, section: &str) -> Option<Vec<(String, String)>> {
+        let text = self.cli(&["INFO", section])?;
+        Some(
+            text.lines()
+                .filter_map(|l| l.trim().split_once(':'))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
+    }
+
+    pub(crate) fn info_field(&self, section: &str, field: &str) -> Option<String> {
+        self.info(section)?
+            .into_iter()
+            .find_map(|(k, v)| (k == field).then_some(v))
+    }
+
+    /// The node's log so far (for failure messages).
+    pub(crate) fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    pub(crate) fn path(&self, name: &str) -> String {
+        path_str(&self.dir.join(name))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub(crate) fn path_str(p: &Path) -> String {
+    p.to_str().expect("utf-8 temp path").to_owned()
+}
+
+/// `redis-cli -p PORT args…` with a 2 s bound; `None` when it fails or times out.
+pub(crate) fn cli(port: u16, args: &[&str]) -> Option<String> {
+    let out = Command::new("timeout")
+        .arg("2")
+        .arg("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .expect(REDIS_SERVER_MISSING);
+    let status = out.status;
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !status.success() || out.starts_with("Could not connect") {
+        return None;
+    }
+    Some(out)
+}
+
+/// Poll `done` every 50 ms until it returns `Some`, or panic with `what` (and `context()`)
+/// after `limit`.
+pub(crate) fn poll<T>(
+    limit: Duration,
+    what: &str,
+    mut done: impl FnMut() -> Option<T>,
+    context: impl Fn() -> String,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = done() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {limit:?}\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
