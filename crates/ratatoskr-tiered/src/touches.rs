@@ -7,9 +7,11 @@
 //! finds it full is not queued ([`TouchBatch::push`] says so) and the caller writes it through.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 
-use ratatoskr_core::{Meta, Millis, SessionKey};
+use ratatoskr_core::{Meta, Millis, SessionKey, StoreResult};
+
+use crate::{Inner, TieredStore};
 
 pub(crate) struct TouchBatch {
     pending: Mutex<HashMap<SessionKey, (Meta, Millis)>>,
@@ -125,5 +127,77 @@ mod tests {
         assert!(b.push(Token::generate().key(), meta.clone(), 2));
         b.put_back(batch, 2);
         assert_eq!(b.len(), 2, "bounded after the put-back, nothing in flight");
+    }
+}
+
+/// The background task that writes the queued touches every [`TieredConfig::touch_flush_every`].
+pub(crate) async fn flush_touches(inner: Weak<Inner>) {
+    let every = match inner.upgrade() {
+        Some(i) => i.config.touch_flush_every,
+        None => return,
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(i) = inner.upgrade() else { return };
+        let _ = i.flush_touches().await;
+    }
+}
+
+impl Inner {
+    /// Write the queued touches: each to the database (concurrently: the SQL store's group
+    /// commit puts them in few transactions), then the ones the database took to Redis. A touch
+    /// the database refused (the session ended meanwhile, or its deadline passed before the
+    /// touch arrived) removes the Redis copy instead; one that failed is queued again.
+    pub(crate) async fn flush_touches(self: &Arc<Self>) -> StoreResult<()> {
+        let batch = self.touches.take();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let n = batch.len();
+        let store = TieredStore(Arc::clone(self));
+        let mut failed = Vec::new();
+        let mut first_error = None;
+        for chunk in batch.chunks(1024) {
+            let answers = futures::future::join_all(
+                chunk.iter().map(|(k, m, t)| self.durable.touch(k, m, *t)),
+            )
+            .await;
+            let mut follow_ups = Vec::new();
+            for ((k, m, t), answer) in chunk.iter().zip(answers) {
+                match answer {
+                    Ok(took) => follow_ups.push((k, m, *t, took)),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                        failed.push((*k, m.clone(), *t));
+                    }
+                }
+            }
+            futures::future::join_all(follow_ups.into_iter().map(|(k, m, t, took)| {
+                let store = &store;
+                async move {
+                    if took {
+                        store.extend_copy(k, m, t).await;
+                    } else {
+                        store.drop_copy(k).await;
+                    }
+                }
+            }))
+            .await;
+        }
+        let flushed = n - failed.len();
+        metrics::counter!("ratatoskr_touches_flushed_total").increment(flushed as u64);
+        match first_error {
+            None => {
+                self.touches.done(n);
+                Ok(())
+            }
+            Some(e) => {
+                tracing::warn!(error = %e, touches = failed.len(), "could not write touches to the database; will retry");
+                self.touches.put_back(failed, n);
+                Err(e)
+            }
+        }
     }
 }
