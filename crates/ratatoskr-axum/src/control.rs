@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use ratatoskr_core::{AuditEvent, AuditKind, Handle, SessionManager, SessionSummary};
+use ratatoskr_core::{AuditKind, Handle, SessionManager, SessionSummary};
 
 use crate::error::SessionError;
-use crate::metrics;
-use crate::session::Shared;
+use crate::revocation::Ending;
+use crate::shared::Shared;
 
 /// Why all of a user's sessions are being revoked; recorded in the audit trail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,10 +25,15 @@ pub enum RevokeReason {
 }
 
 impl RevokeReason {
-    fn kind(self) -> AuditKind {
+    /// How the sessions it ends are audited and counted.
+    pub(crate) fn ending(self) -> Ending<'static> {
         match self {
-            RevokeReason::Admin => AuditKind::RevokedByAdmin,
-            _ => AuditKind::RevokedAll,
+            RevokeReason::Admin => ADMIN,
+            _ => Ending {
+                kind: AuditKind::RevokedAll,
+                cause: "revoked_all",
+                detail: self.as_str(),
+            },
         }
     }
 
@@ -67,7 +72,7 @@ impl SessionControl {
         user_id: &str,
         reason: RevokeReason,
     ) -> Result<u64, SessionError> {
-        revoke_all(&self.0, user_id, reason).await
+        self.0.revoke_user(user_id, None, reason.ending()).await
     }
 
     /// End one session of `user_id` by handle, as an administrator. `false` if the user has no
@@ -77,50 +82,16 @@ impl SessionControl {
         user_id: &str,
         handle: &Handle,
     ) -> Result<bool, SessionError> {
-        let ended = self.0.manager.revoke_handle(user_id, handle).await?;
-        if ended {
-            metrics::ended("revoked_by_admin", 1);
-            self.0
-                .audit(
-                    AuditEvent::new(AuditKind::RevokedByAdmin)
-                        .handle(*handle)
-                        .user(Some(user_id))
-                        .detail("admin"),
-                )
-                .await;
-        }
-        Ok(ended)
+        self.0.revoke_handle(user_id, handle, ADMIN).await
     }
 }
 
-pub(crate) async fn revoke_all(
-    shared: &Shared,
-    user_id: &str,
-    reason: RevokeReason,
-) -> Result<u64, SessionError> {
-    // Listed first so each ended session gets its own audit event.
-    let sessions = shared.manager.list_user(user_id).await?;
-    let n = shared.manager.revoke_user(user_id, None).await?;
-    metrics::ended(
-        if reason == RevokeReason::Admin {
-            "revoked_by_admin"
-        } else {
-            "revoked_all"
-        },
-        n,
-    );
-    for s in sessions {
-        shared
-            .audit(
-                AuditEvent::new(reason.kind())
-                    .handle(s.handle)
-                    .user(Some(user_id))
-                    .detail(reason.as_str()),
-            )
-            .await;
-    }
-    Ok(n)
-}
+/// An administrator's revocation.
+const ADMIN: Ending<'static> = Ending {
+    kind: AuditKind::RevokedByAdmin,
+    cause: "revoked_by_admin",
+    detail: "admin",
+};
 
 impl<S: Send + Sync> FromRequestParts<S> for SessionControl {
     type Rejection = SessionError;

@@ -21,7 +21,8 @@ use crate::csrf::{self, Refusal};
 use crate::fingerprint;
 use crate::metrics;
 use crate::refusal::{self, RefusalKind, RefusalRequest, SessionRefusal};
-use crate::session::{Session, Shared};
+use crate::session::Session;
+use crate::shared::Shared;
 
 /// The header a script sends the CSRF token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";

@@ -63,7 +63,9 @@ pub mod fingerprint;
 mod layer;
 pub mod metrics;
 pub mod refusal;
+mod revocation;
 mod session;
+mod shared;
 
 pub use config::{
     ConfigError, CookieConfig, CsrfConfig, FingerprintConfig, FingerprintPolicy, IpBinding,

@@ -1,0 +1,160 @@
+//! Between the session and the store: loading the cookie's session (strict mode, fingerprint
+//! check), writing pending changes as one delta, and what the response's cookie becomes.
+
+use ratatoskr_core::record::Delta;
+use ratatoskr_core::{AuditEvent, AuditKind, now_ms};
+
+use super::{CookieAction, Live, REMEMBER_ATTR, Session, State};
+use crate::config::FingerprintPolicy;
+use crate::error::SessionError;
+use crate::metrics;
+use crate::shared::Tally;
+
+/// What the layer must do to the response once the handler is done.
+pub(crate) struct Outcome {
+    pub error: Option<SessionError>,
+    pub set_cookie: Option<String>,
+}
+
+impl Session {
+    /// Load the cookie's session once. A failure leaves it unloaded so a later call retries.
+    pub(super) async fn load(&self, st: &mut State) -> Result<(), SessionError> {
+        if st.loaded {
+            return Ok(());
+        }
+        let Some(token) = &self.0.cookie else {
+            st.loaded = true;
+            return Ok(());
+        };
+        let record = self
+            .manager()
+            .load(token)
+            .await
+            .inspect_err(|_| metrics::load("error"))?;
+        st.loaded = true;
+        let Some(record) = record else {
+            metrics::load("miss");
+            // Strict mode: the token is not adopted. It names no live session: it expired, was
+            // ended, or was never issued; stores cannot tell these apart once a session is gone.
+            self.shared()
+                .audit(
+                    AuditEvent::new(AuditKind::Expired)
+                        .handle(token.key().handle())
+                        .detail("cookie names no live session (expired, ended or never issued)"),
+                )
+                .await;
+            return Ok(());
+        };
+        metrics::load("hit");
+        let live = Live {
+            token: token.clone(),
+            record,
+        };
+        if self.fingerprint_kept(&live).await? {
+            st.live = Some(live);
+        }
+        Ok(())
+    }
+
+    /// Compare the stored fingerprint with this request's; on a mismatch, audit it and, under
+    /// the `Revoke` policy, destroy the session. `false` when the session is gone.
+    async fn fingerprint_kept(&self, live: &Live) -> Result<bool, SessionError> {
+        let (Some(stored), Some(now)) = (live.record.meta.fingerprint, self.0.fingerprint) else {
+            return Ok(true);
+        };
+        if stored == now {
+            return Ok(true);
+        }
+        let revoke = self.shared().config.fingerprint.policy == FingerprintPolicy::Revoke;
+        metrics::fingerprint_mismatch(if revoke { "revoke" } else { "log" });
+        let event = AuditEvent::new(AuditKind::FingerprintMismatch)
+            .handle(live.handle())
+            .user(live.user());
+        if !revoke {
+            self.shared().audit(event.detail("logged only")).await;
+            return Ok(true);
+        }
+        self.manager().destroy(&live.token.key()).await?;
+        self.shared()
+            .record(
+                Tally::Ended("fingerprint", 1),
+                [event.detail("session destroyed; request continues anonymous")],
+            )
+            .await;
+        Ok(false)
+    }
+
+    /// Write pending changes: create the session first if there is none.
+    pub(super) async fn save_locked(&self, st: &mut State) -> Result<(), SessionError> {
+        if st.changes.is_empty() {
+            return Ok(());
+        }
+        let mut delta = Delta::default();
+        for (name, change) in &st.changes {
+            match change {
+                Some(v) => delta.set.push((name.clone(), v.clone())),
+                None => delta.remove.push(name.clone()),
+            }
+        }
+        if st.live.is_none() {
+            let (token, record) = self
+                .manager()
+                .create(None, self.0.fingerprint)
+                .await
+                .inspect_err(|_| metrics::save("error"))?;
+            self.shared()
+                .record(
+                    Tally::Created,
+                    [AuditEvent::new(AuditKind::Created).handle(token.key().handle())],
+                )
+                .await;
+            st.live = Some(Live { token, record });
+            st.cookie = CookieAction::Set;
+        }
+        let live = st.live.as_mut().expect("created above");
+        self.manager()
+            .apply(&live.token.key(), &delta)
+            .await
+            .inspect_err(|_| metrics::save("error"))?;
+        metrics::save("ok");
+        live.record.apply(&delta);
+        st.changes.clear();
+        Ok(())
+    }
+
+    /// Write pending changes now instead of after the handler, to handle a failure in the
+    /// handler. Creates the session (and sets the cookie) if there is none yet.
+    pub async fn save(&self) -> Result<(), SessionError> {
+        let mut st = self.loaded().await?;
+        self.save_locked(&mut st).await
+    }
+
+    /// After the handler: save unless the response is a server error, and work out the cookie.
+    pub(crate) async fn finish(&self, server_error: bool) -> Outcome {
+        let mut st = self.0.state.lock().await;
+        let mut error = None;
+        if server_error {
+            // Never persist what a failed request half-did.
+            st.changes.clear();
+        } else if !st.changes.is_empty() {
+            let saved = match self.load(&mut st).await {
+                Ok(()) => self.save_locked(&mut st).await,
+                Err(e) => Err(e),
+            };
+            error = saved.err();
+        }
+        let shared = self.shared();
+        let set_cookie = match st.cookie {
+            CookieAction::Keep => None,
+            CookieAction::Remove => Some(shared.cookie.removal()),
+            CookieAction::Set => st.live.as_ref().map(|l| {
+                let persistent = shared.config.cookie.persistent
+                    || l.record.attrs.get(REMEMBER_ATTR).map(Vec::as_slice) == Some(b"true");
+                let max_age =
+                    persistent.then(|| (l.record.meta.absolute_deadline - now_ms()).max(0) / 1000);
+                shared.cookie.set(&l.token, max_age)
+            }),
+        };
+        Outcome { error, set_cookie }
+    }
+}
