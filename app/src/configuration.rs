@@ -78,6 +78,13 @@ pub struct Settings {
     #[arg(long, env = "RATATOSKR_TRUSTED_ORIGINS", value_delimiter = ',')]
     pub trusted_origins: Vec<String>,
 
+    /// Reverse proxies whose `X-Forwarded-For` is believed (comma list of addresses or
+    /// networks: `127.0.0.1,10.0.0.0/8`). A request from one of them is from the right-most
+    /// forwarded address that is not itself one of them; from anyone else, from its TCP peer.
+    /// Empty (the default): forwarded headers are ignored.
+    #[arg(long, env = "RATATOSKR_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<crate::net::TrustedProxy>,
+
     /// Logins (`POST /api/login`, the login form) allowed per client address: `N/DURATION`
     /// (N at once, then one every DURATION/N), or `off`.
     #[arg(long, env = "RATATOSKR_LOGIN_RATE_LIMIT", default_value = "20/1m")]
@@ -280,6 +287,23 @@ mod tests {
             assert!(bad.parse::<RateLimit>().is_err(), "{bad}");
         }
         assert_eq!(r.to_string(), "20/1m");
+    }
+
+    #[derive(clap::Parser)]
+    struct Args {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    #[test]
+    fn trusted_proxies_are_a_comma_list_and_empty_by_default() {
+        use clap::Parser as _;
+        let none = Args::parse_from(["ratatoskr"]).settings;
+        assert!(none.trusted_proxies.is_empty());
+        let some =
+            Args::parse_from(["ratatoskr", "--trusted-proxies", "127.0.0.1, 10.0.0.0/8"]).settings;
+        assert_eq!(some.trusted_proxies.len(), 2);
+        assert!(Args::try_parse_from(["ratatoskr", "--trusted-proxies", "proxy.example"]).is_err());
     }
 
     #[test]

@@ -272,7 +272,7 @@ enum Job {
 /// the last clone is dropped.
 #[derive(Clone)]
 pub struct Hasher {
-    jobs: std::sync::mpsc::SyncSender<Job>,
+    jobs: std::sync::mpsc::Sender<Job>,
     workers: usize,
     queue: usize,
     shared: std::sync::Arc<Shared>,
@@ -284,6 +284,8 @@ struct Shared {
     runs: std::sync::atomic::AtomicU64,
     /// Runs going on now.
     running: std::sync::atomic::AtomicUsize,
+    /// Jobs accepted and not yet answered (running or waiting): at most workers + queue.
+    admitted: std::sync::atomic::AtomicUsize,
     /// When the last run ended (ms since the epoch).
     last_done: std::sync::atomic::AtomicI64,
     /// Memory buffers not in use.
@@ -321,6 +323,10 @@ impl Shared {
                 .push(mem);
             self.last_done.store(ratatoskr_core::now_ms(), Relaxed);
             self.running.fetch_sub(1, Relaxed);
+            // Room for the next job before this one's answer: a client that sends its next
+            // request when it gets this answer must not find the pool full.
+            self.admitted
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         };
         match job {
             Job::Hash(pw, reply) => {
@@ -345,11 +351,14 @@ impl Hasher {
         } else {
             workers
         };
-        let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(queue);
+        // The bound is the `admitted` count, not the channel's: a rendezvous channel (queue 0)
+        // would refuse a job while a worker that has just answered is not back at `recv` yet.
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
         let shared = std::sync::Arc::new(Shared {
             runs: 0.into(),
             running: 0.into(),
+            admitted: 0.into(),
             last_done: 0.into(),
             memory: std::sync::Mutex::new(Vec::new()),
         });
@@ -429,17 +438,22 @@ impl Hasher {
     }
 
     fn submit(&self, job: Job) -> Result<(), Busy> {
-        match self.jobs.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(std::sync::mpsc::TrySendError::Full(_)) => {
-                metrics::counter!("ratatoskr_app_hash_busy_total").increment(1);
-                Err(Busy)
-            }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
-                tracing::error!("every password-hashing worker has stopped");
-                Err(Busy)
-            }
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        let capacity = self.workers + self.queue;
+        let admitted = self
+            .shared
+            .admitted
+            .fetch_update(AcqRel, Acquire, |n| (n < capacity).then_some(n + 1));
+        if admitted.is_err() {
+            metrics::counter!("ratatoskr_app_hash_busy_total").increment(1);
+            return Err(Busy);
         }
+        if self.jobs.send(job).is_err() {
+            self.shared.admitted.fetch_sub(1, AcqRel);
+            tracing::error!("every password-hashing worker has stopped");
+            return Err(Busy);
+        }
+        Ok(())
     }
 
     /// Hash `password` with argon2id and a fresh salt (PHC string).
@@ -576,32 +590,35 @@ mod tests {
     async fn a_full_hashing_pool_refuses_at_once_instead_of_queueing() {
         // One worker, no queue: while it works, every other job is refused without waiting.
         let hasher = Hasher::new(1, 0);
-        // Let the worker reach its receive (a rendezvous channel accepts only then).
+        let h = hasher.clone();
+        let first = tokio::spawn(async move { h.hash("first password".into()).await });
+        // The first job is admitted as soon as it is submitted (no need for the worker to be
+        // waiting); poll until it is.
         let started = std::time::Instant::now();
-        loop {
-            let h = hasher.clone();
-            let first = tokio::spawn(async move { h.hash("first password".into()).await });
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-            if hasher.runs() == 1 {
-                let t = std::time::Instant::now();
-                assert_eq!(hasher.verify("x".into(), None).await, Err(Busy));
-                assert!(t.elapsed() < std::time::Duration::from_millis(50));
-                assert!(first.await.unwrap().is_ok());
-                break;
-            }
-            // The worker was not waiting yet: the first job was refused; try again.
-            assert!(first.await.unwrap().is_err());
+        while hasher
+            .shared
+            .admitted
+            .load(std::sync::atomic::Ordering::Acquire)
+            == 0
+        {
             assert!(started.elapsed() < std::time::Duration::from_secs(10));
+            tokio::task::yield_now().await;
         }
-        // Free again once the worker is back at its receive.
-        let mut again = hasher.hash("again".into()).await;
-        for _ in 0..100 {
-            if again.is_ok() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            again = hasher.hash("again".into()).await;
+        let t = std::time::Instant::now();
+        assert_eq!(hasher.verify("x".into(), None).await, Err(Busy));
+        assert!(t.elapsed() < std::time::Duration::from_millis(50));
+        assert!(first.await.unwrap().is_ok());
+        // Free again the moment the answer is in.
+        assert!(hasher.hash("again".into()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_pool_without_a_queue_takes_the_next_job_as_soon_as_it_has_answered() {
+        // A rendezvous channel refused a job sent right after an answer, before the worker was
+        // back at its receive: a sequential client got `503` from an idle pool.
+        let hasher = Hasher::new(1, 0);
+        for i in 0..20 {
+            assert_eq!(hasher.verify("x".into(), None).await, Ok(false), "job {i}");
         }
-        assert!(again.is_ok());
     }
 }

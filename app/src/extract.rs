@@ -182,18 +182,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for FormBody<T> {
     }
 }
 
-/// The peer address of the connection (when the server was started with connect info).
-pub struct Peer(pub Option<std::net::SocketAddr>);
+/// The client's address: the one the trusted-proxy middleware determined
+/// ([`ratatoskr_axum::ClientIp`], see [`crate::net`]), else the TCP peer's (when the server was
+/// started with connect info).
+pub struct Peer(pub Option<std::net::IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Peer {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Peer(
+        let client = parts
+            .extensions
+            .get::<ratatoskr_axum::ClientIp>()
+            .map(|c| c.0);
+        Ok(Peer(client.or_else(|| {
             parts
                 .extensions
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0),
-        ))
+                .map(|c| c.0.ip())
+        })))
     }
 }

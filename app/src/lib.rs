@@ -16,6 +16,7 @@ pub mod device;
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod net;
 pub mod routes;
 pub mod service;
 pub mod startup;

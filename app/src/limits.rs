@@ -1,9 +1,10 @@
 //! Per-client rate limits on the routes that cost a password hash: login, registration and
 //! password change (GCRA, from the `governor` crate).
 //!
-//! The client is the TCP peer's address, as everywhere else in the application (forwarded
-//! headers are not trusted): behind a reverse proxy every client is the proxy, so configure
-//! the limits for that or turn them `off` and limit at the proxy. IPv6 clients are keyed by
+//! The client is the TCP peer's address, or, when the peer is a configured trusted proxy
+//! (`RATATOSKR_TRUSTED_PROXIES`), the address it forwards ([`crate::net`]). Behind a proxy that
+//! is not configured as trusted every client is the proxy, so configure it, or turn the limits
+//! `off` and limit at the proxy. IPv6 clients are keyed by
 //! their /64 network, which is what one subscriber usually gets, so hopping between the
 //! addresses of one network does not reset the limit.
 //!
@@ -11,7 +12,7 @@
 //! ([`crate::service::authenticate`]) bounds how many guesses one account gets from everyone
 //! together, and the hashing pool ([`crate::crypto::Hasher`]) bounds the work of all of them.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,7 +58,7 @@ impl ClientLimit {
     }
 
     /// Count one request of `peer`; `Err` with how long to wait when it is over its limit.
-    pub fn check(&self, peer: Option<SocketAddr>) -> Result<(), Duration> {
+    pub fn check(&self, peer: Option<IpAddr>) -> Result<(), Duration> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
@@ -67,7 +68,7 @@ impl ClientLimit {
     }
 
     /// [`check`](Self::check) as the error to answer: `429 rate_limited` with `Retry-After`.
-    pub fn admit(&self, peer: Option<SocketAddr>) -> Result<(), AppError> {
+    pub fn admit(&self, peer: Option<IpAddr>) -> Result<(), AppError> {
         self.check(peer).map_err(|wait| {
             metrics::counter!("ratatoskr_app_rate_limited_total", "action" => self.what)
                 .increment(1);
@@ -131,8 +132,8 @@ impl Limits {
 /// The key a client is limited by: its IPv4 address, or the /64 network of its IPv6 address
 /// (an IPv4-mapped IPv6 address counts as the IPv4 address). Without a known peer, every such
 /// request shares one key.
-pub fn client_key(peer: Option<SocketAddr>) -> IpAddr {
-    match peer.map(|p| p.ip()) {
+pub fn client_key(peer: Option<IpAddr>) -> IpAddr {
+    match peer {
         Some(IpAddr::V4(v4)) => IpAddr::V4(v4),
         Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -156,8 +157,8 @@ mod tests {
     #[test]
     fn a_client_gets_its_burst_then_waits_and_others_are_not_affected() {
         let l = limit("3/1h");
-        let a: SocketAddr = "192.0.2.1:1000".parse().unwrap();
-        let b: SocketAddr = "192.0.2.2:1000".parse().unwrap();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
         for _ in 0..3 {
             assert_eq!(l.check(Some(a)), Ok(()));
         }
@@ -167,27 +168,19 @@ mod tests {
             "{wait:?}"
         );
         assert_eq!(l.check(Some(b)), Ok(()));
-        // Another port of the same address is the same client.
-        assert!(l.check(Some("192.0.2.1:2000".parse().unwrap())).is_err());
     }
 
     #[test]
     fn ipv6_clients_are_limited_per_64_network() {
         let l = limit("1/1h");
+        assert!(l.check(Some("2001:db8:1:2::1".parse().unwrap())).is_ok());
         assert!(
-            l.check(Some("[2001:db8:1:2::1]:1".parse().unwrap()))
-                .is_ok()
-        );
-        assert!(
-            l.check(Some("[2001:db8:1:2:ffff::9]:1".parse().unwrap()))
+            l.check(Some("2001:db8:1:2:ffff::9".parse().unwrap()))
                 .is_err()
         );
-        assert!(
-            l.check(Some("[2001:db8:1:3::1]:1".parse().unwrap()))
-                .is_ok()
-        );
+        assert!(l.check(Some("2001:db8:1:3::1".parse().unwrap())).is_ok());
         assert_eq!(
-            client_key(Some("[::ffff:192.0.2.7]:1".parse().unwrap())),
+            client_key(Some("::ffff:192.0.2.7".parse().unwrap())),
             "192.0.2.7".parse::<IpAddr>().unwrap()
         );
     }

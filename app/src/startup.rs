@@ -20,6 +20,7 @@ use crate::configuration::{Fingerprint, Settings};
 use crate::crypto::{Hasher, KeySource, TokenCipher};
 use crate::db::Db;
 use crate::limits::Limits;
+use crate::net::TrustedProxies;
 use crate::routes;
 use crate::state::AppState;
 use crate::stores::Stores;
@@ -149,6 +150,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// Every route of the application, behind the session layer.
 pub fn router(state: AppState, layer: SessionLayer) -> Router {
     use routes::{admin, auth, health, pages, platforms, sessions};
+    let proxies = Arc::new(TrustedProxies::new(&state.settings.trusted_proxies));
     Router::new()
         // Probes and metrics.
         .route("/livez", get(health::livez))
@@ -223,9 +225,38 @@ pub fn router(state: AppState, layer: SessionLayer) -> Router {
         .fallback(pages::not_found)
         .method_not_allowed_fallback(pages::method_not_allowed)
         .layer(layer)
+        // Before the session layer, so that it and every handler see the same client address.
+        .layer(axum::middleware::map_request_with_state(
+            proxies,
+            client_address,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// Determine the request's client address ([`crate::net`]) and hand it on as
+/// [`ratatoskr_axum::ClientIp`].
+async fn client_address(
+    axum::extract::State(proxies): axum::extract::State<Arc<TrustedProxies>>,
+    mut request: axum::extract::Request,
+) -> axum::extract::Request {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(peer) = peer {
+        let forwarded = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.to_str().ok());
+        let client = proxies.client(peer, forwarded);
+        request
+            .extensions_mut()
+            .insert(ratatoskr_axum::ClientIp(client));
+    }
+    request
 }
 
 /// A browser's form post refused by the CSRF defences gets the application's own 403 page (same

@@ -1,7 +1,7 @@
 //! `POST /api/register`, `POST /api/login`, `POST /api/logout`, `GET /api/session`,
 //! `POST /api/password`.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
 use axum::Json;
 use axum::extract::State;
@@ -27,13 +27,13 @@ pub struct Credentials {
     pub password: String,
 }
 
-/// The device of a request (User-Agent and peer address).
-pub fn device_of(headers: &HeaderMap, peer: Option<SocketAddr>) -> Device {
+/// The device of a request (User-Agent and client address).
+pub fn device_of(headers: &HeaderMap, peer: Option<IpAddr>) -> Device {
     let ua = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    Device::classify(ua, peer.map(|p| p.ip().to_string()).unwrap_or_default())
+    Device::classify(ua, peer.map(|p| p.to_string()).unwrap_or_default())
 }
 
 /// The error for closed registration.

@@ -14,5 +14,6 @@ mod helpers;
 mod pages;
 mod platforms;
 mod postgres;
+mod proxies;
 mod sessions;
 mod tiers;
