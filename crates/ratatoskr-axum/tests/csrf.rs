@@ -48,7 +48,7 @@ async fn a_cross_site_post_with_a_valid_token_is_refused() {
         .header("Sec-Fetch-Site", "cross-site")
         .header("Origin", "https://evil.example")
         .header("X-CSRF-Token", &token)
-        .send(app.addr)
+        .send(&app.router)
         .await;
     assert_eq!(r.status, 403);
     assert_eq!(r.error_code(), "cross_site_request");
@@ -56,7 +56,7 @@ async fn a_cross_site_post_with_a_valid_token_is_refused() {
     let r = bare_post(&c, "/count")
         .header("Origin", "https://evil.example")
         .header("X-CSRF-Token", &token)
-        .send(app.addr)
+        .send(&app.router)
         .await;
     assert_eq!(r.status, 403);
     assert_eq!(r.error_code(), "origin_mismatch");
@@ -72,7 +72,7 @@ async fn same_site_requests_are_refused_unless_configured() {
             .header("Origin", app_origin)
             .header("X-CSRF-Token", c.csrf.clone().unwrap())
     };
-    let r = send(app.origin()).send(app.addr).await;
+    let r = send(app.origin()).send(&app.router).await;
     assert_eq!(r.error_code(), "cross_site_request");
 
     let config = SessionConfig::default().with_csrf(CsrfConfig {
@@ -85,7 +85,7 @@ async fn same_site_requests_are_refused_unless_configured() {
         .header("Sec-Fetch-Site", "same-site")
         .header("Origin", app.origin())
         .header("X-CSRF-Token", c.csrf.clone().unwrap())
-        .send(app.addr)
+        .send(&app.router)
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     // A sibling origin still has to be trusted explicitly.
@@ -93,7 +93,7 @@ async fn same_site_requests_are_refused_unless_configured() {
         .header("Sec-Fetch-Site", "same-site")
         .header("Origin", "https://sibling.example")
         .header("X-CSRF-Token", c.csrf.clone().unwrap())
-        .send(app.addr)
+        .send(&app.router)
         .await;
     assert_eq!(r.error_code(), "origin_mismatch");
 }
@@ -110,12 +110,12 @@ async fn trusted_origins_pass_the_origin_checks_but_still_need_the_token() {
             .header("Origin", "https://partner.example")
     };
     assert_eq!(
-        base().send(app.addr).await.error_code(),
+        base().send(&app.router).await.error_code(),
         "csrf_token_missing"
     );
     let r = base()
         .header("X-CSRF-Token", c.csrf.clone().unwrap())
-        .send(app.addr)
+        .send(&app.router)
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
@@ -127,9 +127,9 @@ async fn a_configured_own_origin_replaces_the_host_comparison() {
         ..CsrfConfig::default()
     });
     let app = spawn(config).await;
-    // Log in as a non-browser client: the test server's own address is not the configured origin.
+    // Log in as a non-browser client: the test server's own host is not the configured origin.
     let mut c = app.client();
-    let r = Req::post("/login/alice").send(app.addr).await;
+    let r = Req::post("/login/alice").send(&app.router).await;
     c.absorb(&r);
     let with_origin = |o: &str| {
         bare_post(&c, "/count")
@@ -138,12 +138,12 @@ async fn a_configured_own_origin_replaces_the_host_comparison() {
     };
     assert_eq!(
         with_origin("https://app.example")
-            .send(app.addr)
+            .send(&app.router)
             .await
             .status,
         200
     );
-    let r = with_origin(&app.origin()).send(app.addr).await;
+    let r = with_origin(&app.origin()).send(&app.router).await;
     assert_eq!(r.error_code(), "origin_mismatch");
 }
 
@@ -161,18 +161,16 @@ async fn the_origin_scheme_is_compared_too_not_only_the_host() {
     // Served as https://app.example (behind a TLS proxy): a plain-HTTP page on the same host
     // name, which anyone on the network path can write, may not post.
     let r = post("app.example", "http://app.example")
-        .send(app.addr)
+        .send(&app.router)
         .await;
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(r.error_code(), "origin_mismatch");
     let r = post("app.example", "https://app.example")
-        .send(app.addr)
+        .send(&app.router)
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     // Loopback development over plain HTTP still works (a secure context for browsers).
-    let r = post(&app.addr.to_string(), &app.origin())
-        .send(app.addr)
-        .await;
+    let r = post(HOST, &app.origin()).send(&app.router).await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
@@ -182,10 +180,10 @@ async fn non_browser_clients_without_fetch_metadata_need_only_the_token() {
     let c = logged_in(&app).await;
     let r = bare_post(&c, "/count")
         .header("X-CSRF-Token", c.csrf.clone().unwrap())
-        .send(app.addr)
+        .send(&app.router)
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = bare_post(&c, "/count").send(app.addr).await;
+    let r = bare_post(&c, "/count").send(&app.router).await;
     assert_eq!(r.error_code(), "csrf_token_missing");
 }
 
@@ -221,7 +219,7 @@ async fn a_token_from_another_session_or_garbage_is_invalid() {
     let r = bare_post(&alice, "/count")
         .header("X-CSRF-Token", &good)
         .header("X-CSRF-Token", "other")
-        .send(app.addr)
+        .send(&app.router)
         .await;
     assert_eq!(r.error_code(), "csrf_token_invalid");
 }
@@ -314,7 +312,7 @@ async fn anonymous_unsafe_requests_get_the_origin_checks_against_login_csrf() {
     let r = Req::post("/login/mallory")
         .header("Sec-Fetch-Site", "cross-site")
         .header("Origin", "https://evil.example")
-        .send(app.addr)
+        .send(&app.router)
         .await;
     assert_eq!(r.status, 403);
     assert_eq!(r.error_code(), "cross_site_request");
@@ -327,7 +325,7 @@ async fn anonymous_unsafe_requests_get_the_origin_checks_against_login_csrf() {
     let r = Req::post("/login/alice")
         .header("Sec-Fetch-Site", "same-origin")
         .header("Origin", app.origin())
-        .send(app.addr)
+        .send(&app.router)
         .await;
     assert_eq!(r.status, 200);
 }
@@ -355,7 +353,7 @@ async fn refusals_are_html_for_clients_that_prefer_html() {
     let r = Req::post("/count")
         .header("Sec-Fetch-Site", "cross-site")
         .header("Accept", "text/html,application/xhtml+xml,*/*;q=0.8")
-        .send(app.addr)
+        .send(&app.router)
         .await;
     assert_eq!(r.status, 403);
     assert!(r.header("content-type").unwrap().starts_with("text/html"));
@@ -363,7 +361,7 @@ async fn refusals_are_html_for_clients_that_prefer_html() {
     let r = Req::post("/count")
         .header("Sec-Fetch-Site", "cross-site")
         .header("Accept", "application/json")
-        .send(app.addr)
+        .send(&app.router)
         .await;
     assert_eq!(r.error_code(), "cross_site_request");
 }
@@ -386,7 +384,7 @@ async fn every_unsafe_method_is_checked_and_safe_methods_are_not() {
     for m in ["POST", "PUT", "PATCH", "DELETE"] {
         let r = Req::new(m, "/attr/x")
             .header("Cookie", c.cookie.clone().unwrap())
-            .send(app.addr)
+            .send(&app.router)
             .await;
         assert_eq!(r.status, 403, "{m}");
     }
@@ -394,7 +392,7 @@ async fn every_unsafe_method_is_checked_and_safe_methods_are_not() {
         let r = Req::new(m, "/attr/x")
             .header("Cookie", c.cookie.clone().unwrap())
             .header("Sec-Fetch-Site", "cross-site")
-            .send(app.addr)
+            .send(&app.router)
             .await;
         assert_ne!(r.status, 403, "{m}");
     }
@@ -410,21 +408,21 @@ async fn an_exempt_route_skips_every_check_and_other_routes_stay_protected() {
     let r = bare_post(&c, "/hooks/github")
         .header("Sec-Fetch-Site", "cross-site")
         .header("Origin", "https://github.example")
-        .send(app.addr)
+        .send(&app.router)
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body, "hook github");
     // …and is refused everywhere else.
     let r = bare_post(&c, "/count")
         .header("Sec-Fetch-Site", "cross-site")
-        .send(app.addr)
+        .send(&app.router)
         .await;
     assert_eq!(r.status, 403);
-    let r = bare_post(&c, "/count").send(app.addr).await;
+    let r = bare_post(&c, "/count").send(&app.router).await;
     assert_eq!(r.error_code(), "csrf_token_missing");
     // The pattern is the route, not a prefix: a look-alike path is not exempt.
     let r = bare_post(&c, "/hooks/github/../../count")
-        .send(app.addr)
+        .send(&app.router)
         .await;
     assert_ne!(r.status, 200);
 }
@@ -435,7 +433,7 @@ async fn without_the_exemption_the_hook_route_is_protected() {
     let c = logged_in(&app).await;
     let r = bare_post(&c, "/hooks/github")
         .header("Sec-Fetch-Site", "cross-site")
-        .send(app.addr)
+        .send(&app.router)
         .await;
     assert_eq!(r.status, 403);
 }

@@ -83,11 +83,11 @@ async fn loads_creations_saves_errors_and_csrf_refusals_are_counted() {
     c.post("/count").await; // CSRF refusal: token missing
     Req::post("/count")
         .header("Sec-Fetch-Site", "cross-site")
-        .send(app.addr)
+        .send(&app.router)
         .await;
     Req::get("/read")
         .header("Cookie", format!("{COOKIE}=bad"))
-        .send(app.addr)
+        .send(&app.router)
         .await;
     app.store.fail.store(true, Ordering::SeqCst);
     c.get("/read").await; // load error → 503

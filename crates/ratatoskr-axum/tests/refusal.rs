@@ -52,7 +52,7 @@ async fn a_csrf_refusal_is_rendered_by_the_application_for_browsers() {
         .header("Accept", "text/html")
         .header("Sec-Fetch-Site", "cross-site")
         .header("Origin", "https://evil.example")
-        .send(app.addr)
+        .send(&app.router)
         .await;
     assert_eq!(r.status, 403);
     assert!(
@@ -87,12 +87,12 @@ async fn an_extractors_401_is_rendered_by_the_application() {
     let app = spawn(config()).await;
     let r = Req::get("/me")
         .header("Accept", "text/html")
-        .send(app.addr)
+        .send(&app.router)
         .await;
     assert_eq!(r.status, 303, "{}", r.body);
     assert_eq!(r.header("location"), Some("/login"));
     // Scripts keep the JSON.
-    let r = Req::get("/me").send(app.addr).await;
+    let r = Req::get("/me").send(&app.router).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.error_code(), "unauthenticated");
 }
@@ -106,7 +106,7 @@ async fn a_store_outage_is_rendered_by_the_application() {
     let r = Req::get("/count")
         .header("Cookie", c.cookie.clone().unwrap())
         .header("Accept", "text/html")
-        .send(app.addr)
+        .send(&app.router)
         .await;
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(
@@ -128,6 +128,6 @@ async fn without_a_responder_refusals_carry_their_value_for_middleware() {
         },
     ));
     let app = spawn_with(router, SessionConfig::default(), Default::default()).await;
-    let r = Req::get("/me").send(app.addr).await;
+    let r = Req::get("/me").send(&app.router).await;
     assert_eq!(r.body, "seen 401 unauthenticated");
 }
