@@ -39,6 +39,13 @@ pub trait Harness: Send + Sync + 'static {
 
     /// How many entries the backend's per-user index holds for `user_id`, live or stale.
     async fn index_entries(&self, user_id: &str) -> usize;
+
+    /// How long after its session expires an index entry may still be held (the index's time
+    /// granularity): the cases that expect expired entries pruned wait this much longer.
+    /// Default zero (the index prunes to the millisecond).
+    fn index_lag(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// Expand to one `#[tokio::test]` per conformance case, each over a fresh harness from

@@ -116,6 +116,9 @@
 #![warn(missing_docs)]
 
 mod builder;
+mod conn;
+mod maintenance;
+mod ops;
 mod scripts;
 mod tracking;
 
@@ -125,21 +128,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use ratatoskr_core::codec::{self, CodecError, Limits};
-use ratatoskr_core::store::log_undecodable;
-use ratatoskr_core::{
-    Delta, Invalidation, Meta, Millis, Record, SessionKey, SessionStore, SessionSummary,
-    StoreError, StoreResult, now_ms,
-};
+use ratatoskr_core::{Invalidation, Meta, Millis, Record, SessionKey, StoreError, StoreResult};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::{IntoConnectionInfo, ProtocolVersion, RedisResult, Value};
 use tokio::sync::broadcast;
 
 pub use crate::builder::RedisStoreBuilder;
-use crate::scripts::SCRIPTS;
+use crate::conn::{Conn, SentinelConn, Topology};
+pub use crate::conn::{SENTINEL_SCHEME, key_slot};
 pub use crate::tracking::INVALIDATION_CHANNEL_CAPACITY;
-use crate::tracking::Tracking;
+use crate::tracking::{TrackSource, Tracking};
 
 /// The backend name in logs, metrics and [`StoreError::Backend`].
 pub const BACKEND: &str = "redis";
@@ -155,9 +155,14 @@ pub const LAST_SEEN_FIELD: &[u8] = b"\xfe";
 /// How [`RedisStore`] connects and what it enforces.
 #[derive(Clone)]
 pub struct RedisConfig {
-    /// Where Redis is: `redis://[:password@]host:port/[db]` (or `rediss://` with a TLS build of
-    /// redis-rs; this crate does not enable TLS itself).
+    /// Where Redis is: `redis://[:password@]host:port/[db]` for one server, or
+    /// `redis+sentinel://[[user]:password@]host:port[,host:port…]/<master-name>[/db]` for the
+    /// master a group of Sentinels names (see [`RedisConfig::sentinel`]). Ignored when
+    /// [`cluster_nodes`](Self::cluster_nodes) is not empty.
     pub url: String,
+    /// Redis Cluster mode when not empty: seed nodes, each `host:port` or
+    /// `redis://[:password@]host:port` (see [`RedisConfig::cluster`]). Default empty.
+    pub cluster_nodes: Vec<String>,
     /// Prepended to every key this store writes, so several applications (or tests) can share
     /// one Redis. Default `rt:`; keep it short, it is part of every session key.
     pub key_prefix: String,
@@ -189,6 +194,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             url: "redis://127.0.0.1:6379/".into(),
+            cluster_nodes: Vec::new(),
             key_prefix: "rt:".into(),
             response_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(2),
@@ -201,11 +207,74 @@ impl Default for RedisConfig {
 }
 
 impl RedisConfig {
-    /// The defaults, for the Redis at `url`.
+    /// The defaults, for the Redis at `url`: one server (`redis://…`) or a Sentinel-managed
+    /// master (`redis+sentinel://h:p,h:p/<master-name>`).
     pub fn new(url: impl Into<String>) -> Self {
         RedisConfig {
             url: url.into(),
             ..RedisConfig::default()
+        }
+    }
+
+    /// The defaults, for a Redis Cluster reached through `nodes` (seed nodes, each `host:port`
+    /// or `redis://[:password@]host:port`; any few of the cluster's nodes will do, the client
+    /// learns the rest). Environment form: [`RedisConfig::cluster_from_list`].
+    pub fn cluster<S: Into<String>>(nodes: impl IntoIterator<Item = S>) -> Self {
+        RedisConfig {
+            cluster_nodes: nodes.into_iter().map(Into::into).collect(),
+            ..RedisConfig::default()
+        }
+    }
+
+    /// [`RedisConfig::cluster`] from a comma-separated list (`REDIS_CLUSTER_NODES`):
+    /// `host:port,host:port,…`; blanks around entries are ignored, empty entries skipped.
+    pub fn cluster_from_list(list: &str) -> Self {
+        Self::cluster(
+            list.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        )
+    }
+
+    /// The defaults, for the master the Sentinels at `sentinels` (`host:port` each) know as
+    /// `master_name`: the same as [`RedisConfig::new`] with
+    /// `redis+sentinel://host:port,host:port/<master_name>`. The store asks the Sentinels
+    /// for the master when it connects and again after a connection is lost or the server it
+    /// reaches has become a replica (a failover).
+    pub fn sentinel<S: AsRef<str>>(
+        sentinels: impl IntoIterator<Item = S>,
+        master_name: &str,
+    ) -> Self {
+        let hosts: Vec<String> = sentinels
+            .into_iter()
+            .map(|s| s.as_ref().trim().to_owned())
+            .collect();
+        Self::new(format!(
+            "{SENTINEL_SCHEME}{}/{master_name}",
+            hosts.join(",")
+        ))
+    }
+
+    /// Which kind of deployment this configuration names.
+    pub(crate) fn topology(&self) -> RedisResult<Topology> {
+        if !self.cluster_nodes.is_empty() {
+            Ok(Topology::Cluster(
+                self.cluster_nodes
+                    .iter()
+                    .map(|n| {
+                        if n.contains("://") {
+                            n.clone()
+                        } else {
+                            format!("redis://{n}")
+                        }
+                    })
+                    .collect(),
+            ))
+        } else if self.url.starts_with(SENTINEL_SCHEME) {
+            conn::parse_sentinel_url(&self.url)
+        } else {
+            Ok(Topology::Single(self.url.clone()))
         }
     }
 }
@@ -214,6 +283,14 @@ impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
             .field("url", &redact_url(&self.url))
+            .field(
+                "cluster_nodes",
+                &self
+                    .cluster_nodes
+                    .iter()
+                    .map(|n| redact_url(n))
+                    .collect::<Vec<_>>(),
+            )
             .field("key_prefix", &self.key_prefix)
             .field("response_timeout", &self.response_timeout)
             .field("connect_timeout", &self.connect_timeout)
@@ -241,7 +318,7 @@ fn redact_url(url: &str) -> String {
 /// See the [crate documentation](crate) for the key layout and the atomicity guarantees.
 #[derive(Clone)]
 pub struct RedisStore {
-    con: ConnectionManager,
+    con: Conn,
     config: RedisConfig,
     tracking: Option<Arc<Tracking>>,
     /// The write epoch this store (and its clones) last learned; see
@@ -374,27 +451,72 @@ impl RedisStore {
         // server closes the connection, so the first command after a Redis restart would
         // succeed and the restart would go unnoticed by the caller. With RESP2 the first
         // command on a lost connection fails (and the next one reconnects).
-        let client = open_client(&config.url, ProtocolVersion::RESP2).map_err(backend)?;
-        let tracking = if config.tracking {
-            let resp3 = open_client(&config.url, ProtocolVersion::RESP3).map_err(backend)?;
-            Some(Tracking::new(
-                resp3,
+        let topology = config.topology().map_err(backend)?;
+        let (con, source) = match &topology {
+            Topology::Single(url) => {
+                let client = open_client(url, ProtocolVersion::RESP2).map_err(backend)?;
+                let manager = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.connect_timeout))
+                    .set_response_timeout(Some(config.response_timeout))
+                    // Fail fast while Redis is down (one quick retry, then the error; the next
+                    // call tries again) rather than keep callers waiting on a long backoff.
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_secs(1));
+                let con =
+                    ConnectionManager::new_lazy_with_config(client, manager).map_err(backend)?;
+                let resp3 = open_client(url, ProtocolVersion::RESP3).map_err(backend)?;
+                (Conn::Single(con), TrackSource::Fixed(resp3))
+            }
+            Topology::Cluster(nodes) => {
+                if config.tracking {
+                    return Err(backend(
+                        "tracking (the near cache) is not available on a Redis Cluster yet: \
+                         build the store with tracking off",
+                    ));
+                }
+                let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+                    .use_protocol(ProtocolVersion::RESP2)
+                    .connection_timeout(config.connect_timeout)
+                    .response_timeout(config.response_timeout)
+                    .retries(2)
+                    .build()
+                    .map_err(backend)?;
+                let cluster_config = ClusterConfig::new()
+                    .set_connection_timeout(config.connect_timeout)
+                    .set_response_timeout(config.response_timeout);
+                let con = client.get_pending_async_connection_with_config(cluster_config);
+                (Conn::Cluster(con), TrackSource::None)
+            }
+            Topology::Sentinel { .. } => {
+                let writes = SentinelConn::new(
+                    &topology,
+                    ProtocolVersion::RESP2,
+                    config.connect_timeout,
+                    config.response_timeout,
+                )
+                .map_err(backend)?;
+                let reads = SentinelConn::new(
+                    &topology,
+                    ProtocolVersion::RESP3,
+                    config.connect_timeout,
+                    config.response_timeout,
+                )
+                .map_err(backend)?;
+                (
+                    Conn::Sentinel(Arc::new(writes)),
+                    TrackSource::Sentinel(Arc::new(reads)),
+                )
+            }
+        };
+        let tracking = config.tracking.then(|| {
+            Tracking::new(
+                source,
                 config.key_prefix.as_bytes(),
                 config.connect_timeout,
                 config.response_timeout,
                 config.tracking_heartbeat,
-            ))
-        } else {
-            None
-        };
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout))
-            // Fail fast while Redis is down (one quick retry, then the error; the next call
-            // tries again) rather than keep callers waiting on a long backoff.
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let con = ConnectionManager::new_lazy_with_config(client, manager).map_err(backend)?;
+            )
+        });
         Ok(RedisStore {
             con,
             config,
@@ -408,6 +530,14 @@ impl RedisStore {
         &self.config
     }
 
+    /// Run one command on this store's write connection — on a cluster routed by its first
+    /// key, on Sentinel to the current master — bounded by the response timeout. For tests
+    /// and diagnostics that look under the hood (the store never needs it).
+    pub async fn raw_command<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> StoreResult<T> {
+        let mut con = self.con.clone();
+        self.call(cmd.query_async(&mut con)).await
+    }
+
     /// The Redis key of a session's hash: the prefix and the 32 raw bytes of the key.
     pub fn session_key_name(&self, key: &SessionKey) -> Vec<u8> {
         let mut name = Vec::with_capacity(self.config.key_prefix.len() + 32);
@@ -416,75 +546,34 @@ impl RedisStore {
         name
     }
 
-    /// The Redis key of a user's session index (a sorted set: raw session key → expiry).
+    /// The Redis key of a user's session index (a sorted set: raw session key → expiry in
+    /// whole seconds): `<prefix>{u:<user id>}`. The hash tag puts the index and the user's
+    /// revocation marker in one slot of a cluster.
     pub fn user_index_key_name(&self, user_id: &str) -> Vec<u8> {
-        self.prefixed(&["u:", user_id])
+        self.prefixed(&["{u:", user_id, "}"])
     }
 
-    /// The Redis key of a user's revocation marker (the time of the last revoke-all, in ms).
+    /// The Redis key of a user's revocation marker (the time of the last revoke-all, in ms):
+    /// the index key's name and `r`, so always in the index's slot.
     pub fn revocation_key_name(&self, user_id: &str) -> Vec<u8> {
-        self.prefixed(&["r:", user_id])
+        self.prefixed(&["{u:", user_id, "}r"])
     }
 
-    /// The Redis key of the index of all live sessions (used by `count`).
-    pub fn live_index_key_name(&self) -> Vec<u8> {
-        self.prefixed(&["live"])
-    }
-
-    /// The Redis key naming the server run (`INFO server` `run_id`) that wrote this data; see
-    /// [`begin_epoch`](SessionStore::begin_epoch).
+    /// The Redis key naming the server run(s) (`INFO server` `run_id`, of every master on a
+    /// cluster) that hold this data; see [`begin_epoch`](SessionStore::begin_epoch).
     pub fn owner_key_name(&self) -> Vec<u8> {
         self.prefixed(&["owner"])
     }
 
-    /// The `run_id` of the Redis server this store's connection reaches now.
-    async fn run_id(&self) -> StoreResult<String> {
-        let mut con = self.con.clone();
-        let info: String = self
-            .call(redis::cmd("INFO").arg("server").query_async(&mut con))
-            .await?;
-        info.lines()
-            .find_map(|l| l.strip_prefix("run_id:"))
-            .map(|id| id.trim().to_owned())
-            .ok_or_else(|| backend("INFO server names no run_id"))
-    }
-
-    /// Delete every key under this store's prefix, in `SCAN` batches. Returns how many went.
-    async fn discard_all(&self) -> StoreResult<u64> {
-        let mut pattern = Vec::with_capacity(self.prefix().len() + 1);
-        for &b in self.prefix() {
-            // Escape glob metacharacters so the prefix matches only itself.
-            if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
-                pattern.push(b'\\');
-            }
-            pattern.push(b);
-        }
-        pattern.push(b'*');
-        let mut con = self.con.clone();
-        let mut cursor: u64 = 0;
-        let mut removed = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = self
-                .call(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut con),
-                )
-                .await?;
-            if !keys.is_empty() {
-                let n: u64 = self
-                    .call(redis::cmd("UNLINK").arg(&keys).query_async(&mut con))
-                    .await?;
-                removed += n;
-            }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
+    /// The write fence a script writing `key` (a full Redis key name) checks: `<prefix>fence`
+    /// on one server, or on a cluster the fence of `key`'s slot, `<prefix>fence{TAG}` with a
+    /// tag that lands in that slot (one fence per slot, so a script never leaves its slot).
+    pub fn fence_key_name(&self, key: &[u8]) -> Vec<u8> {
+        if self.con.is_cluster() {
+            let tag = &conn::SLOT_TAGS[usize::from(key_slot(key))];
+            self.prefixed(&["fence{", tag, "}"])
+        } else {
+            self.prefixed(&["fence"])
         }
     }
 
@@ -510,32 +599,33 @@ impl RedisStore {
         self.config.key_prefix.as_bytes()
     }
 
-    /// The invocation of `create` or `restore` (same arguments).
+    /// The invocation of `create` or `restore` (same arguments): the session key and its
+    /// slot's fence; the epoch, the encoded meta, `last_seen`, the attributes.
     fn create_invocation(
         &self,
         script: &'static redis::Script,
         key: &SessionKey,
         meta: &[u8],
-        record: &Record,
+        last_seen: Millis,
+        attrs: &[(&[u8], &[u8])],
         arg: Vec<u8>,
     ) -> redis::ScriptInvocation<'static> {
+        let name = self.session_key_name(key);
+        let fence = self.fence_key_name(&name);
         let mut inv = script.prepare_invoke();
-        inv.key(self.session_key_name(key))
-            .arg(arg)
-            .arg(meta)
-            .arg(record.last_seen);
-        for (name, value) in &record.attrs {
-            inv.arg(name.as_bytes()).arg(value.as_slice());
+        inv.key(name).key(fence).arg(arg).arg(meta).arg(last_seen);
+        for &(name, value) in attrs {
+            inv.arg(name).arg(value);
         }
         inv
     }
 
-    /// `ARGV[1]` of every script: `<write epoch>|<key prefix>`.
+    /// `ARGV[1]` of every script: the write epoch this store knows (0: none).
     fn script_arg(&self) -> Vec<u8> {
-        let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
-        let mut arg = format!("{epoch}|").into_bytes();
-        arg.extend_from_slice(self.prefix());
-        arg
+        self.epoch
+            .load(std::sync::atomic::Ordering::Acquire)
+            .to_string()
+            .into_bytes()
     }
 
     /// Run a script that adds or changes a copy. Refused for an old write epoch (another
@@ -672,338 +762,6 @@ fn decode_hash(pairs: &[(&[u8], &[u8])], expire_at: i64) -> Result<Record, Codec
     })
 }
 
-#[async_trait]
-impl SessionStore for RedisStore {
-    fn backend_name(&self) -> &'static str {
-        BACKEND
-    }
-
-    async fn create(&self, key: &SessionKey, record: &Record) -> StoreResult<()> {
-        codec::check_record(record, &self.config.limits)?;
-        let meta = codec::encode_meta(&record.meta, &self.config.limits)?;
-        let reply = self
-            .invoke_fenced("create", |arg| {
-                self.create_invocation(&SCRIPTS.create, key, &meta, record, arg)
-            })
-            .await?;
-        match status("create", &reply)?.0 {
-            OK => Ok(()),
-            COLLISION => Err(StoreError::Collision),
-            REVOKED => Err(StoreError::Revoked),
-            _ => Err(unexpected("create", &reply)),
-        }
-    }
-
-    /// One script, like `create` without the revocation check: written only if the key is
-    /// absent and the copy has not expired by the server's clock, with the same index entries
-    /// as `create`.
-    async fn restore(&self, key: &SessionKey, record: &Record) -> StoreResult<bool> {
-        codec::check_record(record, &self.config.limits)?;
-        let meta = codec::encode_meta(&record.meta, &self.config.limits)?;
-        let reply = self
-            .invoke_fenced("restore", |arg| {
-                self.create_invocation(&SCRIPTS.restore, key, &meta, record, arg)
-            })
-            .await?;
-        match status("restore", &reply)?.0 {
-            OK => Ok(true),
-            0 | COLLISION => Ok(false),
-            _ => Err(unexpected("restore", &reply)),
-        }
-    }
-
-    async fn load(&self, key: &SessionKey) -> StoreResult<Option<Record>> {
-        let name = self.session_key_name(key);
-        let mut con = self.con.clone();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("HGETALL")
-            .arg(&name)
-            .cmd("PEXPIRETIME")
-            .arg(&name);
-        let (fields, expire_at): (Value, Value) = match &self.tracking {
-            None => self.call(pipe.query_async(&mut con)).await?,
-            Some(t) => {
-                t.run(self.config.response_timeout, |mut c| async move {
-                    pipe.query_async(&mut c).await
-                })
-                .await?
-            }
-        };
-        let pairs = hash_pairs(&fields).ok_or_else(|| unexpected("HGETALL", &fields))?;
-        if pairs.is_empty() {
-            return Ok(None);
-        }
-        let expire_at = as_int(&expire_at).ok_or_else(|| unexpected("PEXPIRETIME", &expire_at))?;
-        match decode_hash(&pairs, expire_at) {
-            // The store's clock guard: Redis may not have expired a key the application's
-            // clock already considers dead.
-            Ok(record) => Ok(Some(record).filter(|r| !r.is_expired(now_ms()))),
-            Err(e) => {
-                log_undecodable(BACKEND, key, &e);
-                Ok(None)
-            }
-        }
-    }
-
-    async fn apply(&self, key: &SessionKey, delta: &Delta) -> StoreResult<()> {
-        let limits = &self.config.limits;
-        for (name, _) in &delta.set {
-            codec::check_attr_name(name, limits)?;
-        }
-        // Refuse without a round trip what cannot fit whatever is stored: the attributes set
-        // (last value per name) alone, plus the record's fixed overhead. The exact size, with
-        // the stored meta and attributes, is checked by the script.
-        let set: BTreeMap<&str, usize> = delta
-            .set
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.len()))
-            .collect();
-        let at_least = 12 + set.iter().map(|(n, v)| n.len() + v + 4).sum::<usize>();
-        if at_least > limits.max_record_bytes {
-            return Err(StoreError::Codec(CodecError::TooLarge {
-                size: at_least,
-                limit: limits.max_record_bytes,
-            }));
-        }
-        let reply = self
-            .invoke_fenced("apply", |arg| {
-                let mut inv = SCRIPTS.apply.prepare_invoke();
-                inv.key(self.session_key_name(key))
-                    .arg(arg)
-                    .arg(limits.max_record_bytes)
-                    .arg(delta.remove.len());
-                for name in &delta.remove {
-                    inv.arg(name.as_bytes());
-                }
-                for (name, value) in &delta.set {
-                    inv.arg(name.as_bytes()).arg(value.as_slice());
-                }
-                inv
-            })
-            .await?;
-        match status("apply", &reply)? {
-            (OK, _) => Ok(()),
-            (NOT_FOUND, _) => Err(StoreError::NotFound),
-            (TOO_LARGE, Some(size)) => Err(self.too_large(size)),
-            _ => Err(unexpected("apply", &reply)),
-        }
-    }
-
-    /// The stored fixed part is authoritative for the deadlines; `meta` is not consulted.
-    async fn touch(&self, key: &SessionKey, _meta: &Meta, last_seen: Millis) -> StoreResult<bool> {
-        let mut inv = SCRIPTS.touch.prepare_invoke();
-        inv.key(self.session_key_name(key))
-            .arg(self.script_arg())
-            .arg(last_seen);
-        let mut con = self.con.clone();
-        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
-        match status("touch", &reply)?.0 {
-            1 => Ok(true),
-            0 => Ok(false),
-            _ => Err(unexpected("touch", &reply)),
-        }
-    }
-
-    async fn rotate(
-        &self,
-        old: &SessionKey,
-        new: &SessionKey,
-        meta: &Meta,
-        now: Millis,
-    ) -> StoreResult<()> {
-        let encoded = codec::encode_meta(meta, &self.config.limits)?;
-        let reply = self
-            .invoke_fenced("rotate", |arg| {
-                let mut inv = SCRIPTS.rotate.prepare_invoke();
-                inv.key(self.session_key_name(old))
-                    .key(self.session_key_name(new))
-                    .arg(arg)
-                    .arg(&encoded)
-                    .arg(now)
-                    .arg(self.config.limits.max_record_bytes);
-                inv
-            })
-            .await?;
-        match status("rotate", &reply)? {
-            (OK, _) => Ok(()),
-            (NOT_FOUND, _) => Err(StoreError::NotFound),
-            (COLLISION, _) => Err(StoreError::Collision),
-            (REVOKED, _) => Err(StoreError::Revoked),
-            (TOO_LARGE, Some(size)) => Err(self.too_large(size)),
-            _ => Err(unexpected("rotate", &reply)),
-        }
-    }
-
-    async fn destroy(&self, key: &SessionKey) -> StoreResult<bool> {
-        let mut inv = SCRIPTS.destroy.prepare_invoke();
-        inv.key(self.session_key_name(key)).arg(self.script_arg());
-        let mut con = self.con.clone();
-        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
-        match status("destroy", &reply)?.0 {
-            1 => Ok(true),
-            0 => Ok(false),
-            _ => Err(unexpected("destroy", &reply)),
-        }
-    }
-
-    async fn list_user(&self, user_id: &str) -> StoreResult<Vec<SessionSummary>> {
-        let mut inv = SCRIPTS.list_user.prepare_invoke();
-        inv.arg(self.script_arg()).arg(user_id);
-        let mut con = self.con.clone();
-        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
-        let Value::Array(rows) = &reply else {
-            return Err(unexpected("list_user", &reply));
-        };
-        let now = now_ms();
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let parsed = match row {
-                Value::Array(f) if f.len() == 4 => (|| {
-                    let key = SessionKey::from_slice(as_bytes(&f[0])?)?;
-                    Some((key, as_bytes(&f[1])?, as_bytes(&f[2])?, as_int(&f[3])?))
-                })(),
-                _ => None,
-            };
-            let Some((key, meta, seen, expire_at)) = parsed else {
-                return Err(unexpected("list_user", row));
-            };
-            let decoded = codec::decode_meta(meta)
-                .and_then(|meta| Ok((last_seen(&meta, Some(seen), expire_at)?, meta)));
-            match decoded {
-                Ok((last_seen, meta)) if meta.idle_deadline(last_seen) > now => {
-                    out.push(SessionSummary {
-                        key,
-                        handle: key.handle(),
-                        meta,
-                        last_seen,
-                    });
-                }
-                Ok(_) => {}
-                Err(e) => log_undecodable(BACKEND, &key, &e),
-            }
-        }
-        out.sort_by_key(|s| (s.meta.created_at, s.handle));
-        Ok(out)
-    }
-
-    async fn destroy_user(&self, user_id: &str, except: Option<&SessionKey>) -> StoreResult<u64> {
-        let mut inv = SCRIPTS.destroy_user.prepare_invoke();
-        inv.arg(self.script_arg())
-            .arg(user_id)
-            .arg(now_ms())
-            .arg(except.map_or(&[][..], |k| &k.as_bytes()[..]))
-            .arg(duration_ms(self.config.revocation_ttl));
-        let mut con = self.con.clone();
-        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
-        as_int(&reply)
-            .and_then(|n| u64::try_from(n).ok())
-            .ok_or_else(|| unexpected("destroy_user", &reply))
-    }
-
-    async fn count(&self) -> StoreResult<u64> {
-        let mut inv = SCRIPTS.count.prepare_invoke();
-        inv.arg(self.script_arg());
-        let mut con = self.con.clone();
-        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
-        as_int(&reply)
-            .and_then(|n| u64::try_from(n).ok())
-            .ok_or_else(|| unexpected("count", &reply))
-    }
-
-    /// Prunes the index of all live sessions and every user index with an expired entry, in
-    /// batches of 100 users per script call. Returns how many index entries were removed
-    /// (session hashes themselves are expired by Redis).
-    async fn reap(&self) -> StoreResult<u64> {
-        const USERS_PER_CALL: i64 = 100;
-        let mut removed = 0;
-        // Bounded: each pass takes the users it visits out of the due set.
-        for _ in 0..10_000 {
-            let mut inv = SCRIPTS.reap.prepare_invoke();
-            inv.arg(self.script_arg()).arg(USERS_PER_CALL);
-            let mut con = self.con.clone();
-            let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
-            let (n, users) = status("reap", &reply)?;
-            removed += u64::try_from(n).unwrap_or(0);
-            if users.unwrap_or(0) < USERS_PER_CALL {
-                break;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// Two steps, in this order:
-    ///
-    /// 1. Every key this store writes lives under its prefix, and `<prefix>owner` names the
-    ///    server run (`run_id`) that holds them. A different run — Redis restarted and loaded a
-    ///    snapshot or an append-only file, or a replica was promoted — may hold copies older than
-    ///    deletions and changes the previous run acknowledged, so everything under the prefix is
-    ///    deleted before the owner is set to the current run. The owner is set last: another
-    ///    instance checking meanwhile still sees the old owner and discards too (harmless),
-    ///    never trusts data not yet discarded.
-    /// 2. A new write epoch, a random number in `<prefix>fence`: from now on the scripts that
-    ///    add or change a copy refuse a write that carries an older one — a write sent before
-    ///    the outage that reaches Redis only now. Live writers learn the new epoch from the
-    ///    refusal and send again ([`RedisStore`] does this by itself).
-    ///
-    /// The fence key must not be evicted: run Redis with `noeviction` or a `volatile-*` policy
-    /// (the fence has no expiry), as for the session keys themselves.
-    async fn begin_epoch(&self) -> StoreResult<bool> {
-        let run_id = self.run_id().await?;
-        let owner_key = self.owner_key_name();
-        let mut con = self.con.clone();
-        let owner: Option<String> = self
-            .call(redis::cmd("GET").arg(&owner_key).query_async(&mut con))
-            .await?;
-        let mut removed = 0;
-        if owner.as_deref() != Some(run_id.as_str()) {
-            removed = self.discard_all().await?;
-            self.call(
-                redis::cmd("SET")
-                    .arg(&owner_key)
-                    .arg(&run_id)
-                    .query_async::<()>(&mut con),
-            )
-            .await?;
-            if removed > 0 {
-                tracing::warn!(
-                    removed,
-                    "Redis runs as a new server (restarted or failed over): discarded the \
-                     copies it kept from before"
-                );
-            }
-        }
-        // 52 random bits, never 0 (what a store that knows no epoch sends): exact as a Lua
-        // number, and no two recoveries pick the same one in practice.
-        let epoch = (u64::from_le_bytes(ratatoskr_core::token::random_bytes()) >> 12).max(1);
-        self.call(
-            redis::cmd("SET")
-                .arg(self.prefixed(&["fence"]))
-                .arg(epoch)
-                .query_async::<()>(&mut con),
-        )
-        .await?;
-        self.epoch
-            .store(epoch, std::sync::atomic::Ordering::Release);
-        Ok(removed > 0)
-    }
-
-    /// Pings the write connection and, in tracking mode, the tracked one (connecting it if
-    /// needed; the first ping after it was lost fails, like any first call after a loss).
-    async fn ping(&self) -> StoreResult<()> {
-        let mut con = self.con.clone();
-        self.call(redis::cmd("PING").query_async::<()>(&mut con))
-            .await?;
-        if let Some(t) = &self.tracking {
-            t.run(self.config.response_timeout, |mut c| async move {
-                redis::cmd("PING").query_async::<()>(&mut c).await
-            })
-            .await?;
-        }
-        Ok(())
-    }
-}
-
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -1011,6 +769,8 @@ fn duration_ms(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scripts::SCRIPTS;
+    use ratatoskr_core::{Delta, SessionStore, now_ms};
 
     /// Against the Redis the test command provides (`RATATOSKR_TEST_REDIS_URL` or 6379).
     async fn store_with_prefix(prefix: &str) -> RedisStore {
@@ -1043,7 +803,14 @@ mod tests {
         );
         let meta = codec::encode_meta(&record.meta, &Limits::default()).unwrap();
         // What a write sent before the recovery looks like when it arrives late: refused.
-        let late = a.create_invocation(&SCRIPTS.restore, &key, &meta, &record, a.script_arg());
+        let late = a.create_invocation(
+            &SCRIPTS.restore,
+            &key,
+            &meta,
+            record.last_seen,
+            &[],
+            a.script_arg(),
+        );
         let reply: Value = late.invoke_async(&mut a.con.clone()).await.unwrap();
         assert_eq!(status("restore", &reply).unwrap().0, STALE_EPOCH);
         assert!(b.load(&key).await.unwrap().is_none(), "nothing written");

@@ -1,26 +1,26 @@
 //! The Lua scripts behind every conditional write.
 //!
-//! Each script runs atomically on the server (Redis executes one script at a time), so each
-//! store operation is one indivisible step for every client, on every application instance.
-//! They are sent once with `SCRIPT LOAD` and then called by SHA1 (`EVALSHA`); `redis::Script`
+//! Each script runs atomically on the server (Redis executes one script at a time) and touches
+//! keys of **one hash slot** only, all declared in `KEYS`: the session's own slot (the session
+//! hash, and the write fence of that slot) or the user's slot (the user's index, revocation
+//! marker, and the fence of that slot). Operations that concern both a session and its user are
+//! two scripts, ordered so that a crash between them never leaves a live session out of its
+//! user's index (see `docs/redis.md`, "Two slots, two steps"). They are sent once with
+//! `SCRIPT LOAD` (to every node on a cluster) and then called by SHA1 (`EVALSHA`); `redis::Script`
 //! reloads them transparently after a Redis restart (`NOSCRIPT`).
 //!
 //! Conventions shared by all scripts:
 //!
-//! - `KEYS` holds the session key(s) the operation is about; `ARGV[1]` is always
-//!   `<write epoch>|<key prefix>`: the epoch fences off late writes (scripts that add or change
-//!   a copy refuse an old one with `{-5, current epoch}`), and the prefix is what the index keys
-//!   are derived from (`<prefix>live`, `<prefix>users`, `<prefix>u:<user>`,
-//!   `<prefix>r:<user>`). Standalone Redis accepts keys computed inside a script; Redis Cluster
-//!   would not (see `docs/redis.md`).
+//! - `ARGV[1]` is always the write epoch the sender knows: scripts that add or change a copy
+//!   refuse an older one with `{-5, current epoch}` (the fence key is one of their `KEYS`).
 //! - Times that come from the application (`created_at`, `last_seen`, `now`) are arguments;
-//!   index pruning uses the server's clock (`TIME`), the same clock that expires the keys, so an
-//!   index entry is dropped exactly when the key it names has expired.
-//! - Scores and expiries are integer milliseconds since the epoch. Lua numbers are doubles,
-//!   exact for every integer below 2^53 (year 287,396), and are written back with `%.0f`.
+//!   index pruning uses the server's clock (`TIME`), the same clock that expires the keys.
+//! - Index scores are expiries in whole **seconds** since 2025-01-01, rounded up (never earlier
+//!   than the session's expiry): a 32-bit integer in the listpack instead of a 64-bit one (16
+//!   bytes less per index, by jemalloc's size classes). An entry is pruned within a second of
+//!   its session's expiry.
 //! - Scripts parse the stored fixed part (`codec::encode_meta` format 1) themselves to learn
-//!   the user, idle timeout and absolute deadline: the stored copy is authoritative, and no
-//!   second field has to be kept in the hash for it.
+//!   the user, idle timeout and absolute deadline: the stored copy is authoritative.
 
 use std::sync::LazyLock;
 
@@ -28,18 +28,21 @@ use redis::Script;
 
 /// Definitions every script starts with.
 const PRELUDE: &str = r#"
-local EPOCH, P = string.match(ARGV[1], '^(%d*)|(.*)$')
-local LIVE = P .. 'live'
-local USERS = P .. 'users'
+local EPOCH = ARGV[1]
 local META = '\255'
 local SEEN = '\254'
 local SIZE = '\253'
+local TOMB = '\252'
 local t = redis.call('TIME')
 local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local function int(x) return string.format('%.0f', x) end
-local function before_now() return '(' .. int(NOW) end
-local function uidx(user) return P .. 'u:' .. user end
+-- Index scores are expiries in whole seconds since 2025-01-01 (SCORE_EPOCH), rounded up: a
+-- 32-bit integer in a listpack until 2093. An entry whose second has begun is gone (its
+-- session expired at or before that second's start).
+local SCORE_EPOCH = 1735689600
+local function before_now() return int(math.floor(NOW / 1000) - SCORE_EPOCH) end
+local function score_ms(s) return (tonumber(s) + SCORE_EPOCH) * 1000 end
 
 -- The fixed part as codec::encode_meta writes it (format 1), or nil if it does not parse:
 -- format, flags, varints version, created, idle, absolute offset, 16 csrf, [8 fp],
@@ -76,7 +79,6 @@ local function parse_meta(m)
 end
 
 -- Whether a hash field is reserved for the store: one byte that is not valid UTF-8 on its own.
--- Attribute names are UTF-8, so they never collide with these.
 local function reserved(f) return #f == 1 and f:byte(1) >= 128 end
 
 -- The size codec::record_size counts for the attributes stored under `key`: the running size
@@ -102,63 +104,6 @@ local function batched(cmd, key, list, step)
   end
 end
 
--- Make `key` live at least until `exp` (a key without a TTL gets one; a missing key stays so).
-local function extend(key, exp)
-  if redis.call('PEXPIREAT', key, int(exp), 'GT') == 0 and redis.call('PTTL', key) == -1 then
-    redis.call('PEXPIREAT', key, int(exp))
-  end
-end
-
--- The global index of live sessions (for count): a 12-byte prefix of the session key,
--- scored by its expiry. 96 bits never collide among live sessions in practice. It lives as
--- long as its latest session, and an empty sorted set is deleted by Redis itself.
-local function live_set(raw, exp)
-  redis.call('ZADD', LIVE, int(exp), raw:sub(1, 12))
-  extend(LIVE, exp)
-end
-local function live_del(raw) redis.call('ZREM', LIVE, raw:sub(1, 12)) end
-local function live_prune() return redis.call('ZREMRANGEBYSCORE', LIVE, '-inf', before_now()) end
-
--- File session `raw` (expiring at `exp`) in its user's index, prune the index, let it live as
--- long as its latest entry, and keep the user in the registry of indexes no later than `exp`.
--- The registry score of a user is never later than the earliest expiry in the user's index,
--- so reap visits every index that has something to prune (and sometimes one that has not).
-local function index_set(user, raw, exp)
-  local ik = uidx(user)
-  redis.call('ZADD', ik, int(exp), raw)
-  redis.call('ZREMRANGEBYSCORE', ik, '-inf', before_now())
-  extend(ik, exp)
-  redis.call('ZADD', USERS, 'LT', int(exp), user)
-  extend(USERS, exp)
-end
-
--- After entries left a user's index: drop its expired entries, let the index expire with its
--- last member, and file the user in the registry under its earliest expiry, or take it out
--- when the index is empty. Returns how many entries were pruned.
-local function tidy(user)
-  local ik = uidx(user)
-  local n = redis.call('ZREMRANGEBYSCORE', ik, '-inf', before_now())
-  local lo = redis.call('ZRANGE', ik, 0, 0, 'WITHSCORES')
-  if #lo == 0 then
-    redis.call('ZREM', USERS, user)
-    return n
-  end
-  local hi = redis.call('ZRANGE', ik, -1, -1, 'WITHSCORES')
-  redis.call('PEXPIREAT', ik, hi[2])
-  redis.call('ZADD', USERS, lo[2], user)
-  extend(USERS, tonumber(hi[2]))
-  return n
-end
-
--- Prune the indexes of up to `limit` users whose earliest entry has expired. Returns the
--- number of entries removed and the number of users visited.
-local function reap_users(limit)
-  local n = 0
-  local due = redis.call('ZRANGEBYSCORE', USERS, '-inf', before_now(), 'LIMIT', 0, limit)
-  for _, user in ipairs(due) do n = n + tidy(user) end
-  return n, #due
-end
-
 -- Write a session's expiry and, when it is capped by the absolute deadline, its last_seen
 -- (otherwise last_seen = expiry - idle timeout and is not stored).
 local function set_expiry(key, meta, ls, had_seen)
@@ -172,67 +117,95 @@ local function set_expiry(key, meta, ls, had_seen)
   return exp
 end
 
--- Writes that add or change a copy carry the write epoch their sender knew. A recovery from an
--- outage starts a new epoch (`<prefix>fence`) before it deletes what the outage left stale, so
--- a write sent before it that arrives late is refused here instead of bringing a copy back.
--- A live sender is told the current epoch and sends again.
-local function stale_epoch()
-  local e = redis.call('GET', P .. 'fence')
+-- Writes that add or change a copy carry the write epoch their sender knew; `fence` is the
+-- fence key of the slot they write in. A recovery from an outage starts a new epoch before it
+-- deletes what the outage left stale, so a write sent before it that arrives late is refused
+-- here instead of bringing a copy back. A live sender is told the epoch and sends again.
+local function stale_epoch(fence)
+  local e = redis.call('GET', fence)
   if e and e ~= EPOCH then return { -5, tonumber(e) } end
   return nil
 end
 
--- Whether the user's sessions were revoked at or after `at`.
-local function revoked(user, at)
-  local r = tonumber(redis.call('GET', P .. 'r:' .. user))
-  return r ~= nil and r >= at
+-- After entries left an index (or expired): drop the expired ones and let the index expire
+-- with its last member (an empty sorted set is deleted by Redis). Returns how many were pruned.
+local function tidy(ik)
+  local n = redis.call('ZREMRANGEBYSCORE', ik, '-inf', before_now())
+  local hi = redis.call('ZRANGE', ik, -1, -1, 'WITHSCORES')
+  if #hi > 0 then redis.call('PEXPIREAT', ik, int(score_ms(hi[2]))) end
+  return n
 end
 "#;
 
-/// The start of `create` and `restore`: KEYS[1] session key; ARGV[2] encoded meta, ARGV[3]
-/// last_seen, ARGV[4..] attribute name/value pairs. Refuses an existing key with -2.
+/// The start of `create` and `restore` (session slot): KEYS[1] session key, KEYS[2] the
+/// slot's fence; ARGV[2] encoded meta, ARGV[3] last_seen, ARGV[4..] attribute name/value
+/// pairs. An existing key is a collision (-2), or, if it is a revoke-all's tombstone, a
+/// revocation (-3): the revoke-all ran between this create's index step and this step.
 const CREATE_HEAD: &str = r#"
-local stale = stale_epoch()
+local stale = stale_epoch(KEYS[2])
 if stale then return stale end
 local key = KEYS[1]
-if redis.call('EXISTS', key) == 1 then return -2 end
+if redis.call('EXISTS', key) == 1 then
+  if redis.call('HEXISTS', key, TOMB) == 1 then return -3 end
+  return -2
+end
 local meta = parse_meta(ARGV[2])
 if not meta then return redis.error_reply('ERR ratatoskr: the fixed part does not parse') end
 "#;
 
-/// `create` refuses a session of a user revoked at or after its creation (-3).
-const CREATE_REVOCATION_CHECK: &str = r#"
-if meta.user and revoked(meta.user, meta.created) then return -3 end
-"#;
-
-/// `restore` writes nothing (0) for a copy already past its deadline by the server's clock: it
-/// would expire at once, and "written" would be untrue.
+/// `restore` writes nothing (0) for a copy already past its deadline by the server's clock.
 const RESTORE_EXPIRY_CHECK: &str = r#"
 if math.min(tonumber(ARGV[3]) + meta.idle, meta.abs) <= NOW then return 0 end
 "#;
 
-/// The rest of `create` and `restore`: write the hash, its expiry and the index entries exactly
-/// as `create` does. Returns 1.
+/// The rest of `create` and `restore`: write the hash and its expiry. Returns 1.
 const CREATE_TAIL: &str = r#"
 local size = 0
 for i = 4, #ARGV, 2 do size = size + #ARGV[i] + #ARGV[i + 1] + 4 end
 local fields = { META, ARGV[2], SIZE, int(size) }
 for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
 batched('HSET', key, fields, 200)
-local exp = set_expiry(key, meta, tonumber(ARGV[3]), false)
-local raw = key:sub(#P + 1)
-live_prune()
-live_set(raw, exp)
-if meta.user then index_set(meta.user, raw, exp) end
-reap_users(2)
+set_expiry(key, meta, tonumber(ARGV[3]), false)
 return 1
 "#;
 
-/// `apply`: KEYS[1] session key; ARGV[2] size limit, ARGV[3] number of removals, then the
-/// removed names, then set name/value pairs. Returns {1}, {-1} (not found) or {-4, size}.
-/// The work is proportional to the attributes the delta names, not to the record: the size
-/// check uses the running size in the SIZE field, adjusted by the changed attributes' old and
-/// new lengths.
+/// `index_add` (user slot): KEYS[1] the user's index, KEYS[2] the user's revocation marker,
+/// KEYS[3] the slot's fence; ARGV[2] raw session key, ARGV[3] its expiry in whole seconds
+/// (rounded up), ARGV[4] the time a revocation must be older than (`created_at` for a create,
+/// `now` for a rotation; empty: no check, for a restore). ARGV[5] `XX` to only raise an
+/// existing entry (a touch), else empty. Returns 1, or -3 when revoked. Runs **before** the
+/// session is written: a crash in between leaves an entry without a session (skipped by
+/// listings, pruned at its expiry), never a session without an entry.
+const INDEX_ADD: &str = r#"
+local stale = stale_epoch(KEYS[3])
+if stale then return stale end
+local ik = KEYS[1]
+if ARGV[4] ~= '' then
+  local r = tonumber(redis.call('GET', KEYS[2]))
+  if r ~= nil and r >= tonumber(ARGV[4]) then return -3 end
+end
+if ARGV[5] == 'XX' then
+  redis.call('ZADD', ik, 'XX', 'GT', ARGV[3], ARGV[2])
+else
+  redis.call('ZADD', ik, 'GT', ARGV[3], ARGV[2])
+end
+tidy(ik)
+return 1
+"#;
+
+/// `index_del` (user slot): KEYS[1] the user's index; ARGV[2..] raw session keys to remove.
+/// Runs **after** the sessions are gone. Returns how many expired entries were pruned besides.
+const INDEX_DEL: &str = r#"
+local gone = {}
+for i = 2, #ARGV do gone[#gone + 1] = ARGV[i] end
+batched('ZREM', KEYS[1], gone, 200)
+return tidy(KEYS[1])
+"#;
+
+/// `apply` (session slot): KEYS[1] session key; ARGV[2] size limit, ARGV[3] number of
+/// removals, then the removed names, then set name/value pairs. Returns {1}, {-1} (not found)
+/// or {-4, size}. The work is proportional to the attributes the delta names, not to the
+/// record: the size check uses the running size in the SIZE field.
 const APPLY: &str = r#"
 local key = KEYS[1]
 local v = redis.call('HMGET', key, META, SIZE)
@@ -266,7 +239,8 @@ batched('HSET', key, sets, 200)
 return { 1 }
 "#;
 
-/// `touch`: KEYS[1] session key; ARGV[2] last_seen. Returns 1 if the session exists, else 0.
+/// `touch` (session slot): KEYS[1] session key; ARGV[2] last_seen. Returns 1 if the session
+/// exists, else 0. The index entry was raised before (see `index_add` with `XX`).
 const TOUCH: &str = r#"
 local key = KEYS[1]
 local v = redis.call('HMGET', key, META, SEEN)
@@ -277,133 +251,149 @@ if not cur then
   local pt = redis.call('PEXPIRETIME', key)
   cur = pt >= 0 and (pt - meta.idle) or 0
 end
-local exp = set_expiry(key, meta, math.max(cur, tonumber(ARGV[2])), v[2])
-local raw = key:sub(#P + 1)
--- The session exists (checked above, atomically), so re-adding index entries that were
--- missing can only repair the indexes, never resurrect a session.
-live_set(raw, exp)
-if meta.user then index_set(meta.user, raw, exp) end
+set_expiry(key, meta, math.max(cur, tonumber(ARGV[2])), v[2])
 return 1
 "#;
 
-/// `rotate`: KEYS[1] old key, KEYS[2] new key; ARGV[2] new encoded meta, ARGV[3] now,
-/// ARGV[4] size limit. Returns {1}, {-1} (old missing), {-2} (new exists), {-3} (revoked) or
-/// {-4, size}.
+/// `rotate` when both keys share a slot (always on a standalone Redis): KEYS[1] old key,
+/// KEYS[2] new key, KEYS[3] the slot's fence; ARGV[2] new encoded meta, ARGV[3] now,
+/// ARGV[4] size limit. Returns {1, old user or false}, {-1} (old missing), {-2} (new exists),
+/// {-3} (new is a tombstone) or {-4, size}. The new user's index entry was added before, the
+/// old one is removed after.
 const ROTATE: &str = r#"
-local stale = stale_epoch()
+local stale = stale_epoch(KEYS[3])
 if stale then return stale end
 local old, new = KEYS[1], KEYS[2]
 local oldmeta = parse_meta(redis.call('HGET', old, META))
 if not oldmeta then return { -1 } end
-if redis.call('EXISTS', new) == 1 then return { -2 } end
+if redis.call('EXISTS', new) == 1 then
+  if redis.call('HEXISTS', new, TOMB) == 1 then return { -3 } end
+  return { -2 }
+end
 local meta = parse_meta(ARGV[2])
 if not meta then return redis.error_reply('ERR ratatoskr: the fixed part does not parse') end
-local now = tonumber(ARGV[3])
-if meta.user and revoked(meta.user, now) then return { -3 } end
 local size = #ARGV[2] + 12 + attrs_size(old)
 if size > tonumber(ARGV[4]) then return { -4, size } end
 -- One atomic step: the attributes move with the key, the old key is gone.
 redis.call('RENAME', old, new)
 redis.call('HSET', new, META, ARGV[2])
-local exp = set_expiry(new, meta, now, true)
-local oldraw, newraw = old:sub(#P + 1), new:sub(#P + 1)
-live_del(oldraw)
-live_prune()
-live_set(newraw, exp)
-if oldmeta.user then
-  redis.call('ZREM', uidx(oldmeta.user), oldraw)
-  tidy(oldmeta.user)
-end
-if meta.user then index_set(meta.user, newraw, exp) end
-reap_users(2)
-return { 1 }
+set_expiry(new, meta, tonumber(ARGV[3]), true)
+return { 1, oldmeta.user }
 "#;
 
-/// `destroy`: KEYS[1] session key. Returns 1 if a live, decodable session was destroyed.
-const DESTROY: &str = r#"
-local key = KEYS[1]
-local meta = parse_meta(redis.call('HGET', key, META))
-if redis.call('DEL', key) == 0 then return 0 end
-local raw = key:sub(#P + 1)
-live_del(raw)
-if meta and meta.user then
-  redis.call('ZREM', uidx(meta.user), raw)
-  tidy(meta.user)
-end
-return meta and 1 or 0
-"#;
-
-/// `destroy_user`: ARGV[2] user id, ARGV[3] now, ARGV[4] raw key to spare (or empty),
-/// ARGV[5] minimum lifetime of the revocation marker in ms. Returns how many live sessions
-/// were destroyed.
-const DESTROY_USER: &str = r#"
-local user = ARGV[2]
-local rk = P .. 'r:' .. user
-local at = math.max(tonumber(redis.call('GET', rk)) or 0, tonumber(ARGV[3]))
-local keep = math.max(redis.call('PEXPIRETIME', rk), NOW + tonumber(ARGV[5]))
-redis.call('SET', rk, int(at), 'PXAT', int(keep))
-local ik = uidx(user)
-local n = 0
-local gone = {}
-for _, raw in ipairs(redis.call('ZRANGE', ik, 0, -1)) do
-  if raw ~= ARGV[4] then
-    n = n + redis.call('DEL', P .. raw)
-    live_del(raw)
-    gone[#gone + 1] = raw
+/// `take` (old key's slot, rotation across slots): KEYS[1] old key; ARGV[2] new meta length,
+/// ARGV[3] size limit. Checks and deletes the old session in one step and returns its
+/// attributes: {1, old user or false, name, value, …}, {-1} or {-4, size}. Deltas sent to the
+/// old key after this step are refused as for any rotated-away key: none is lost.
+const TAKE: &str = r#"
+local old = KEYS[1]
+local oldmeta = parse_meta(redis.call('HGET', old, META))
+if not oldmeta then return { -1 } end
+local size = tonumber(ARGV[2]) + 12 + attrs_size(old)
+if size > tonumber(ARGV[3]) then return { -4, size } end
+local out = { 1, oldmeta.user }
+local all = redis.call('HGETALL', old)
+for i = 1, #all, 2 do
+  if not reserved(all[i]) then
+    out[#out + 1] = all[i]
+    out[#out + 1] = all[i + 1]
   end
 end
-batched('ZREM', ik, gone, 200)
-tidy(user)
-return n
-"#;
-
-/// `list_user`: ARGV[2] user id. Returns {raw key, meta, last_seen or '', expiry} per
-/// indexed session that still exists; drops index entries whose session is gone.
-const LIST_USER: &str = r#"
-local user = ARGV[2]
-local ik = uidx(user)
-redis.call('ZREMRANGEBYSCORE', ik, '-inf', before_now())
-local out = {}
-local gone = {}
-for _, raw in ipairs(redis.call('ZRANGE', ik, 0, -1)) do
-  local key = P .. raw
-  local v = redis.call('HMGET', key, META, SEEN)
-  if v[1] then
-    out[#out + 1] = { raw, v[1], v[2] or '', redis.call('PEXPIRETIME', key) }
-  else
-    gone[#gone + 1] = raw
-  end
-end
-batched('ZREM', ik, gone, 200)
-tidy(user)
+redis.call('DEL', old)
 return out
 "#;
 
-/// `count`: the number of live sessions.
-const COUNT: &str = r#"
-live_prune()
-return redis.call('ZCARD', LIVE)
+/// `destroy` (session slot): KEYS[1] session key. Returns {1 or 0, user or false}: 1 if a
+/// live, decodable session was destroyed. Its index entry is removed after.
+const DESTROY: &str = r#"
+local key = KEYS[1]
+local meta = parse_meta(redis.call('HGET', key, META))
+if redis.call('DEL', key) == 0 or not meta then return { 0, meta and meta.user } end
+return { 1, meta.user }
 "#;
 
-/// `reap`: ARGV[2] how many users to visit at most. Returns {entries removed, users visited}.
-const REAP: &str = r#"
-local n = live_prune()
-local m, users = reap_users(tonumber(ARGV[2]))
-return { n + m, users }
+/// `revoke_mark` (user slot): KEYS[1] the user's index, KEYS[2] its revocation marker;
+/// ARGV[2] now, ARGV[3] minimum marker lifetime in ms, ARGV[4] raw key to spare (or empty).
+/// Raises the marker, then returns the indexed sessions but the spared one, as {raw, expiry
+/// seconds, …}. From here on `index_add` refuses older creates; the ones indexed before are in
+/// this list and are ended by `revoke_one`.
+const REVOKE_MARK: &str = r#"
+local rk = KEYS[2]
+local at = math.max(tonumber(redis.call('GET', rk)) or 0, tonumber(ARGV[2]))
+local keep = math.max(redis.call('PEXPIRETIME', rk), NOW + tonumber(ARGV[3]))
+redis.call('SET', rk, int(at), 'PXAT', int(keep))
+tidy(KEYS[1])
+local out = {}
+local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #all, 2 do
+  if all[i] ~= ARGV[4] then
+    out[#out + 1] = all[i]
+    out[#out + 1] = all[i + 1]
+  end
+end
+return out
+"#;
+
+/// `revoke_one` (session slot): KEYS[1] session key; ARGV[2] the index entry's expiry in
+/// seconds, ARGV[3] the user. Deletes the session (returns 1 if it was live). If it does not exist yet — its
+/// create passed `index_add` before the revoke-all and has not written the hash — leaves a
+/// tombstone until the entry's expiry, which that create's session step refuses (-3).
+const REVOKE_ONE: &str = r#"
+local key = KEYS[1]
+local v = redis.call('HMGET', key, META, TOMB)
+if v[1] then
+  local meta = parse_meta(v[1])
+  -- An entry can name another user's session only after a key collision: never touch it.
+  if meta and meta.user ~= ARGV[3] then return 0 end
+  redis.call('DEL', key)
+  return meta and 1 or 0
+end
+if not v[2] then
+  local until_ms = score_ms(ARGV[2])
+  if until_ms > NOW then
+    redis.call('HSET', key, TOMB, '1')
+    redis.call('PEXPIREAT', key, int(until_ms))
+  end
+end
+return 0
+"#;
+
+/// `index_list` (user slot): KEYS[1] the user's index. Prunes expired entries, returns the
+/// raw keys. Entries whose session is missing are skipped by the caller, not removed here:
+/// the session may be a create between its two steps.
+const INDEX_LIST: &str = r#"
+tidy(KEYS[1])
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"#;
+
+/// `summary` (session slot): KEYS[1] session key. {meta, last_seen or '', expiry}, or false.
+const SUMMARY: &str = r#"
+local v = redis.call('HMGET', KEYS[1], META, SEEN)
+if not v[1] then return false end
+return { v[1], v[2] or '', redis.call('PEXPIRETIME', KEYS[1]) }
+"#;
+
+/// `tidy` (user slot): KEYS[1] a user's index. Returns how many expired entries were pruned.
+const TIDY: &str = r#"
+return tidy(KEYS[1])
 "#;
 
 /// The compiled scripts (SHA1 computed once per process).
 pub(crate) struct Scripts {
     pub create: Script,
     pub restore: Script,
+    pub index_add: Script,
+    pub index_del: Script,
     pub apply: Script,
     pub touch: Script,
     pub rotate: Script,
+    pub take: Script,
     pub destroy: Script,
-    pub destroy_user: Script,
-    pub list_user: Script,
-    pub count: Script,
-    pub reap: Script,
+    pub revoke_mark: Script,
+    pub revoke_one: Script,
+    pub index_list: Script,
+    pub summary: Script,
+    pub tidy: Script,
 }
 
 fn script(body: &str) -> Script {
@@ -411,18 +401,22 @@ fn script(body: &str) -> Script {
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    // create: refuses a collision (-2) or a revoked user (-3); else 1.
-    create: script(&[CREATE_HEAD, CREATE_REVOCATION_CHECK, CREATE_TAIL].concat()),
+    // create: refuses a collision (-2) or a revoke-all's tombstone (-3); else 1. The user's
+    // revocation marker was checked by `index_add`, in the user's slot, just before.
+    create: script(&[CREATE_HEAD, CREATE_TAIL].concat()),
     // restore: a record copied from another tier, already authoritative: refuses a collision
-    // (-2) and writes nothing for an expired copy (0), never checks the revocation marker;
-    // else 1.
+    // or a tombstone and writes nothing for an expired copy (0); else 1.
     restore: script(&[CREATE_HEAD, RESTORE_EXPIRY_CHECK, CREATE_TAIL].concat()),
+    index_add: script(INDEX_ADD),
+    index_del: script(INDEX_DEL),
     apply: script(APPLY),
     touch: script(TOUCH),
     rotate: script(ROTATE),
+    take: script(TAKE),
     destroy: script(DESTROY),
-    destroy_user: script(DESTROY_USER),
-    list_user: script(LIST_USER),
-    count: script(COUNT),
-    reap: script(REAP),
+    revoke_mark: script(REVOKE_MARK),
+    revoke_one: script(REVOKE_ONE),
+    index_list: script(INDEX_LIST),
+    summary: script(SUMMARY),
+    tidy: script(TIDY),
 });

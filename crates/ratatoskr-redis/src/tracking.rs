@@ -36,6 +36,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::backend;
+use crate::conn::SentinelConn;
 
 /// How many notices a slow receiver may fall behind before it sees
 /// [`broadcast::error::RecvError::Lagged`] (which a cache must treat as `All`).
@@ -48,9 +49,32 @@ struct Tracked {
     lost: Arc<AtomicBool>,
 }
 
+/// Where the tracked connection goes.
+pub(crate) enum TrackSource {
+    /// One server.
+    Fixed(redis::Client),
+    /// The master the Sentinels name at the time of each (re)connection.
+    Sentinel(Arc<SentinelConn>),
+    /// No tracking (a cluster).
+    None,
+}
+
+impl TrackSource {
+    async fn client(&self) -> RedisResult<redis::Client> {
+        match self {
+            TrackSource::Fixed(c) => Ok(c.clone()),
+            TrackSource::Sentinel(s) => s.master_client().await,
+            TrackSource::None => Err(redis::RedisError::from((
+                ErrorKind::InvalidClientConfig,
+                "no tracking on this deployment",
+            ))),
+        }
+    }
+}
+
 /// The tracked read connection, shared by all clones of a store.
 pub(crate) struct Tracking {
-    client: redis::Client,
+    client: TrackSource,
     tx: broadcast::Sender<Invalidation>,
     prefix: Arc<[u8]>,
     slot: Mutex<Option<Tracked>>,
@@ -110,7 +134,7 @@ impl Tracking {
     /// A tracked connection to `url`'s server, established on first use. Must be called within
     /// a Tokio runtime (it spawns the heartbeat, if `heartbeat` is not zero).
     pub(crate) fn new(
-        client: redis::Client,
+        client: TrackSource,
         prefix: &[u8],
         connect_timeout: Duration,
         response_timeout: Duration,
@@ -205,6 +229,8 @@ impl Tracking {
         let setup = async {
             let mut con = self
                 .client
+                .client()
+                .await?
                 .get_multiplexed_async_connection_with_config(&config)
                 .await?;
             // Default mode: Redis remembers the keys this connection reads and tells it when

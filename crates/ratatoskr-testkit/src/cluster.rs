@@ -159,6 +159,17 @@ impl RedisCluster {
         cluster
     }
 
+    /// One cluster for the whole test binary, started on first use and killed when the
+    /// process exits: for suites of many tests that only read and write (no node is killed).
+    pub fn shared() -> &'static RedisCluster {
+        static SHARED: std::sync::OnceLock<RedisCluster> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let cluster = RedisCluster::start();
+            cluster.nodes.iter().for_each(Node::kill_at_exit);
+            cluster
+        })
+    }
+
     /// How many nodes (6).
     pub fn len(&self) -> usize {
         self.nodes.len()

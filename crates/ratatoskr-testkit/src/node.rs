@@ -55,6 +55,14 @@ impl Node {
         wait_port(self.port, true, "redis-server");
     }
 
+    /// Make this node outlive its owner until the test process exits (for a topology kept in
+    /// a `static`, which Rust never drops): it is killed and its directory deleted at exit.
+    pub(crate) fn kill_at_exit(&self) {
+        if let Some(c) = &self.child {
+            at_exit(c.id(), self.dir.clone());
+        }
+    }
+
     pub(crate) fn running(&self) -> bool {
         self.child.is_some()
     }
@@ -139,6 +147,39 @@ impl Drop for Node {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Processes (and their directories) to kill at process exit: those of shared topologies.
+static AT_EXIT: std::sync::Mutex<Vec<(u32, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+unsafe extern "C" {
+    fn atexit(callback: extern "C" fn()) -> std::os::raw::c_int;
+}
+
+extern "C" fn kill_registered() {
+    let list = std::mem::take(&mut *AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()));
+    for (pid, dir) in list {
+        let _ = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+fn at_exit(pid: u32, dir: PathBuf) {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        // SAFETY: registers a plain `extern "C"` function with the C runtime; it runs once at
+        // normal process exit (the test harness returns from `main`).
+        unsafe {
+            atexit(kill_registered);
+        }
+    });
+    AT_EXIT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((pid, dir));
 }
 
 pub(crate) fn path_str(p: &Path) -> String {

@@ -87,6 +87,21 @@ impl RedisSentinel {
         group
     }
 
+    /// One group for the whole test binary, started on first use and killed when the process
+    /// exits: for suites of many tests that only read and write (no server is killed).
+    pub fn shared() -> &'static RedisSentinel {
+        static SHARED: std::sync::OnceLock<RedisSentinel> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let group = RedisSentinel::start();
+            group
+                .servers
+                .iter()
+                .chain(&group.sentinels)
+                .for_each(Node::kill_at_exit);
+            group
+        })
+    }
+
     /// `127.0.0.1:PORT` of each sentinel.
     pub fn sentinel_addrs(&self) -> Vec<String> {
         self.sentinels

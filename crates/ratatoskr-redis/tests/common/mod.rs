@@ -1,6 +1,8 @@
 //! Shared test helpers: a store over the test Redis with a random key prefix of its own.
 #![allow(dead_code)]
 
+pub mod harness;
+
 use std::time::Duration;
 
 use ratatoskr_core::token::random_bytes;

@@ -1,0 +1,510 @@
+//! [`SessionStore`] for [`RedisStore`]: each operation as the scripts of `scripts.rs` in the
+//! order the two-slot layout needs (the user's index first when a session is added, last when
+//! one goes; see `docs/redis.md`, "Two slots, two steps").
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use futures::future::try_join_all;
+use ratatoskr_core::codec::{self, CodecError};
+use ratatoskr_core::store::log_undecodable;
+use ratatoskr_core::{
+    Delta, Meta, Millis, Record, SessionKey, SessionStore, SessionSummary, StoreError, StoreResult,
+    now_ms,
+};
+use redis::Value;
+
+use crate::scripts::SCRIPTS;
+use crate::{
+    BACKEND, COLLISION, NOT_FOUND, OK, REVOKED, RedisStore, TOO_LARGE, as_bytes, as_int, backend,
+    decode_hash, duration_ms, hash_pairs, key_slot, last_seen, status, unexpected,
+};
+
+/// Index scores count seconds from here (2025-01-01), see `scripts.rs`.
+const SCORE_EPOCH_S: i64 = 1_735_689_600;
+
+/// An index score: the expiry in whole seconds since [`SCORE_EPOCH_S`], rounded up (never
+/// before the session's expiry).
+fn score(expiry_ms: Millis) -> i64 {
+    expiry_ms.div_euclid(1000) + i64::from(expiry_ms.rem_euclid(1000) != 0) - SCORE_EPOCH_S
+}
+
+/// The user a `{code, user or false}` reply names.
+fn reply_user(v: &Value) -> Option<String> {
+    match v {
+        Value::Array(items) => items
+            .get(1)
+            .and_then(as_bytes)
+            .map(|u| String::from_utf8_lossy(u).into_owned()),
+        _ => None,
+    }
+}
+
+impl RedisStore {
+    /// File `raw` in `user`'s index (user slot), after checking the revocation marker against
+    /// `cutoff` (refused: [`StoreError::Revoked`]); with `only_raise`, just move an existing
+    /// entry's expiry later (a touch).
+    async fn index_add(
+        &self,
+        user: &str,
+        raw: &[u8],
+        expiry: Millis,
+        cutoff: Option<Millis>,
+        only_raise: bool,
+    ) -> StoreResult<()> {
+        let index = self.user_index_key_name(user);
+        let marker = self.revocation_key_name(user);
+        let fence = self.fence_key_name(&index);
+        let reply = self
+            .invoke_fenced("index_add", |arg| {
+                let mut inv = SCRIPTS.index_add.prepare_invoke();
+                inv.key(index.as_slice())
+                    .key(marker.as_slice())
+                    .key(fence.as_slice())
+                    .arg(arg)
+                    .arg(raw)
+                    .arg(score(expiry))
+                    .arg(cutoff.map(|c| c.to_string()).unwrap_or_default())
+                    .arg(if only_raise { "XX" } else { "" });
+                inv
+            })
+            .await?;
+        match status("index_add", &reply)?.0 {
+            OK => Ok(()),
+            REVOKED => Err(StoreError::Revoked),
+            _ => Err(unexpected("index_add", &reply)),
+        }
+    }
+
+    /// Take sessions that are gone out of `user`'s index (user slot).
+    async fn index_del(&self, user: &str, raws: &[&[u8]]) -> StoreResult<()> {
+        let mut inv = SCRIPTS.index_del.prepare_invoke();
+        inv.key(self.user_index_key_name(user))
+            .arg(self.script_arg());
+        for raw in raws {
+            inv.arg(*raw);
+        }
+        let mut con = self.con.clone();
+        let _: Value = self.call(inv.invoke_async(&mut con)).await?;
+        Ok(())
+    }
+
+    /// Run a session-slot script on each of `raws` at once (a cluster spreads them over its
+    /// masters), bounded as one call.
+    async fn each_session(
+        &self,
+        raws: impl Iterator<Item = redis::ScriptInvocation<'static>>,
+    ) -> StoreResult<Vec<Value>> {
+        let calls = raws.map(|inv| {
+            let mut con = self.con.clone();
+            async move { inv.invoke_async::<Value>(&mut con).await }
+        });
+        self.call(try_join_all(calls)).await
+    }
+
+    /// Rotation when the two keys are in different slots (a cluster): check the new key is
+    /// free, take the old session (checked and deleted in one step), write it under the new
+    /// key. Returns the old session's user.
+    async fn rotate_across_slots(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        encoded: &[u8],
+        now: Millis,
+    ) -> StoreResult<Option<String>> {
+        let mut con = self.con.clone();
+        let new_name = self.session_key_name(new);
+        let exists: bool = self
+            .call(redis::cmd("EXISTS").arg(&new_name).query_async(&mut con))
+            .await?;
+        if exists {
+            return Err(StoreError::Collision);
+        }
+        let mut inv = SCRIPTS.take.prepare_invoke();
+        inv.key(self.session_key_name(old))
+            .arg(self.script_arg())
+            .arg(encoded.len())
+            .arg(self.config.limits.max_record_bytes);
+        let taken: Value = self.call(inv.invoke_async(&mut con)).await?;
+        let items = match status("rotate", &taken)? {
+            (OK, _) => match &taken {
+                Value::Array(items) => items,
+                _ => return Err(unexpected("rotate", &taken)),
+            },
+            (NOT_FOUND, _) => return Err(StoreError::NotFound),
+            (TOO_LARGE, Some(size)) => return Err(self.too_large(size)),
+            _ => return Err(unexpected("rotate", &taken)),
+        };
+        let old_user = reply_user(&taken);
+        let attrs: Vec<(&[u8], &[u8])> = items[2..]
+            .chunks_exact(2)
+            .filter_map(|p| Some((as_bytes(&p[0])?, as_bytes(&p[1])?)))
+            .collect();
+        let reply = self
+            .invoke_fenced("rotate", |arg| {
+                self.create_invocation(&SCRIPTS.create, new, encoded, now, &attrs, arg)
+            })
+            .await?;
+        match status("rotate", &reply)?.0 {
+            OK => Ok(old_user),
+            COLLISION => Err(StoreError::Collision),
+            REVOKED => Err(StoreError::Revoked),
+            _ => Err(unexpected("rotate", &reply)),
+        }
+    }
+
+    /// `create` and `restore`: the user's index entry first (with the revocation check for a
+    /// create), then the session.
+    async fn write_new(
+        &self,
+        op: &'static str,
+        key: &SessionKey,
+        record: &Record,
+        check_revocation: bool,
+    ) -> StoreResult<i64> {
+        codec::check_record(record, &self.config.limits)?;
+        let meta = codec::encode_meta(&record.meta, &self.config.limits)?;
+        if let Some(user) = &record.meta.user_id {
+            let expiry = record.meta.idle_deadline(record.last_seen);
+            let cutoff = check_revocation.then_some(record.meta.created_at);
+            self.index_add(user, key.as_bytes(), expiry, cutoff, false)
+                .await?;
+        }
+        let script = if check_revocation {
+            &SCRIPTS.create
+        } else {
+            &SCRIPTS.restore
+        };
+        let attrs: Vec<(&[u8], &[u8])> = record
+            .attrs
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_slice()))
+            .collect();
+        let reply = self
+            .invoke_fenced(op, |arg| {
+                self.create_invocation(script, key, &meta, record.last_seen, &attrs, arg)
+            })
+            .await?;
+        Ok(status(op, &reply)?.0)
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    fn backend_name(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn create(&self, key: &SessionKey, record: &Record) -> StoreResult<()> {
+        match self.write_new("create", key, record, true).await? {
+            OK => Ok(()),
+            COLLISION => Err(StoreError::Collision),
+            REVOKED => Err(StoreError::Revoked),
+            other => Err(backend(format_args!("unexpected reply to create: {other}"))),
+        }
+    }
+
+    /// Like `create` without the revocation check: written only if the key is absent and the
+    /// copy has not expired by the server's clock, with the same index entry as `create`.
+    async fn restore(&self, key: &SessionKey, record: &Record) -> StoreResult<bool> {
+        match self.write_new("restore", key, record, false).await? {
+            OK => Ok(true),
+            0 | COLLISION | REVOKED => Ok(false),
+            other => Err(backend(format_args!(
+                "unexpected reply to restore: {other}"
+            ))),
+        }
+    }
+
+    async fn load(&self, key: &SessionKey) -> StoreResult<Option<Record>> {
+        let name = self.session_key_name(key);
+        let mut con = self.con.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HGETALL")
+            .arg(&name)
+            .cmd("PEXPIRETIME")
+            .arg(&name);
+        let (fields, expire_at): (Value, Value) = match &self.tracking {
+            None => self.call(pipe.query_async(&mut con)).await?,
+            Some(t) => {
+                t.run(self.config.response_timeout, |mut c| async move {
+                    pipe.query_async(&mut c).await
+                })
+                .await?
+            }
+        };
+        let pairs = hash_pairs(&fields).ok_or_else(|| unexpected("HGETALL", &fields))?;
+        // Absent, or a revoke-all's tombstone (no fixed part, only reserved fields).
+        if pairs.iter().all(|(n, _)| matches!(n, [b] if *b >= 0x80))
+            && !pairs.iter().any(|(n, _)| *n == crate::META_FIELD)
+        {
+            return Ok(None);
+        }
+        let expire_at = as_int(&expire_at).ok_or_else(|| unexpected("PEXPIRETIME", &expire_at))?;
+        match decode_hash(&pairs, expire_at) {
+            // The store's clock guard: Redis may not have expired a key the application's
+            // clock already considers dead.
+            Ok(record) => Ok(Some(record).filter(|r| !r.is_expired(now_ms()))),
+            Err(e) => {
+                log_undecodable(BACKEND, key, &e);
+                Ok(None)
+            }
+        }
+    }
+
+    async fn apply(&self, key: &SessionKey, delta: &Delta) -> StoreResult<()> {
+        let limits = &self.config.limits;
+        for (name, _) in &delta.set {
+            codec::check_attr_name(name, limits)?;
+        }
+        // Refuse without a round trip what cannot fit whatever is stored: the attributes set
+        // (last value per name) alone, plus the record's fixed overhead. The exact size, with
+        // the stored meta and attributes, is checked by the script.
+        let set: BTreeMap<&str, usize> = delta
+            .set
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.len()))
+            .collect();
+        let at_least = 12 + set.iter().map(|(n, v)| n.len() + v + 4).sum::<usize>();
+        if at_least > limits.max_record_bytes {
+            return Err(StoreError::Codec(CodecError::TooLarge {
+                size: at_least,
+                limit: limits.max_record_bytes,
+            }));
+        }
+        let mut inv = SCRIPTS.apply.prepare_invoke();
+        inv.key(self.session_key_name(key))
+            .arg(self.script_arg())
+            .arg(limits.max_record_bytes)
+            .arg(delta.remove.len());
+        for name in &delta.remove {
+            inv.arg(name.as_bytes());
+        }
+        for (name, value) in &delta.set {
+            inv.arg(name.as_bytes()).arg(value.as_slice());
+        }
+        let mut con = self.con.clone();
+        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+        match status("apply", &reply)? {
+            (OK, _) => Ok(()),
+            (NOT_FOUND, _) => Err(StoreError::NotFound),
+            (TOO_LARGE, Some(size)) => Err(self.too_large(size)),
+            _ => Err(unexpected("apply", &reply)),
+        }
+    }
+
+    /// The stored fixed part is authoritative for the session's deadlines; `meta` names the
+    /// user whose index entry is moved first (only an existing entry, only later).
+    async fn touch(&self, key: &SessionKey, meta: &Meta, last_seen: Millis) -> StoreResult<bool> {
+        if let Some(user) = &meta.user_id {
+            let expiry = meta.idle_deadline(last_seen);
+            self.index_add(user, key.as_bytes(), expiry, None, true)
+                .await?;
+        }
+        let mut inv = SCRIPTS.touch.prepare_invoke();
+        inv.key(self.session_key_name(key))
+            .arg(self.script_arg())
+            .arg(last_seen);
+        let mut con = self.con.clone();
+        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+        match status("touch", &reply)?.0 {
+            1 => Ok(true),
+            0 => Ok(false),
+            _ => Err(unexpected("touch", &reply)),
+        }
+    }
+
+    async fn rotate(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        meta: &Meta,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let encoded = codec::encode_meta(meta, &self.config.limits)?;
+        if let Some(user) = &meta.user_id {
+            self.index_add(
+                user,
+                new.as_bytes(),
+                meta.idle_deadline(now),
+                Some(now),
+                false,
+            )
+            .await?;
+        }
+        let (old_name, new_name) = (self.session_key_name(old), self.session_key_name(new));
+        let old_user = if !self.con.is_cluster() || key_slot(&old_name) == key_slot(&new_name) {
+            let fence = self.fence_key_name(&new_name);
+            let reply = self
+                .invoke_fenced("rotate", |arg| {
+                    let mut inv = SCRIPTS.rotate.prepare_invoke();
+                    inv.key(old_name.as_slice())
+                        .key(new_name.as_slice())
+                        .key(fence.as_slice())
+                        .arg(arg)
+                        .arg(&encoded)
+                        .arg(now)
+                        .arg(self.config.limits.max_record_bytes);
+                    inv
+                })
+                .await?;
+            match status("rotate", &reply)? {
+                (OK, _) => reply_user(&reply),
+                (NOT_FOUND, _) => return Err(StoreError::NotFound),
+                (COLLISION, _) => return Err(StoreError::Collision),
+                (REVOKED, _) => return Err(StoreError::Revoked),
+                (TOO_LARGE, Some(size)) => return Err(self.too_large(size)),
+                _ => return Err(unexpected("rotate", &reply)),
+            }
+        } else {
+            self.rotate_across_slots(old, new, &encoded, now).await?
+        };
+        if let Some(user) = old_user {
+            self.index_del(&user, &[old.as_bytes()]).await?;
+        }
+        Ok(())
+    }
+
+    async fn destroy(&self, key: &SessionKey) -> StoreResult<bool> {
+        let mut inv = SCRIPTS.destroy.prepare_invoke();
+        inv.key(self.session_key_name(key)).arg(self.script_arg());
+        let mut con = self.con.clone();
+        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+        if let Some(user) = reply_user(&reply) {
+            self.index_del(&user, &[key.as_bytes()]).await?;
+        }
+        match status("destroy", &reply)?.0 {
+            1 => Ok(true),
+            0 => Ok(false),
+            _ => Err(unexpected("destroy", &reply)),
+        }
+    }
+
+    /// The index (user slot), then each indexed session (its own slot). Entries whose session
+    /// is missing are skipped, not removed: one may be a create between its two steps.
+    async fn list_user(&self, user_id: &str) -> StoreResult<Vec<SessionSummary>> {
+        let mut inv = SCRIPTS.index_list.prepare_invoke();
+        inv.key(self.user_index_key_name(user_id))
+            .arg(self.script_arg());
+        let mut con = self.con.clone();
+        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+        let Value::Array(raws) = &reply else {
+            return Err(unexpected("list_user", &reply));
+        };
+        let keys: Vec<SessionKey> = raws
+            .iter()
+            .filter_map(|r| SessionKey::from_slice(as_bytes(r)?))
+            .collect();
+        let rows = self
+            .each_session(keys.iter().map(|k| {
+                let mut inv = SCRIPTS.summary.prepare_invoke();
+                inv.key(self.session_key_name(k)).arg(self.script_arg());
+                inv
+            }))
+            .await?;
+        let now = now_ms();
+        let mut out = Vec::with_capacity(rows.len());
+        for (key, row) in keys.into_iter().zip(&rows) {
+            let parsed = match row {
+                Value::Array(f) if f.len() == 3 => {
+                    (|| Some((as_bytes(&f[0])?, as_bytes(&f[1])?, as_int(&f[2])?)))()
+                }
+                Value::Nil | Value::Boolean(false) => continue,
+                _ => None,
+            };
+            let Some((meta, seen, expire_at)) = parsed else {
+                return Err(unexpected("list_user", row));
+            };
+            let decoded = codec::decode_meta(meta)
+                .and_then(|meta| Ok((last_seen(&meta, Some(seen), expire_at)?, meta)));
+            match decoded {
+                Ok((last_seen, meta))
+                    if meta.idle_deadline(last_seen) > now
+                        && meta.user_id.as_deref() == Some(user_id) =>
+                {
+                    out.push(SessionSummary {
+                        key,
+                        handle: key.handle(),
+                        meta,
+                        last_seen,
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => log_undecodable(BACKEND, &key, &e),
+            }
+        }
+        out.sort_by_key(|s| (s.meta.created_at, s.handle));
+        Ok(out)
+    }
+
+    /// Three steps: raise the marker and read the index (user slot); end each indexed session
+    /// (its slot; one not written yet gets a tombstone its create refuses); take them out of
+    /// the index. A create that passed its index step before the marker is in the list; one
+    /// after it is refused by the marker.
+    async fn destroy_user(&self, user_id: &str, except: Option<&SessionKey>) -> StoreResult<u64> {
+        let mut inv = SCRIPTS.revoke_mark.prepare_invoke();
+        inv.key(self.user_index_key_name(user_id))
+            .key(self.revocation_key_name(user_id))
+            .arg(self.script_arg())
+            .arg(now_ms())
+            .arg(duration_ms(self.config.revocation_ttl))
+            .arg(except.map_or(&[][..], |k| &k.as_bytes()[..]));
+        let mut con = self.con.clone();
+        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+        let Value::Array(items) = &reply else {
+            return Err(unexpected("destroy_user", &reply));
+        };
+        let entries: Vec<(&[u8], i64)> = items
+            .chunks_exact(2)
+            .filter_map(|p| Some((as_bytes(&p[0])?, as_int(&p[1])?)))
+            .collect();
+        let ended = self
+            .each_session(entries.iter().map(|&(raw, score)| {
+                let mut name = self.prefix().to_vec();
+                name.extend_from_slice(raw);
+                let mut inv = SCRIPTS.revoke_one.prepare_invoke();
+                inv.key(name).arg(self.script_arg()).arg(score).arg(user_id);
+                inv
+            }))
+            .await?;
+        let raws: Vec<&[u8]> = entries.iter().map(|&(raw, _)| raw).collect();
+        for chunk in raws.chunks(1000) {
+            self.index_del(user_id, chunk).await?;
+        }
+        Ok(ended
+            .iter()
+            .filter_map(as_int)
+            .map(|n| n.max(0) as u64)
+            .sum())
+    }
+
+    async fn count(&self) -> StoreResult<u64> {
+        self.count_sessions().await
+    }
+
+    /// Prunes every user index of its expired entries (session hashes are expired by Redis
+    /// itself). Returns how many entries were removed.
+    async fn reap(&self) -> StoreResult<u64> {
+        self.reap_indexes().await
+    }
+
+    async fn begin_epoch(&self) -> StoreResult<bool> {
+        self.new_epoch().await
+    }
+
+    /// Pings the write connection and, in tracking mode, the tracked one (connecting it if
+    /// needed; the first ping after it was lost fails, like any first call after a loss).
+    async fn ping(&self) -> StoreResult<()> {
+        let mut con = self.con.clone();
+        self.call(redis::cmd("PING").query_async::<()>(&mut con))
+            .await?;
+        if let Some(t) = &self.tracking {
+            t.run(self.config.response_timeout, |mut c| async move {
+                redis::cmd("PING").query_async::<()>(&mut c).await
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
