@@ -474,16 +474,23 @@ impl RedisStore {
                          build the store with tracking off",
                     ));
                 }
+                // No retries: a command that meets a failed master, a promoted replica or a
+                // moved slot fails once (the client rebuilds its slot map for the next one), so
+                // a topology change is never hidden from the caller — as with the RESP2
+                // connection to one server (see docs/redis.md). Every call is bounded by the
+                // store's response timeout; the client's own per-request bound is only a
+                // backstop for the recovery's bulk writes.
+                let inner = config.connect_timeout.max(config.response_timeout);
                 let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
                     .use_protocol(ProtocolVersion::RESP2)
                     .connection_timeout(config.connect_timeout)
-                    .response_timeout(config.response_timeout)
-                    .retries(2)
+                    .response_timeout(inner)
+                    .retries(0)
                     .build()
                     .map_err(backend)?;
                 let cluster_config = ClusterConfig::new()
                     .set_connection_timeout(config.connect_timeout)
-                    .set_response_timeout(config.response_timeout);
+                    .set_response_timeout(inner);
                 let con = client.get_pending_async_connection_with_config(cluster_config);
                 (Conn::Cluster(con), TrackSource::None)
             }
@@ -587,7 +594,15 @@ impl RedisStore {
 
     /// Run one request against Redis, bounded by the response timeout.
     async fn call<T>(&self, fut: impl Future<Output = RedisResult<T>>) -> StoreResult<T> {
-        let limit = self.config.response_timeout;
+        self.call_within(self.config.response_timeout, fut).await
+    }
+
+    /// Run one request against Redis, bounded by `limit`.
+    async fn call_within<T>(
+        &self,
+        limit: Duration,
+        fut: impl Future<Output = RedisResult<T>>,
+    ) -> StoreResult<T> {
         match tokio::time::timeout(limit, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(backend(e)),

@@ -184,7 +184,13 @@ impl RedisStore {
         // number, and no two recoveries pick the same one in practice.
         let epoch = (u64::from_le_bytes(ratatoskr_core::token::random_bytes()) >> 12).max(1);
         if self.con.is_cluster() {
-            for tags in conn::SLOT_TAGS.chunks(1024) {
+            // 16384 writes: a recovery, not a request, so each batch gets the connect timeout
+            // (and at least the response timeout) rather than one request's budget.
+            let limit = self
+                .config
+                .connect_timeout
+                .max(self.config.response_timeout);
+            for tags in conn::SLOT_TAGS.chunks(512) {
                 let sets = tags.iter().map(|tag| {
                     let mut con = self.con.clone();
                     let name = self.prefixed(&["fence{", tag, "}"]);
@@ -196,7 +202,8 @@ impl RedisStore {
                             .await
                     }
                 });
-                self.call(futures::future::try_join_all(sets)).await?;
+                self.call_within(limit, futures::future::try_join_all(sets))
+                    .await?;
             }
         } else {
             self.call(
