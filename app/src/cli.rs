@@ -6,15 +6,15 @@ use std::io::{BufRead as _, IsTerminal as _, Write as _};
 
 use clap::Subcommand;
 use ratatoskr_axum::RevokeReason;
-use ratatoskr_core::{AuditKind, Handle, now_ms};
+use ratatoskr_core::{AuditKind, Handle};
 use ratatoskr_sql::SqlStore;
 
 use crate::configuration::Settings;
-use crate::db::User;
-use crate::error::AppError;
-use crate::service::{self, SessionView};
-use crate::state::AppState;
-use crate::templates::format_datetime;
+use crate::domain::time::{HOUR, Timestamp};
+use crate::domain::user::User;
+use crate::services::error::ServiceError;
+use crate::services::sessions::SessionView;
+use crate::web::state::AppState;
 
 /// `ratatoskr user …`.
 #[derive(Subcommand, Debug)]
@@ -66,14 +66,14 @@ pub enum SessionsCommand {
     },
 }
 
-fn fail(e: AppError) -> anyhow::Error {
+/// A service's error as the command's: the message, and the code for refusals.
+fn fail(e: ServiceError) -> anyhow::Error {
     match e {
-        AppError::Status(_, code, m) | AppError::RetryLater(_, code, m, _) => {
-            anyhow::anyhow!("{m} ({code})")
+        ServiceError::Internal(e) => e,
+        e if e.is_server_fault() || matches!(e, ServiceError::Session(_)) => {
+            anyhow::anyhow!("{e}")
         }
-        AppError::Session(e) => anyhow::anyhow!("{e}"),
-        AppError::Database(e) => anyhow::anyhow!("database: {e}"),
-        AppError::Internal(e) => e,
+        e => anyhow::anyhow!("{e} ({})", e.code()),
     }
 }
 
@@ -95,9 +95,11 @@ fn read_password() -> anyhow::Result<String> {
 }
 
 async fn user_named(state: &AppState, name: &str) -> anyhow::Result<User> {
-    crate::routes::admin::user_named(state, name)
-        .await
-        .map_err(|_| anyhow::anyhow!("no user named {name}"))
+    match state.accounts().user_named(name).await {
+        Ok(u) => Ok(u),
+        Err(ServiceError::NotFound(_)) => Err(anyhow::anyhow!("no user named {name}")),
+        Err(e) => Err(fail(e)),
+    }
 }
 
 /// Run a `user` command.
@@ -106,7 +108,9 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
     match cmd {
         UserCommand::Add { name, admin } => {
             let pw = read_password()?;
-            let u = service::register(&state, &name, &pw, admin)
+            let u = state
+                .accounts()
+                .register(&name, &pw, admin)
                 .await
                 .map_err(fail)?;
             println!(
@@ -118,14 +122,18 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Disable { name } => {
             let u = user_named(&state, &name).await?;
-            let n = service::set_disabled(&state, &u, true)
+            let n = state
+                .accounts()
+                .set_disabled(&u, true)
                 .await
                 .map_err(fail)?;
             println!("disabled {}; {n} session(s) ended", u.username);
         }
         UserCommand::Enable { name } => {
             let u = user_named(&state, &name).await?;
-            service::set_disabled(&state, &u, false)
+            state
+                .accounts()
+                .set_disabled(&u, false)
                 .await
                 .map_err(fail)?;
             println!("enabled {}", u.username);
@@ -133,13 +141,7 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
         UserCommand::Passwd { name } => {
             let u = user_named(&state, &name).await?;
             let pw = read_password()?;
-            crate::validation::password(&pw).map_err(|(c, m)| anyhow::anyhow!("{m} ({c})"))?;
-            let hash = state.hasher.hash(pw).await?;
-            state.db.set_password(u.id, &hash).await?;
-            let n = state
-                .control
-                .revoke_user(&u.id.to_string(), RevokeReason::PasswordChanged)
-                .await?;
+            let n = state.accounts().set_password(&u, &pw).await.map_err(fail)?;
             println!("password of {} changed; {n} session(s) ended", u.username);
         }
         UserCommand::List => {
@@ -154,7 +156,7 @@ pub async fn user(settings: &Settings, cmd: UserCommand) -> anyhow::Result<()> {
                     u.id,
                     if u.is_admin { "yes" } else { "no" },
                     if u.disabled { "yes" } else { "no" },
-                    format_datetime(u.created_at)
+                    u.created_at.datetime()
                 );
             }
         }
@@ -179,8 +181,8 @@ fn print_sessions(rows: &[(String, SessionView)]) {
             "{:<24} {:<20} {:<22} {:<22} {:<16} {} ({})",
             s.handle,
             user,
-            format_datetime(s.created_at),
-            format_datetime(s.last_seen),
+            s.created_at.datetime(),
+            s.last_seen.datetime(),
             s.ip.as_deref().unwrap_or("-"),
             s.device,
             s.device_class
@@ -204,19 +206,22 @@ pub async fn sessions(settings: &Settings, cmd: SessionsCommand) -> anyhow::Resu
     match cmd {
         SessionsCommand::List { user: Some(name) } => {
             let u = user_named(&state, &name).await?;
-            let rows = service::sessions_of(&state, &u.id.to_string(), None)
-                .await
-                .map_err(fail)?;
-            let rows: Vec<_> = rows.into_iter().map(|s| (u.username.clone(), s)).collect();
+            let rows = state.session_list().of(u.id, None).await.map_err(fail)?;
+            let rows: Vec<_> = rows
+                .into_iter()
+                .map(|s| (u.username.to_string(), s))
+                .collect();
             print_sessions(&rows);
         }
         SessionsCommand::List { user: None } => {
-            let all = service::all_sessions(&state, i64::MAX, progress)
+            let all = state
+                .session_list()
+                .all(i64::MAX, progress)
                 .await
                 .map_err(fail)?;
             let rows: Vec<_> = all
                 .into_iter()
-                .flat_map(|(u, ss)| ss.into_iter().map(move |s| (u.username.clone(), s)))
+                .flat_map(|(u, ss)| ss.into_iter().map(move |s| (u.username.to_string(), s)))
                 .collect();
             print_sessions(&rows);
         }
@@ -226,7 +231,7 @@ pub async fn sessions(settings: &Settings, cmd: SessionsCommand) -> anyhow::Resu
             let u = user_named(&state, &name).await?;
             let n = state
                 .control
-                .revoke_user(&u.id.to_string(), RevokeReason::Admin)
+                .revoke_user(&u.id.session_user_id(), RevokeReason::Admin)
                 .await?;
             println!("revoked {n} session(s) of {}", u.username);
         }
@@ -250,7 +255,7 @@ pub async fn sessions(settings: &Settings, cmd: SessionsCommand) -> anyhow::Resu
 /// Run `stats`.
 pub async fn stats(settings: &Settings) -> anyhow::Result<()> {
     let state = open(settings).await?;
-    let since = now_ms() - 24 * ratatoskr_sql::HOUR_MS;
+    let since = Timestamp::now().minus(24 * HOUR);
     let users = state.db.count_users().await?;
     let platforms = state.db.count_all_platforms().await?;
     let active = state.sessions.store().count().await?;
@@ -268,8 +273,8 @@ pub async fn stats(settings: &Settings) -> anyhow::Result<()> {
         .login_counts(since)
         .await?
         .iter()
-        .filter(|(_, r, _)| r == "success")
-        .map(|(_, _, c)| c)
+        .filter(|c| c.success)
+        .map(|c| c.count)
         .sum();
     row("logins (24 h)", &logins);
     for kind in [
@@ -288,13 +293,15 @@ pub async fn stats(settings: &Settings) -> anyhow::Result<()> {
         );
     }
     eprintln!("… counting sessions by device");
-    let all = service::all_sessions(&state, i64::MAX, progress)
+    let all = state
+        .session_list()
+        .all(i64::MAX, progress)
         .await
         .map_err(fail)?;
     let mut devices = std::collections::BTreeMap::new();
     for (_, ss) in &all {
         for s in ss {
-            *devices.entry(s.device_class.clone()).or_insert(0u64) += 1;
+            *devices.entry(s.device_class.as_str()).or_insert(0u64) += 1;
         }
     }
     for (class, n) in devices {

@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::domain::net::TrustedProxy;
+use crate::domain::rate_limit::RateLimit;
+use crate::domain::urls::redact;
+
 /// Settings shared by `serve` and the admin commands (they talk to the same stores).
 #[derive(Args, Debug, Clone)]
 pub struct Settings {
@@ -83,7 +87,7 @@ pub struct Settings {
     /// forwarded address that is not itself one of them; from anyone else, from its TCP peer.
     /// Empty (the default): forwarded headers are ignored.
     #[arg(long, env = "RATATOSKR_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Vec<crate::net::TrustedProxy>,
+    pub trusted_proxies: Vec<TrustedProxy>,
 
     /// Logins (`POST /api/login`, the login form) allowed per client address: `N/DURATION`
     /// (N at once, then one every DURATION/N), or `off`.
@@ -111,39 +115,6 @@ pub struct Settings {
     /// events); older ones are pruned.
     #[arg(long, env = "RATATOSKR_AUDIT_RETENTION", default_value = "90d", value_parser = parse_duration)]
     pub audit_retention: Duration,
-}
-
-/// A per-client rate limit: `n` requests at once, refilled at one every `per / n`; or none.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RateLimit(pub Option<(std::num::NonZeroU32, Duration)>);
-
-impl std::str::FromStr for RateLimit {
-    type Err = String;
-
-    /// `N/DURATION` (`20/1m`, `10/1h`) or `off`.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        if s.eq_ignore_ascii_case("off") {
-            return Ok(RateLimit(None));
-        }
-        let bad = || format!("`{s}` is not a rate limit like 20/1m, 10/1h or off");
-        let (n, per) = s.split_once('/').ok_or_else(bad)?;
-        let n: std::num::NonZeroU32 = n.trim().parse().map_err(|_| bad())?;
-        let per = humantime::parse_duration(per.trim()).map_err(|_| bad())?;
-        if per.is_zero() || per > Duration::from_secs(366 * 24 * 3600) {
-            return Err(bad());
-        }
-        Ok(RateLimit(Some((n, per))))
-    }
-}
-
-impl std::fmt::Display for RateLimit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            None => f.write_str("off"),
-            Some((n, per)) => write!(f, "{n}/{}", humantime::format_duration(per)),
-        }
-    }
 }
 
 /// Whether people may register themselves.
@@ -213,7 +184,7 @@ impl Settings {
         {
             return Err(format!(
                 "DATABASE_URL must start with sqlite:// or postgres:// (got `{}`)",
-                redact_url(&self.database_url)
+                redact(&self.database_url)
             ));
         }
         Ok(())
@@ -226,7 +197,7 @@ impl Settings {
         if let Some(f) = &self.secret_key_file {
             return f.clone();
         }
-        match crate::stores::sqlite_path(&self.database_url) {
+        match sqlite_path(&self.database_url) {
             Some(db) => std::path::Path::new(db)
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
@@ -237,57 +208,18 @@ impl Settings {
     }
 }
 
-/// A URL with any password replaced, for logs and error messages.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let creds = &url[scheme_end + 3..at];
-            match creds.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme_end + 3],
-                    &creds[..colon],
-                    &url[at..]
-                ),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
+/// The file path of a `sqlite://` URL, if it is one (without query parameters).
+pub fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then_some(path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted_from_urls() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h/db"),
-            "postgres://u:***@h/db"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact_url("sqlite://./data/x.db"), "sqlite://./data/x.db");
-    }
-
-    #[test]
-    fn rate_limits_parse_as_count_per_duration_or_off() {
-        let r: RateLimit = "20/1m".parse().unwrap();
-        assert_eq!(
-            r.0,
-            Some((
-                std::num::NonZeroU32::new(20).unwrap(),
-                Duration::from_secs(60)
-            ))
-        );
-        assert_eq!("off".parse::<RateLimit>().unwrap(), RateLimit(None));
-        for bad in [
-            "", "20", "0/1m", "x/1m", "5/soon", "5/0s", "-1/1m", "5/1m/2",
-        ] {
-            assert!(bad.parse::<RateLimit>().is_err(), "{bad}");
-        }
-        assert_eq!(r.to_string(), "20/1m");
-    }
 
     #[derive(clap::Parser)]
     struct Args {

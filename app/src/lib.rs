@@ -1,27 +1,26 @@
 //! The `ratatoskr` reference application: a web app whose users connect fediverse accounts
 //! ("platforms") and switch between them, built on the Ratatoskr session crates, plus an admin CLI.
 //!
-//! Layout (after zero2prod): [`configuration`] reads flags and environment, [`startup`] builds
-//! the stores and the router, [`telemetry`] sets up logs and metrics, [`routes`] has one module
-//! per route family.
+//! Layers, each using only the ones before it (checked by a test, `architecture`):
+//!
+//! 1. [`domain`]: the application's values and their rules (users, platforms, devices,
+//!    instants, URLs, trusted proxies); no I/O.
+//! 2. [`configuration`] (flags and environment), [`db`] (the application's tables and their
+//!    migrations), [`stores`] (opening the session stores: SQL, Redis, tiered).
+//! 3. [`services`]: what the application does, with narrow inputs and its own error type.
+//! 4. [`web`]: extractors, the JSON API, pages, templates, charts, errors as HTTP answers.
+//! 5. Start-up: [`startup`] (the application), [`analytics`] (the background sampler),
+//!    [`telemetry`], [`cli`].
 
 pub mod analytics;
-pub mod audit;
-pub mod charts;
+#[cfg(test)]
+mod architecture;
 pub mod cli;
 pub mod configuration;
-pub mod crypto;
 pub mod db;
-pub mod device;
-pub mod error;
-pub mod extract;
-pub mod limits;
-pub mod net;
-pub mod routes;
-pub mod service;
+pub mod domain;
+pub mod services;
 pub mod startup;
-pub mod state;
 pub mod stores;
 pub mod telemetry;
-pub mod templates;
-pub mod validation;
+pub mod web;

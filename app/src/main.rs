@@ -2,8 +2,9 @@
 
 use clap::{Parser, Subcommand};
 use ratatoskr_app::cli::{SessionsCommand, UserCommand};
-use ratatoskr_app::configuration::{Registration, Settings, redact_url};
-use ratatoskr_app::crypto::KeySource;
+use ratatoskr_app::configuration::{Registration, Settings};
+use ratatoskr_app::domain::urls::redact;
+use ratatoskr_app::services::tokens::KeySource;
 use ratatoskr_app::startup::Application;
 use ratatoskr_app::{cli, telemetry};
 
@@ -62,7 +63,7 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
         format!("http://{addr}/")
     };
     println!("ratatoskr is serving on {url}");
-    println!("  database: {}", redact_url(&settings.database_url));
+    println!("  database: {}", redact(&settings.database_url));
     match &app.key_source {
         KeySource::Environment => println!("  platform tokens: key from RATATOSKR_SECRET_KEY"),
         KeySource::File(p) => println!("  platform tokens: key file {}", p.display()),

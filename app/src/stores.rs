@@ -12,7 +12,8 @@ use ratatoskr_sql::{SqlAudit, SqlStore};
 use ratatoskr_tiered::TieredStore;
 use ratatoskr_tiered::near_cache::NearCacheConfig;
 
-use crate::configuration::{Settings, redact_url};
+use crate::configuration::{Settings, sqlite_path};
+use crate::domain::urls::redact;
 
 /// The opened stores.
 #[derive(Clone)]
@@ -41,7 +42,7 @@ impl Stores {
             .map_err(|e| {
                 anyhow::anyhow!(
                     "cannot open the database {}: {e}",
-                    redact_url(&settings.database_url)
+                    redact(&settings.database_url)
                 )
             })?;
         if settings.redis_cluster_nodes.is_some() {
@@ -72,7 +73,7 @@ impl Stores {
 async fn open_tiered(config: RedisConfig, sql: &SqlStore) -> anyhow::Result<TieredStore> {
     let url = config.url.clone();
     let redis = RedisStore::connect_lazy(config)
-        .map_err(|e| anyhow::anyhow!("invalid REDIS_URL {}: {e}", redact_url(&url)))?;
+        .map_err(|e| anyhow::anyhow!("invalid REDIS_URL {}: {e}", redact(&url)))?;
     // The near cache is required: the build fails rather than run without it if Redis were
     // not in tracking mode.
     let tiered = TieredStore::builder(redis, sql)
@@ -81,7 +82,7 @@ async fn open_tiered(config: RedisConfig, sql: &SqlStore) -> anyhow::Result<Tier
         .map_err(|e| anyhow::anyhow!("tiered session store: {e}"))?;
     if !tiered.recover_now().await {
         tracing::warn!(
-            redis = %redact_url(&url),
+            redis = %redact(&url),
             "Redis is not reachable yet; serving sessions from the database until it is"
         );
     }
@@ -101,15 +102,6 @@ pub fn redis_config(url: &str, settings: &Settings) -> RedisConfig {
     config.tracking = true;
     config.revocation_ttl = config.revocation_ttl.max(settings.absolute_timeout);
     config
-}
-
-/// The file path of a `sqlite://` URL, if it is one (without query parameters).
-pub fn sqlite_path(url: &str) -> Option<&str> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or(rest);
-    (!path.is_empty() && path != ":memory:").then_some(path)
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use ratatoskr_app::db::Attempt;
-use ratatoskr_app::service::{LOCK_WINDOW_MS, MAX_FAILURES};
-use ratatoskr_core::now_ms;
+use ratatoskr_app::domain::time::Timestamp;
+use ratatoskr_app::services::accounts::{LOCK_WINDOW, MAX_FAILURES};
 use serde_json::{Value, json};
 
 use crate::helpers::{Client, PASSWORD, assert_error, spawn_app_args, spawn_pg_app_args};
@@ -81,7 +81,7 @@ async fn forty_parallel_guesses(app: crate::helpers::TestApp) {
     assert!(
         app.state
             .db
-            .locked_until("alice", now_ms())
+            .locked_until("alice", Timestamp::now())
             .await
             .unwrap()
             .is_some()
@@ -92,10 +92,10 @@ async fn forty_parallel_guesses(app: crate::helpers::TestApp) {
 async fn a_success_checked_while_a_failure_locks_the_name_leaves_the_lock_in_force() {
     let app = spawn_app_args(&[]).await;
     let db = &app.state.db;
-    let now = now_ms();
+    let now = Timestamp::now();
     for _ in 0..MAX_FAILURES {
         assert_eq!(
-            db.reserve_attempt("bob", now, LOCK_WINDOW_MS, MAX_FAILURES)
+            db.reserve_attempt("bob", now, LOCK_WINDOW, MAX_FAILURES)
                 .await
                 .unwrap(),
             Attempt::Granted
@@ -103,22 +103,27 @@ async fn a_success_checked_while_a_failure_locks_the_name_leaves_the_lock_in_for
     }
     // The window is full while all five are being checked: the sixth is refused unchecked.
     assert!(matches!(
-        db.reserve_attempt("bob", now, LOCK_WINDOW_MS, MAX_FAILURES)
+        db.reserve_attempt("bob", now, LOCK_WINDOW, MAX_FAILURES)
             .await
             .unwrap(),
         Attempt::Refused(_)
     ));
     // One of the five fails: the name locks; another one succeeds: the lock holds.
     let until = db
-        .fail_attempt("bob", now, MAX_FAILURES, LOCK_WINDOW_MS)
+        .fail_attempt("bob", now, MAX_FAILURES, LOCK_WINDOW)
         .await
         .unwrap()
         .expect("locked");
     assert_eq!(db.succeed_attempt("bob", now).await.unwrap(), Some(until));
-    assert_eq!(db.locked_until("bob", now + 1).await.unwrap(), Some(until));
+    assert_eq!(
+        db.locked_until("bob", now.plus(std::time::Duration::from_millis(1)))
+            .await
+            .unwrap(),
+        Some(until)
+    );
     // Once the lock is over, a fresh window.
     assert_eq!(
-        db.reserve_attempt("bob", until, LOCK_WINDOW_MS, MAX_FAILURES)
+        db.reserve_attempt("bob", until, LOCK_WINDOW, MAX_FAILURES)
             .await
             .unwrap(),
         Attempt::Granted
@@ -289,7 +294,7 @@ async fn parallel_current_password_guesses_are_counted_before_they_are_checked()
     }
     let checked = app.state.hasher.runs() - runs_before;
     assert!(
-        checked <= ratatoskr_app::service::MAX_PASSWORD_CHANGE_FAILURES as u64,
+        checked <= ratatoskr_app::services::accounts::MAX_PASSWORD_CHANGE_FAILURES as u64,
         "{checked} guesses checked: {statuses:?}"
     );
     assert!(
@@ -388,13 +393,16 @@ async fn anonymous_traffic_is_counted_per_hour_and_never_grows_the_audit_log() {
     };
     assert!(sum("expiries") >= 150, "{f}");
     assert!(sum("csrf_refusals") >= 150, "{f}");
-    let by_reason = app.state.audit.anonymous_counts(0).await.unwrap();
+    let by_reason = app
+        .state
+        .audit
+        .anonymous_counts(Timestamp::EPOCH)
+        .await
+        .unwrap();
     assert!(
-        by_reason
-            .iter()
-            .any(|(_, kind, reason, n)| kind == "csrf_refused"
-                && reason == "cross_site_request"
-                && *n >= 150),
+        by_reason.iter().any(|c| c.kind == "csrf_refused"
+            && c.reason.as_deref() == Some("cross_site_request")
+            && c.count >= 150),
         "{by_reason:?}"
     );
 }
@@ -407,15 +415,15 @@ async fn audit_rows_and_counters_past_the_retention_are_pruned() {
         app.state.settings.audit_retention,
         std::time::Duration::from_secs(90 * 24 * 3600)
     );
-    const DAY: i64 = 24 * 3_600_000;
-    let now = now_ms();
+    const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+    let now = Timestamp::now();
     for (age, detail) in [(91 * DAY, "old"), (89 * DAY, "kept")] {
         let mut e = AuditEvent::new(AuditKind::RevokedByUser)
             .user(Some("42"))
             .detail(detail);
-        e.at = now - age;
+        e.at = now.minus(age).as_millis();
         app.state.stores.audit.try_record(&e).await.unwrap();
-        let hour = (now - age) / 3_600_000 * 3_600_000;
+        let hour = now.minus(age).hour_start();
         app.state
             .db
             .add_audit_count(hour, "expired", detail, 7)
@@ -429,7 +437,15 @@ async fn audit_rows_and_counters_past_the_retention_are_pruned() {
         details.contains(&"kept") && !details.contains(&"old"),
         "{details:?}"
     );
-    let counters = app.state.audit.anonymous_counts(0).await.unwrap();
-    let reasons: Vec<_> = counters.iter().map(|c| c.2.as_str()).collect();
+    let counters = app
+        .state
+        .audit
+        .anonymous_counts(Timestamp::EPOCH)
+        .await
+        .unwrap();
+    let reasons: Vec<_> = counters
+        .iter()
+        .filter_map(|c| c.reason.as_deref())
+        .collect();
     assert_eq!(reasons, ["kept"]);
 }

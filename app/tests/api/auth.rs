@@ -63,7 +63,13 @@ async fn register_creates_a_user_and_refuses_duplicates_and_bad_input(backend: B
 async fn the_password_is_stored_as_an_argon2id_hash(backend: Backend) {
     let app = backend.spawn().await;
     app.create_user("alice", false).await;
-    let hash = app.state.db.password_hash(1).await.unwrap().unwrap();
+    let hash = app
+        .state
+        .db
+        .password_hash(ratatoskr_app::domain::user::UserId(1))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     if backend.has_sqlite_file() {
         let bytes = app.database_bytes();
@@ -284,7 +290,10 @@ async fn a_disabled_account_cannot_log_in_and_loses_its_sessions(backend: Backen
     let app = backend.spawn().await;
     let c = app.logged_in("alice", false).await;
     let user = app.state.db.user_by_name("alice").await.unwrap().unwrap();
-    let n = ratatoskr_app::service::set_disabled(&app.state, &user, true)
+    let n = app
+        .state
+        .accounts()
+        .set_disabled(&user, true)
         .await
         .unwrap();
     assert_eq!(n, 1);

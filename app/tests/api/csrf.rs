@@ -51,7 +51,12 @@ async fn a_cross_site_post_with_a_valid_token_is_refused_and_changes_nothing(bac
         "{metrics}"
     );
     // Refused before the session was read, they name no user: hourly counters, not rows.
-    let counts = app.state.audit.counts_by_hour(0).await.unwrap();
+    let counts = app
+        .state
+        .audit
+        .counts_by_hour(ratatoskr_app::domain::time::Timestamp::EPOCH)
+        .await
+        .unwrap();
     assert!(
         counts
             .iter()

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use ratatoskr_app::configuration::Settings;
-use ratatoskr_app::db::User;
+use ratatoskr_app::domain::user::User;
 use ratatoskr_app::startup::Application;
-use ratatoskr_app::state::AppState;
+use ratatoskr_app::web::state::AppState;
 use ratatoskr_testkit::RedisProcess;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -283,7 +283,7 @@ impl TestApp {
 
     /// Create a user directly (as the CLI does).
     pub async fn create_user(&self, name: &str, admin: bool) -> User {
-        match ratatoskr_app::service::register(&self.state, name, PASSWORD, admin).await {
+        match self.state.accounts().register(name, PASSWORD, admin).await {
             Ok(u) => u,
             Err(e) => panic!("create user {name}: {e:?}"),
         }

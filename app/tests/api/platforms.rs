@@ -314,12 +314,26 @@ async fn access_tokens_are_sealed_at_rest_and_never_in_the_session(backend: Back
         );
     }
     // The sealed form opens with the app's key and the row's associated data.
-    let sealed = app.state.db.platform_token(1, id).await.unwrap().unwrap();
+    let sealed = app
+        .state
+        .db
+        .platform_token(
+            ratatoskr_app::domain::user::UserId(1),
+            ratatoskr_app::domain::platform::PlatformId(id),
+        )
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
         !sealed.windows(token.len()).any(|w| w == token.as_bytes()),
         "the stored token is the plaintext"
     );
-    let aad = ratatoskr_app::crypto::token_aad(1, "mastodon", "https://one.example", "alice");
+    let aad = ratatoskr_app::services::tokens::token_aad(
+        ratatoskr_app::domain::user::UserId(1),
+        ratatoskr_app::domain::platform::PlatformType::Mastodon,
+        &ratatoskr_app::domain::urls::InstanceUrl::parse("https://one.example").unwrap(),
+        "alice",
+    );
     assert_eq!(app.state.cipher.open(&sealed, &aad).as_deref(), Some(token));
     // The generated key file is private.
     #[cfg(unix)]

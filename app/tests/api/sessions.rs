@@ -318,7 +318,12 @@ async fn idle_and_absolute_timeouts_are_enforced_by_the_server(backend: Backend)
         false
     );
     // A cookie that names no live session names no user either: counted per hour.
-    let counts = app.state.audit.counts_by_hour(0).await.unwrap();
+    let counts = app
+        .state
+        .audit
+        .counts_by_hour(ratatoskr_app::domain::time::Timestamp::EPOCH)
+        .await
+        .unwrap();
     assert!(
         counts
             .iter()

@@ -132,8 +132,13 @@ async fn the_revocation_marker_outlives_a_long_absolute_timeout() {
         .unwrap()
         .id;
     assert_eq!(c.post_empty("/api/sessions/revoke-all").await.status(), 200);
+    // The marker's name as the Redis store lays it out.
+    let names =
+        ratatoskr_redis::RedisStore::connect_lazy(ratatoskr_redis::RedisConfig::new(redis.url()))
+            .expect("a Redis store");
+    let marker = String::from_utf8(names.revocation_key_name(&id.session_user_id())).unwrap();
     let out = Command::new("redis-cli")
-        .args(["-p", &redis.port.to_string(), "PTTL", &format!("rt:r:{id}")])
+        .args(["-p", &redis.port.to_string(), "PTTL", &marker])
         .output()
         .expect("redis-cli runs");
     let ttl_ms: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
