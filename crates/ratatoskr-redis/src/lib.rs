@@ -1,6 +1,6 @@
 //! # ratatoskr-redis
 //!
-//! The Redis (standalone) session store for Ratatoskr: [`RedisStore`], an implementation of
+//! The Redis session store for Ratatoskr: [`RedisStore`], an implementation of
 //! [`SessionStore`] that keeps each session as one small Redis hash, writes only what a request
 //! changed, and does every conditional write in one atomic Lua script.
 //!
@@ -31,17 +31,21 @@
 //! ## Layout
 //!
 //! With the default prefix `rt:` (every name below starts with the configured
-//! [`RedisConfig::key_prefix`]):
+//! [`RedisConfig::key_prefix`]). Every script touches keys of **one hash slot**: the session's,
+//! or its user's (the `{u:<user id>}` hash tag), so the same layout runs on one server, behind
+//! Sentinel and on a Redis Cluster.
 //!
 //! | key | type | holds | expires |
 //! |---|---|---|---|
 //! | `rt:<32 raw key bytes>` | hash | one session | at its idle/absolute deadline |
-//! | `rt:u:<user id>` | sorted set | the user's sessions: raw key → expiry | with its last member |
-//! | `rt:r:<user id>` | string | when the user's sessions were last revoked (ms) | ≥ [`RedisConfig::revocation_ttl`] |
-//! | `rt:live` | sorted set | every session: first 12 key bytes → expiry (for `count`) | at the latest expiry added to it; at once when empty |
-//! | `rt:users` | sorted set | users with an index → earliest expiry in it (for `reap`) | at the latest indexed session's expiry; at once when empty |
-//! | `rt:owner` | string | the server run (`run_id`) holding the data, see [`SessionStore::begin_epoch`] | never |
-//! | `rt:fence` | string | the write epoch that fences off late writes, see [`SessionStore::begin_epoch`] | never |
+//! | `rt:{u:<user id>}` | sorted set | the user's sessions: raw key → expiry (whole seconds) | with its last member |
+//! | `rt:{u:<user id>}r` | string | when the user's sessions were last revoked (ms) | ≥ [`RedisConfig::revocation_ttl`] |
+//! | `rt:owner` | string | the server run(s) (`run_id`s) holding the data, see [`SessionStore::begin_epoch`] | never |
+//! | `rt:fence` (one per slot on a cluster: `rt:fence{TAG}`) | string | the write epoch that fences off late writes | never |
+//!
+//! A session and its user's index entry are written in two steps, the index first, so that a
+//! crash in between never leaves a session its user's revoke-all cannot find; `docs/redis.md`
+//! has the argument.
 //!
 //! The session hash has one field per attribute, named by the attribute itself, plus two
 //! reserved fields whose names are single bytes that are not valid UTF-8 on their own, so no
@@ -57,38 +61,31 @@
 //!
 //! A session for user `42` with one attribute `counter = 1` occupies **152 bytes** by
 //! `MEMORY USAGE` (Redis 7.0, jemalloc): the hash stays a listpack (≤ 128 fields, values ≤ 64
-//! bytes). `docs/redis.md` has the breakdown and the cost of the indexes.
+//! bytes); with its user's index (one entry) everything it costs is **256 bytes**. There is no
+//! global index: [`count`](SessionStore::count) walks the keyspace. `docs/redis.md` has the
+//! breakdown.
 //!
 //! ## Atomicity
 //!
-//! Every operation is one round trip, and every write is one Lua script (`EVALSHA`, reloaded
-//! automatically after a Redis restart), so each is indivisible for every client and every
-//! application instance:
+//! Every write is a Lua script (`EVALSHA`, reloaded automatically after a Redis restart) over
+//! the keys of one slot, so each is indivisible for every client and every application
+//! instance:
 //!
-//! - **create** refuses an existing key ([`StoreError::Collision`]) and a user whose revocation
-//!   marker is at or after `created_at` ([`StoreError::Revoked`]), then writes the hash, its
-//!   expiry and the index entries.
+//! - **create** files the session in its user's index after checking the revocation marker
+//!   ([`StoreError::Revoked`]), then writes the hash, refusing an existing key
+//!   ([`StoreError::Collision`]).
 //! - **restore** (a copy from the database, put back by the tiered store) is create without
-//!   the revocation check: written and indexed only if the key is absent (and the copy has not
-//!   expired); returns whether it was written.
+//!   the revocation check: written only if the key is absent (and the copy has not expired).
 //! - **apply** refuses a missing session ([`StoreError::NotFound`]: no resurrection) and a
-//!   result over [`Limits::max_record_bytes`] (computed exactly from the stored field lengths),
-//!   writing nothing in either case; else `HSET`s and `HDEL`s just the delta. Parallel deltas
-//!   on different attributes all land.
-//! - **touch** moves the expiry (never past the absolute deadline) and the index scores; it
-//!   never rewrites attributes and never creates anything.
-//! - **rotate** checks old exists / new does not / not revoked, then `RENAME`s the hash (the
-//!   attributes move server-side), writes the new fixed part and expiry, and moves the index
-//!   entries.
-//! - **destroy_user** raises the revocation marker and deletes every indexed session in the
-//!   same step, so a create that started before it either lands first (and is deleted) or
-//!   lands after (and is refused).
+//!   result over [`Limits::max_record_bytes`], writing nothing in either case; else `HSET`s
+//!   and `HDEL`s just the delta. Parallel deltas on different attributes all land.
+//! - **touch** moves the expiry (never past the absolute deadline), after raising the index
+//!   entry's; it never rewrites attributes and never creates anything.
+//! - **rotate** moves the attributes to the new key (`RENAME` within a slot; across slots the
+//!   old key is taken and deleted in one step, then the new one written) and the index entries.
+//! - **destroy_user** raises the revocation marker and ends every indexed session; a create
+//!   caught between its two steps meets a tombstone and is refused.
 //! - **load** reads the hash and its expiry in one `MULTI`/`EXEC`.
-//!
-//! Index pruning uses the Redis server's clock, the clock that expires the keys, so an index
-//! entry disappears exactly when its session does. Indexes are pruned whenever they are read
-//! or written, carry their own TTL, and each create also prunes up to two other users'
-//! indexes that are due: without any reaper, nothing grows past the live sessions.
 //!
 //! ## Failure
 //!
@@ -111,8 +108,12 @@
 //! next call as an error. `docs/redis.md` explains the choices and has the propagation
 //! figures.
 //!
-//! Redis Cluster is not supported by this store (scripts touch keys in several slots); see
-//! `docs/redis.md` for what it would take.
+//! ## Deployments
+//!
+//! One server ([`RedisConfig::new`] with `redis://…`), a Sentinel-managed master
+//! ([`RedisConfig::sentinel`], or `redis+sentinel://h:p,h:p/<master-name>`), or a Redis
+//! Cluster ([`RedisConfig::cluster`], [`RedisConfig::cluster_from_list`]). Tracking is not
+//! available on a cluster yet.
 #![warn(missing_docs)]
 
 mod builder;
