@@ -1,7 +1,7 @@
 //! # ratatoskr-redis
 //!
 //! The Redis session store for Ratatoskr: [`RedisStore`], an implementation of
-//! [`SessionStore`] that keeps each session as one small Redis hash, writes only what a request
+//! [`SessionStore`](ratatoskr_core::SessionStore) that keeps each session as one small Redis hash, writes only what a request
 //! changed, and does every conditional write in one atomic Lua script.
 //!
 //! ```no_run
@@ -40,7 +40,7 @@
 //! | `rt:<32 raw key bytes>` | hash | one session | at its idle/absolute deadline |
 //! | `rt:{u:<user id>}` | sorted set | the user's sessions: raw key → expiry (whole seconds) | with its last member |
 //! | `rt:{u:<user id>}r` | string | when the user's sessions were last revoked (ms) | ≥ [`RedisConfig::revocation_ttl`] |
-//! | `rt:owner` | string | the server run(s) (`run_id`s) holding the data, see [`SessionStore::begin_epoch`] | never |
+//! | `rt:owner` | string | the server run(s) (`run_id`s) holding the data, see [`SessionStore::begin_epoch`](ratatoskr_core::SessionStore::begin_epoch) | never |
 //! | `rt:fence` (one per slot on a cluster: `rt:fence{TAG}`) | string | the write epoch that fences off late writes | never |
 //!
 //! A session and its user's index entry are written in two steps, the index first, so that a
@@ -62,7 +62,7 @@
 //! A session for user `42` with one attribute `counter = 1` occupies **152 bytes** by
 //! `MEMORY USAGE` (Redis 7.0, jemalloc): the hash stays a listpack (≤ 128 fields, values ≤ 64
 //! bytes); with its user's index (one entry) everything it costs is **256 bytes**. There is no
-//! global index: [`count`](SessionStore::count) walks the keyspace. `docs/redis.md` has the
+//! global index: [`count`](ratatoskr_core::SessionStore::count) walks the keyspace. `docs/redis.md` has the
 //! breakdown.
 //!
 //! ## Atomicity
@@ -313,7 +313,7 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-/// A [`SessionStore`] on a standalone Redis. Cheap to clone: clones share one multiplexed,
+/// A [`SessionStore`](ratatoskr_core::SessionStore) on a standalone Redis. Cheap to clone: clones share one multiplexed,
 /// self-reconnecting connection (and, in tracking mode, one tracked read connection).
 ///
 /// See the [crate documentation](crate) for the key layout and the atomicity guarantees.
@@ -323,7 +323,7 @@ pub struct RedisStore {
     config: RedisConfig,
     tracking: Option<Arc<Tracking>>,
     /// The write epoch this store (and its clones) last learned; see
-    /// [`begin_epoch`](SessionStore::begin_epoch). 0: none known yet.
+    /// [`begin_epoch`](ratatoskr_core::SessionStore::begin_epoch). 0: none known yet.
     epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -370,7 +370,7 @@ impl RedisStore {
     ///   or re-established, Redis was flushed). Drop everything. So must a receiver that
     ///   lagged behind ([`broadcast::error::RecvError::Lagged`]) or whose channel closed.
     ///
-    /// A cache stays correct if it holds only records returned by [`load`](SessionStore::load)
+    /// A cache stays correct if it holds only records returned by [`load`](ratatoskr_core::SessionStore::load)
     /// (on this store or a clone) and drops them as told, including a load that raced a notice
     /// (take a snapshot of the cache's state before the load; refuse the insert if a notice
     /// came in between, as the tiered near cache does). Its own writes need no special care:
@@ -568,7 +568,7 @@ impl RedisStore {
     }
 
     /// The Redis key naming the server run(s) (`INFO server` `run_id`, of every master on a
-    /// cluster) that hold this data; see [`begin_epoch`](SessionStore::begin_epoch).
+    /// cluster) that hold this data; see [`begin_epoch`](ratatoskr_core::SessionStore::begin_epoch).
     pub fn owner_key_name(&self) -> Vec<u8> {
         self.prefixed(&["owner"])
     }
