@@ -8,8 +8,9 @@
 //! - every notice drops its key; a lost or re-established tracking connection (`All`), a
 //!   receiver that lagged, or a closed channel drops everything;
 //! - a cached copy is never served past its deadline;
-//! - this instance's own writes drop its copy before they return (other instances learn from
-//!   the notice Redis sends, tens of microseconds later).
+//! - this instance's own writes take its copy out while they are on their way and put the
+//!   written copy back once they returned, unless a notice for the key or a reset arrived
+//!   meanwhile (other instances learn from the notice Redis sends, tens of microseconds later).
 //!
 //! ```no_run
 //! # async fn wire() -> Result<(), ratatoskr_core::StoreError> {
@@ -121,10 +122,18 @@ impl SessionStore for NearCachedStore {
     }
 
     async fn apply(&self, key: &SessionKey, delta: &Delta) -> StoreResult<()> {
+        // The copy is taken out while the write is on its way and the written copy put back
+        // once it returned, unless a notice for the key (or a reset) arrived meanwhile; either
+        // way a load of this instance that read the old value meanwhile is not inserted (the
+        // epoch moves).
+        let taken = self.cache.take(key);
         let result = self.inner.apply(key, delta).await;
-        // After the write: a load of this instance that read the old value meanwhile is not
-        // inserted (the epoch moves) or is dropped here.
-        self.cache.invalidate(key);
+        match (&result, taken.written(delta)) {
+            (Ok(()), Some((record, epoch))) if !self.drain() && self.caching() => {
+                self.cache.install(*key, record, epoch);
+            }
+            _ => self.cache.invalidate(key),
+        }
         result
     }
 

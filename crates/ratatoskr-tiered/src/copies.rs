@@ -4,12 +4,31 @@
 
 use ratatoskr_core::{JournalTarget, Meta, Millis, Record, SessionKey};
 
+use crate::breaker::BreakerState;
+use crate::near_cache::Epoch;
 use crate::{FastOutcome, TieredStore};
 
 impl TieredStore {
     pub(crate) fn forget(&self, key: &SessionKey) {
         if let Some(c) = &self.0.cache {
             c.invalidate(key);
+        }
+    }
+
+    /// Put the copy this instance just wrote to Redis into the near cache, after applying the
+    /// notices that arrived meanwhile (any for this key, or a reset, keeps it out).
+    pub(crate) fn install(&self, key: &SessionKey, record: Record, epoch: Epoch) {
+        let i = &self.0;
+        if i.drain() {
+            self.spawn_replay();
+            return;
+        }
+        if let Some(c) = &i.cache {
+            if i.breaker.state() == BreakerState::Closed {
+                c.install(*key, record, epoch);
+            } else {
+                c.invalidate(key);
+            }
         }
     }
 

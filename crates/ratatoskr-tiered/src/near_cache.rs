@@ -6,17 +6,29 @@
 //! have been missed), and never serves a session past its deadlines. It is bounded in entries and
 //! in bytes; beyond either bound the oldest insertions are evicted first.
 //!
-//! A load that raced an invalidation must not re-insert the stale value it read, so each shard
-//! keeps an epoch that every invalidation bumps; [`NearCache::insert`] takes the epoch read
-//! before the Redis read and refuses to insert if it moved.
+//! A load that raced an invalidation must not re-insert the stale value it read, so each key has
+//! an epoch that every invalidation of it bumps; [`NearCache::insert`] takes the epoch read
+//! before the Redis read and refuses to insert if it moved. Epochs are kept per *stripe* (a
+//! fixed slice of the key space, 1,024 in all), not per key, so that they cost no memory per
+//! key ever seen: a notice for another key of the same stripe refuses an insert it need not
+//! have (a reload later), never the other way round. A clear moves every epoch.
+//!
+//! This process's own writes keep the copy warm instead of dropping it: [`NearCache::take`]
+//! removes the copy before the write is sent (moving the key's epoch, so that a load which read
+//! the old value meanwhile cannot insert it later), and [`NearCache::install`] puts the written
+//! copy back after the write returned — unless a notice for the key (or a clear) came in
+//! between, in which case the copy this process holds may miss another instance's change and
+//! the next read goes to Redis. See `docs/performance.md` for what that needs from Redis.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use ratatoskr_core::codec::record_size;
-use ratatoskr_core::{Millis, Record, SessionKey};
+use ratatoskr_core::{Delta, Millis, Record, SessionKey};
 
 const SHARDS: usize = 16;
+/// Epoch stripes per shard.
+const STRIPES: usize = 64;
 
 /// Bounds of the near cache.
 #[derive(Clone, Debug)]
@@ -36,19 +48,51 @@ impl Default for NearCacheConfig {
     }
 }
 
-#[derive(Default)]
 struct Shard {
     map: HashMap<SessionKey, (Record, usize)>,
     order: VecDeque<SessionKey>,
     bytes: usize,
-    epoch: u64,
+    /// Moved by a clear (and a revoke-all's drop), for every key of the shard at once.
+    generation: u64,
+    /// Moved by an invalidation of any key of the stripe.
+    stripes: [u64; STRIPES],
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            bytes: 0,
+            generation: 0,
+            stripes: [0; STRIPES],
+        }
+    }
+}
+
+/// The key's stripe. Session keys are hashes (uniform bytes): byte 0 picks the shard, byte 1
+/// the stripe.
+fn stripe(key: &SessionKey) -> usize {
+    key.as_bytes()[1] as usize % STRIPES
 }
 
 impl Shard {
-    fn remove(&mut self, key: &SessionKey) {
-        if let Some((_, size)) = self.map.remove(key) {
-            self.bytes -= size;
+    fn remove(&mut self, key: &SessionKey) -> Option<Record> {
+        let (record, size) = self.map.remove(key)?;
+        self.bytes -= size;
+        Some(record)
+    }
+
+    fn epoch(&self, key: &SessionKey) -> Epoch {
+        Epoch {
+            generation: self.generation,
+            stripe: self.stripes[stripe(key)],
         }
+    }
+
+    /// Move the key's epoch: whatever was read before may not be inserted.
+    fn bump(&mut self, key: &SessionKey) {
+        self.stripes[stripe(key)] += 1;
     }
 }
 
@@ -59,9 +103,29 @@ pub struct NearCache {
     max_bytes_per_shard: usize,
 }
 
-/// An epoch token from [`NearCache::epoch`], to pass to [`NearCache::insert`].
-#[derive(Clone, Copy, Debug)]
-pub struct Epoch(u64);
+/// An epoch token from [`NearCache::epoch`] or [`NearCache::take`], to pass to
+/// [`NearCache::insert`] or [`NearCache::install`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Epoch {
+    generation: u64,
+    stripe: u64,
+}
+
+/// A copy taken out of the cache by [`NearCache::take`] before this process writes to it.
+#[derive(Debug)]
+pub struct Taken {
+    record: Option<Record>,
+    epoch: Epoch,
+}
+
+impl Taken {
+    /// The written copy: the one taken, with `delta` applied (`None` if nothing was cached).
+    pub fn written(mut self, delta: &Delta) -> Option<(Record, Epoch)> {
+        let mut record = self.record.take()?;
+        record.apply(delta);
+        Some((record, self.epoch))
+    }
+}
 
 impl NearCache {
     /// An empty cache with the given bounds.
@@ -91,19 +155,53 @@ impl NearCache {
         }
     }
 
-    /// The epoch of the key's shard, read before asking Redis.
+    /// The key's epoch, read before asking Redis.
     pub fn epoch(&self, key: &SessionKey) -> Epoch {
-        Epoch(self.shard(key).epoch)
+        self.shard(key).epoch(key)
     }
 
-    /// Insert a record just read from Redis, unless an invalidation for its shard arrived since
-    /// `epoch` was read. Returns whether it was inserted.
+    /// Insert a record just read from Redis, unless an invalidation for its key (or a clear)
+    /// arrived since `epoch` was read. Returns whether it was inserted.
     pub fn insert(&self, key: SessionKey, record: Record, epoch: Epoch) -> bool {
         let size = record_size(48, &record.attrs) + 64;
         let mut s = self.shard(&key);
-        if s.epoch != epoch.0 || size > self.max_bytes_per_shard {
+        if s.epoch(&key) != epoch || size > self.max_bytes_per_shard {
             return false;
         }
+        self.put(&mut s, key, record, size);
+        true
+    }
+
+    /// Before this process writes to `key`: take its copy out (a read meanwhile goes to Redis)
+    /// and move its epoch (a load that read the old value cannot insert it afterwards).
+    pub fn take(&self, key: &SessionKey) -> Taken {
+        let mut s = self.shard(key);
+        let record = s.remove(key);
+        s.bump(key);
+        Taken {
+            record,
+            epoch: s.epoch(key),
+        }
+    }
+
+    /// After this process's write to `key` returned: put the written copy in, unless an
+    /// invalidation for the key (another instance's change, or this write's own notice) or a
+    /// clear arrived since [`take`](Self::take). The epoch moves either way, so that a load
+    /// which read Redis before the write cannot overwrite the copy with the old value. Returns
+    /// whether it was put in.
+    pub fn install(&self, key: SessionKey, record: Record, epoch: Epoch) -> bool {
+        let size = record_size(48, &record.attrs) + 64;
+        let mut s = self.shard(&key);
+        let current = s.epoch(&key) == epoch;
+        s.bump(&key);
+        if !current || size > self.max_bytes_per_shard {
+            return false;
+        }
+        self.put(&mut s, key, record, size);
+        true
+    }
+
+    fn put(&self, s: &mut Shard, key: SessionKey, record: Record, size: usize) {
         s.remove(&key);
         s.bytes += size;
         s.map.insert(key, (record, size));
@@ -116,10 +214,9 @@ impl NearCache {
         }
         // Keys removed by invalidation linger in `order`; compact when it grows too long.
         if s.order.len() > 2 * self.max_entries_per_shard {
-            let Shard { map, order, .. } = &mut *s;
+            let Shard { map, order, .. } = s;
             order.retain(|k| map.contains_key(k));
         }
-        true
     }
 
     /// Move a cached copy's `last_seen` (after this process touched the session).
@@ -132,7 +229,7 @@ impl NearCache {
     /// Drop one key (it changed somewhere).
     pub fn invalidate(&self, key: &SessionKey) {
         let mut s = self.shard(key);
-        s.epoch += 1;
+        s.bump(key);
         s.remove(key);
     }
 
@@ -150,7 +247,7 @@ impl NearCache {
                 .map(|(k, _)| *k)
                 .collect();
             if !doomed.is_empty() {
-                s.epoch += 1;
+                s.generation += 1;
                 for k in &doomed {
                     s.remove(k);
                 }
@@ -162,7 +259,7 @@ impl NearCache {
     pub fn clear(&self) {
         for shard in &self.shards {
             let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
-            s.epoch += 1;
+            s.generation += 1;
             s.map.clear();
             s.order.clear();
             s.bytes = 0;
@@ -181,7 +278,7 @@ impl NearCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ratatoskr_core::{Token, now_ms};
+    use ratatoskr_core::{Delta, SessionKey, Token, now_ms};
     use std::time::Duration;
 
     fn rec(idle_ms: u64) -> Record {
@@ -254,5 +351,206 @@ mod tests {
             c.insert(k, r, c.epoch(&k));
         }
         assert!(c.usage().1 <= 16 * 8 * 1024, "{:?}", c.usage());
+    }
+
+    #[test]
+    fn an_own_write_puts_the_written_copy_back() {
+        let c = NearCache::new(&NearCacheConfig::default());
+        let k = Token::generate().key();
+        assert!(c.insert(k, rec(60_000), c.epoch(&k)));
+        let taken = c.take(&k);
+        assert!(
+            c.get(&k, now_ms()).is_none(),
+            "out while the write is on its way"
+        );
+        let delta = Delta::default().set("n", b"1".to_vec());
+        let (written, epoch) = taken.written(&delta).expect("a copy was cached");
+        assert!(c.install(k, written, epoch));
+        let got = c.get(&k, now_ms()).expect("back in");
+        assert_eq!(got.attrs.get("n").map(Vec::as_slice), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn a_notice_or_a_clear_between_take_and_install_keeps_the_written_copy_out() {
+        let c = NearCache::new(&NearCacheConfig::default());
+        let delta = Delta::default().set("n", b"1".to_vec());
+        for clear in [false, true] {
+            let k = Token::generate().key();
+            assert!(c.insert(k, rec(60_000), c.epoch(&k)));
+            let (written, epoch) = c.take(&k).written(&delta).unwrap();
+            if clear {
+                c.clear();
+            } else {
+                c.invalidate(&k);
+            }
+            assert!(!c.install(k, written, epoch));
+            assert!(c.get(&k, now_ms()).is_none());
+        }
+    }
+
+    #[test]
+    fn a_load_that_read_before_an_own_write_cannot_overwrite_the_written_copy() {
+        let c = NearCache::new(&NearCacheConfig::default());
+        let k = Token::generate().key();
+        let old = rec(60_000);
+        assert!(c.insert(k, old.clone(), c.epoch(&k)));
+        let before_take = c.epoch(&k);
+        let taken = c.take(&k);
+        // A load that missed while the write was on its way, and read Redis before it landed.
+        let during = c.epoch(&k);
+        let delta = Delta::default().set("n", b"1".to_vec());
+        let (written, epoch) = taken.written(&delta).unwrap();
+        assert!(c.install(k, written.clone(), epoch));
+        assert!(!c.insert(k, old.clone(), before_take));
+        assert!(!c.insert(k, old, during));
+        assert_eq!(c.get(&k, now_ms()), Some(written));
+    }
+
+    /// Generated interleavings of this process's loads and writes, another instance's writes
+    /// and the delivery of Redis's notices, against a model of Redis's tracking (a read tracks
+    /// the key for this process; the first change after it sends one notice and stops tracking,
+    /// whoever made it). Whatever the order, a copy the cache serves is Redis's current value
+    /// and the key is tracked (a later change will be announced), unless a notice is still on
+    /// its way (it will drop the copy) or one of this process's writes that already landed is
+    /// still to return (a read overlapping a write may see the value before it). Two kinds of Redis writes: as today (this process's
+    /// writes are announced to it like anyone's), and writes that are not announced to their
+    /// writer but leave the key tracked for it (`NOLOOP` on the connection that writes, with the
+    /// write script reading the key after it changed it).
+    mod interleavings {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeSet;
+
+        #[derive(Clone, Debug)]
+        enum Step {
+            LoadStart,
+            LoadRead(usize),
+            LoadFinish(usize),
+            OwnStart,
+            OwnExec(usize),
+            OwnFinish(usize),
+            Foreign,
+            Deliver,
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                Just(Step::LoadStart),
+                (0..4usize).prop_map(Step::LoadRead),
+                (0..4usize).prop_map(Step::LoadFinish),
+                Just(Step::OwnStart),
+                (0..4usize).prop_map(Step::OwnExec),
+                (0..4usize).prop_map(Step::OwnFinish),
+                Just(Step::Foreign),
+                Just(Step::Deliver),
+            ]
+        }
+
+        fn record_of(ids: &BTreeSet<u32>) -> Record {
+            let mut r = Record::new(
+                None,
+                0,
+                Duration::from_secs(3600),
+                Duration::from_secs(7200),
+            );
+            r.last_seen = now_ms();
+            r.meta.absolute_deadline = i64::MAX;
+            r.meta.csrf_secret = [0; 16];
+            r.attrs = ids.iter().map(|i| (format!("w{i}"), vec![1])).collect();
+            r
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            #[test]
+            fn a_served_copy_is_current_or_about_to_be_dropped(
+                own_writes_announced in any::<bool>(),
+                steps in proptest::collection::vec(step(), 1..40)
+            ) {
+                let c = NearCache::new(&NearCacheConfig::default());
+                let k = SessionKey::from_bytes([7; 32]);
+                let mut redis = BTreeSet::new();
+                let mut tracked = false;
+                let mut pending = 0usize;
+                let mut next = 0u32;
+                let mut loads: Vec<(Epoch, Option<BTreeSet<u32>>)> = Vec::new();
+                let mut writes: Vec<(Taken, u32, bool)> = Vec::new();
+                for s in steps {
+                    match s {
+                        Step::LoadStart => loads.push((c.epoch(&k), None)),
+                        Step::LoadRead(i) => {
+                            if let Some(l) = loads.iter_mut().filter(|l| l.1.is_none()).nth(i) {
+                                l.1 = Some(redis.clone());
+                                tracked = true;
+                            }
+                        }
+                        Step::LoadFinish(i) => {
+                            if let Some(at) = loads.iter().enumerate()
+                                .filter(|(_, l)| l.1.is_some()).map(|(at, _)| at).nth(i)
+                            {
+                                let (epoch, read) = loads.remove(at);
+                                c.insert(k, record_of(&read.unwrap()), epoch);
+                            }
+                        }
+                        Step::OwnStart => {
+                            next += 1;
+                            writes.push((c.take(&k), next, false));
+                        }
+                        Step::OwnExec(i) => {
+                            if let Some(w) = writes.iter_mut().filter(|w| !w.2).nth(i) {
+                                redis.insert(w.1);
+                                w.2 = true;
+                                if !own_writes_announced {
+                                    tracked = true;
+                                } else if std::mem::take(&mut tracked) {
+                                    pending += 1;
+                                }
+                            }
+                        }
+                        Step::OwnFinish(i) => {
+                            if let Some(at) = writes.iter().enumerate()
+                                .filter(|(_, w)| w.2).map(|(at, _)| at).nth(i)
+                            {
+                                let (taken, id, _) = writes.remove(at);
+                                let delta = Delta::default().set(format!("w{id}"), vec![1]);
+                                // As the stores do: put the written copy back, or move
+                                // the key's epoch when there is none.
+                                match taken.written(&delta) {
+                                    Some((r, e)) => {
+                                        c.install(k, r, e);
+                                    }
+                                    None => c.invalidate(&k),
+                                }
+                            }
+                        }
+                        Step::Foreign => {
+                            next += 1;
+                            redis.insert(next);
+                            if std::mem::take(&mut tracked) {
+                                pending += 1;
+                            }
+                        }
+                        Step::Deliver => {
+                            if pending > 0 {
+                                pending -= 1;
+                                c.invalidate(&k);
+                            }
+                        }
+                    }
+                    // While an own write has landed in Redis but not returned, a read may
+                    // still be served the value before it (the read overlaps the write).
+                    let overlapping = writes.iter().any(|w| w.2);
+                    if let Some(served) = c.get(&k, now_ms()) {
+                        prop_assert!(
+                            pending > 0
+                                || overlapping
+                                || (served.attrs == record_of(&redis).attrs && tracked),
+                            "served {:?} while Redis holds {:?} (tracked: {})",
+                            served.attrs.keys().collect::<Vec<_>>(), redis, tracked
+                        );
+                    }
+                }
+            }
+        }
     }
 }

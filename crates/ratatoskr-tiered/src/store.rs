@@ -86,17 +86,29 @@ impl SessionStore for TieredStore {
             // write during a database outage must not log the user out of Redis too).
             Err(e) => return Err(e),
         }
-        self.forget(key);
+        // The copy this instance holds is taken out while the write is on its way, and the
+        // written copy put back once Redis took the delta (see `NearCache::install`): the next
+        // read of this session needs no Redis round trip.
+        let taken = self.0.cache.as_ref().map(|c| c.take(key));
         match self
             .via_redis(false, "apply", self.0.fast.apply(key, delta))
             .await
         {
-            FastOutcome::Answered(Ok(()) | Err(StoreError::NotFound)) => {}
+            FastOutcome::Answered(Ok(())) => match taken.and_then(|t| t.written(delta)) {
+                Some((record, epoch)) => self.install(key, record, epoch),
+                // Nothing to put back; a load that read Redis before the write must not
+                // insert what it read.
+                None => self.forget(key),
+            },
+            FastOutcome::Answered(Err(StoreError::NotFound)) => self.forget(key),
             // Redis refused what the database took: its copy is now older than the database's.
             FastOutcome::Answered(Err(_)) => self.drop_copy(key).await,
             // This instance stops reading Redis (its breaker opened); others learn of the
             // stale copy from the journal.
-            FastOutcome::Unavailable => self.owe(vec![JournalTarget::Session(*key)]).await,
+            FastOutcome::Unavailable => {
+                self.forget(key);
+                self.owe(vec![JournalTarget::Session(*key)]).await;
+            }
         }
         Ok(())
     }

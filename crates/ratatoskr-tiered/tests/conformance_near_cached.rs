@@ -3,6 +3,9 @@
 //! instance has a near cache of its own, so the cross-instance cases check that notices keep
 //! both caches right.
 
+// The tracked connect future (Cluster and Sentinel modes) is deeper than the default limit.
+#![recursion_limit = "256"]
+
 mod support;
 
 use std::sync::Arc;

@@ -1,0 +1,250 @@
+//! This process's own writes and the near cache, over a real Redis in tracking mode: the written
+//! copy is put back into the near cache instead of being reloaded (when no notice for the key
+//! came meanwhile), and a write racing another instance's write never leaves a stale copy —
+//! for the Redis-only near cache ([`NearCachedStore`]) and the tiered store alike.
+//!
+//! Each test runs its own `redis-server` (its command statistics are the test's alone).
+//! Figures are printed (`--nocapture`) and quoted in docs/performance.md.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ratatoskr_core::{
+    Delta, Invalidation, MemoryJournal, MemoryStore, Record, SessionKey, SessionStore, Token,
+    now_ms,
+};
+use ratatoskr_redis::{RedisConfig, RedisStore};
+use ratatoskr_testkit::RedisProcess;
+use ratatoskr_tiered::near_cache::NearCacheConfig;
+use ratatoskr_tiered::{NearCachedStore, TieredConfig, TieredStore};
+use tokio::sync::broadcast;
+
+fn cli(server: &RedisProcess, args: &[&str]) -> String {
+    std::process::Command::new("redis-cli")
+        .args(["-p", &server.port.to_string()])
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// `calls` per command since the last `CONFIG RESETSTAT`; panics on an answer it cannot read,
+/// so that a format change cannot read as "no commands".
+fn command_calls(server: &RedisProcess) -> BTreeMap<String, u64> {
+    let stats = cli(server, &["INFO", "commandstats"]);
+    assert!(stats.contains("# Commandstats"), "{stats:?}");
+    stats
+        .lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        .map(|l| {
+            let (name, rest) = l.split_once(":calls=").expect("a commandstats line");
+            let calls = rest.split(',').next().and_then(|n| n.parse().ok());
+            (name.to_owned(), calls.expect("a call count"))
+        })
+        .collect()
+}
+
+/// Redis reads of session data (a `load` is `HGETALL` and `PEXPIRETIME` in one `MULTI`/`EXEC`).
+fn reads(server: &RedisProcess) -> u64 {
+    command_calls(server).get("hgetall").copied().unwrap_or(0)
+}
+
+fn config(server: &RedisProcess, prefix: &str) -> RedisConfig {
+    RedisConfig {
+        key_prefix: prefix.to_owned(),
+        response_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(2),
+        ..RedisConfig::new(server.url())
+    }
+}
+
+/// Which store stands in front.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    /// Redis alone with a near cache ([`NearCachedStore`]).
+    NearCached,
+    /// Redis + a durable tier ([`TieredStore`]); the durable tier is shared by the instances.
+    Tiered,
+}
+
+/// One application instance, and a receiver of the notices its near cache gets.
+struct Instance {
+    store: Arc<dyn SessionStore>,
+    spy: broadcast::Receiver<Invalidation>,
+}
+
+async fn instance(
+    kind: Kind,
+    server: &RedisProcess,
+    prefix: &str,
+    durable: &Arc<MemoryStore>,
+) -> Instance {
+    let (redis, notices) = RedisStore::connect_tracked(config(server, prefix))
+        .await
+        .unwrap();
+    let spy = redis.subscribe_invalidations().unwrap();
+    let store: Arc<dyn SessionStore> = match kind {
+        Kind::NearCached => Arc::new(NearCachedStore::new(
+            Arc::new(redis),
+            notices,
+            &NearCacheConfig::default(),
+        )),
+        Kind::Tiered => {
+            let tiered = TieredStore::new(
+                Arc::new(redis),
+                durable.clone(),
+                Arc::new(MemoryJournal::default()),
+                Some(notices),
+                TieredConfig {
+                    redis_timeout: Duration::from_secs(2),
+                    ..TieredConfig::default()
+                },
+            );
+            assert!(tiered.recover_now().await, "the breaker closes");
+            Arc::new(tiered)
+        }
+    };
+    Instance { store, spy }
+}
+
+fn record() -> Record {
+    Record::new(
+        Some("u".into()),
+        now_ms(),
+        Duration::from_secs(600),
+        Duration::from_secs(3600),
+    )
+}
+
+fn set(name: &str, value: u64) -> Delta {
+    Delta::default().set(name, value.to_string().into_bytes())
+}
+
+fn attr(r: &Record, name: &str) -> Option<String> {
+    r.attrs
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Wait until `spy` has passed on a notice for `key` (everything Redis sent on that connection
+/// before it has been passed on too: notices travel in order).
+async fn notice_for(spy: &mut broadcast::Receiver<Invalidation>, key: &SessionKey) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, spy.recv()).await {
+            Ok(Ok(Invalidation::Key(k))) if k == *key => return,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("the notice channel failed: {e}"),
+            Err(_) => panic!("no notice for the marker key within 5 s"),
+        }
+    }
+}
+
+/// A read right after this instance's own write: the written copy is in the near cache unless
+/// the write's own notice came first. Redis announces a change to every client tracking the
+/// key, its writer included (the Redis store sets no `NOLOOP`), so whether the read after a
+/// write goes to Redis depends on whether that notice beat it. Measured and printed; the
+/// assertions are what holds whatever the timing: never more than one Redis read per write
+/// (the reload the old code always made), every value read is the one just written, and — the
+/// positive control — a session this instance never read does cost a Redis read.
+async fn reads_after_own_writes(kind: Kind) {
+    let server = RedisProcess::start();
+    let durable = Arc::new(MemoryStore::default());
+    let a = instance(kind, &server, "own:", &durable).await;
+    let k = Token::generate().key();
+    a.store.create(&k, &record()).await.unwrap();
+    assert!(a.store.load(&k).await.unwrap().is_some());
+
+    cli(&server, &["CONFIG", "RESETSTAT"]);
+    const N: u64 = 300;
+    let mut served_from_cache = 0;
+    for i in 1..=N {
+        a.store.apply(&k, &set("n", i)).await.unwrap();
+        let before = reads(&server);
+        let r = a.store.load(&k).await.unwrap().expect("alive");
+        assert_eq!(attr(&r, "n").as_deref(), Some(i.to_string().as_str()));
+        if reads(&server) == before {
+            served_from_cache += 1;
+        }
+    }
+    let total = reads(&server);
+    println!(
+        "{kind:?}: {served_from_cache} of {N} reads right after an own write served from the \
+         near cache; {total} Redis reads in all"
+    );
+    assert!(
+        total <= N,
+        "{total} Redis reads for {N} write-then-read rounds"
+    );
+
+    // Positive control: the counting sees a read that does go to Redis.
+    let cold = Token::generate().key();
+    a.store.create(&cold, &record()).await.unwrap();
+    let before = reads(&server);
+    assert!(a.store.load(&cold).await.unwrap().is_some());
+    assert_eq!(reads(&server), before + 1, "a cold read is counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_after_an_own_write_never_costs_more_than_one_redis_read_near_cached() {
+    reads_after_own_writes(Kind::NearCached).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_after_an_own_write_never_costs_more_than_one_redis_read_tiered() {
+    reads_after_own_writes(Kind::Tiered).await;
+}
+
+/// Instance A holds a warm copy and writes one attribute while instance B writes another, at
+/// the same moment, many times over. Once every notice Redis sent before a marker change has
+/// reached A, A's read must show both writes: a written copy put back without B's change would
+/// show only A's.
+async fn racing_writes(kind: Kind) {
+    let server = RedisProcess::start();
+    let durable = Arc::new(MemoryStore::default());
+    let mut a = instance(kind, &server, "race:", &durable).await;
+    let b = instance(kind, &server, "race:", &durable).await;
+    let marker = Token::generate().key();
+    a.store.create(&marker, &record()).await.unwrap();
+
+    const ROUNDS: u64 = 300;
+    for round in 1..=ROUNDS {
+        let k = Token::generate().key();
+        a.store.create(&k, &record()).await.unwrap();
+        assert!(
+            a.store.load(&k).await.unwrap().is_some(),
+            "A's copy is warm"
+        );
+        assert!(b.store.load(&k).await.unwrap().is_some(), "so is B's");
+        // The marker is read (and tracked) by A before the race, so its notice comes after
+        // any notice of the race.
+        assert!(a.store.load(&marker).await.unwrap().is_some());
+
+        let (da, db) = (set("a", round), set("b", round));
+        let (ra, rb) = tokio::join!(a.store.apply(&k, &da), b.store.apply(&k, &db));
+        ra.unwrap();
+        rb.unwrap();
+        b.store.apply(&marker, &set("m", round)).await.unwrap();
+        notice_for(&mut a.spy, &marker).await;
+
+        let seen = a.store.load(&k).await.unwrap().expect("alive");
+        assert_eq!(
+            (attr(&seen, "a"), attr(&seen, "b")),
+            (Some(round.to_string()), Some(round.to_string())),
+            "round {round}: A serves a copy without one of the writes"
+        );
+    }
+    println!("{kind:?}: {ROUNDS} racing rounds, A's reads all showed both writes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_racing_another_instances_write_never_leaves_a_stale_copy_near_cached() {
+    racing_writes(Kind::NearCached).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_racing_another_instances_write_never_leaves_a_stale_copy_tiered() {
+    racing_writes(Kind::Tiered).await;
+}
