@@ -29,8 +29,10 @@ pub struct Settings {
     )]
     pub database_url: String,
 
-    /// `redis://host:port/db` for a standalone Redis tier; unset = no Redis tier. The
-    /// environment's value is never shown in `--help` (it may carry a password).
+    /// `redis://host:port/db` for a standalone Redis tier, or
+    /// `redis+sentinel://host:port,host:port/<master name>` for the master a Sentinel group
+    /// names; unset = no Redis tier (unless `REDIS_CLUSTER_NODES`). The environment's value is
+    /// never shown in `--help` (it may carry a password).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 

@@ -45,14 +45,8 @@ impl Stores {
                     redact(&settings.database_url)
                 )
             })?;
-        if settings.redis_cluster_nodes.is_some() {
-            anyhow::bail!(
-                "REDIS_CLUSTER_NODES is not supported yet (docs/redis.md says what Cluster needs); \
-                 use REDIS_URL for a standalone Redis"
-            );
-        }
-        let tiered = match &settings.redis_url {
-            Some(url) => Some(open_tiered(redis_config(url, settings), &sql).await?),
+        let tiered = match redis_deployment(settings)? {
+            Some(config) => Some(open_tiered(config, &sql).await?),
             None => None,
         };
         Ok(Stores {
@@ -71,9 +65,14 @@ impl Stores {
 /// serves from the database) even while Redis is down, and the tiered store's breaker brings
 /// Redis in when it answers.
 async fn open_tiered(config: RedisConfig, sql: &SqlStore) -> anyhow::Result<TieredStore> {
-    let url = config.url.clone();
+    let url = if config.cluster_nodes.is_empty() {
+        redact(&config.url)
+    } else {
+        let nodes: Vec<String> = config.cluster_nodes.iter().map(|n| redact(n)).collect();
+        format!("cluster {}", nodes.join(","))
+    };
     let redis = RedisStore::connect_lazy(config)
-        .map_err(|e| anyhow::anyhow!("invalid REDIS_URL {}: {e}", redact(&url)))?;
+        .map_err(|e| anyhow::anyhow!("invalid Redis configuration {url}: {e}"))?;
     // The near cache is required: the build fails rather than run without it if Redis were
     // not in tracking mode.
     let tiered = TieredStore::builder(redis, sql)
@@ -82,11 +81,37 @@ async fn open_tiered(config: RedisConfig, sql: &SqlStore) -> anyhow::Result<Tier
         .map_err(|e| anyhow::anyhow!("tiered session store: {e}"))?;
     if !tiered.recover_now().await {
         tracing::warn!(
-            redis = %redact(&url),
+            redis = %url,
             "Redis is not reachable yet; serving sessions from the database until it is"
         );
     }
     Ok(tiered)
+}
+
+/// The Redis deployment `settings` name, if any: a Redis Cluster (`REDIS_CLUSTER_NODES`), or one
+/// server — standalone, or the master that Sentinels name when `REDIS_URL` is
+/// `redis+sentinel://host:port,…/<master name>` (docs/deployment.md). Naming both is refused:
+/// which one holds the sessions must not depend on precedence rules nobody remembers.
+pub fn redis_deployment(settings: &Settings) -> anyhow::Result<Option<RedisConfig>> {
+    let nodes = settings
+        .redis_cluster_nodes
+        .as_deref()
+        .filter(|n| !n.trim().is_empty());
+    match (nodes, &settings.redis_url) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "both REDIS_URL and REDIS_CLUSTER_NODES are set; set REDIS_CLUSTER_NODES for a \
+             Redis Cluster or REDIS_URL for one server (standalone or through Sentinel), not both"
+        ),
+        (Some(nodes), None) => {
+            let config = RedisConfig::cluster_from_list(nodes);
+            if config.cluster_nodes.is_empty() {
+                anyhow::bail!("REDIS_CLUSTER_NODES names no node (expected host:port,host:port,…)");
+            }
+            Ok(Some(tier_settings(config, settings)))
+        }
+        (None, Some(url)) => Ok(Some(redis_config(url, settings))),
+        (None, None) => Ok(None),
+    }
 }
 
 /// The Redis tier's configuration for `url` under `settings`.
@@ -98,7 +123,12 @@ async fn open_tiered(config: RedisConfig, sql: &SqlStore) -> anyhow::Result<Tier
 /// let a copy of one of them (in another instance's near cache, or restored from the database
 /// after an outage) come back.
 pub fn redis_config(url: &str, settings: &Settings) -> RedisConfig {
-    let mut config = RedisConfig::new(url);
+    tier_settings(RedisConfig::new(url), settings)
+}
+
+/// What every Redis deployment gets from `settings`: tracking on, the revocation marker as
+/// long-lived as a session can be (see [`redis_config`]).
+fn tier_settings(mut config: RedisConfig, settings: &Settings) -> RedisConfig {
     config.tracking = true;
     config.revocation_ttl = config.revocation_ttl.max(settings.absolute_timeout);
     config
@@ -136,5 +166,50 @@ mod tests {
         let short = settings(&["--absolute-timeout", "1h", "--idle-timeout", "30m"]);
         let c = redis_config("redis://127.0.0.1:6379/0", &short);
         assert!(c.revocation_ttl >= RedisConfig::new("redis://x").revocation_ttl);
+    }
+
+    #[test]
+    fn redis_cluster_nodes_name_a_cluster_with_the_tier_settings() {
+        let s = settings(&[
+            "--redis-cluster-nodes",
+            " 127.0.0.1:7000, 127.0.0.1:7001,,",
+            "--absolute-timeout",
+            "30d",
+        ]);
+        let c = redis_deployment(&s).unwrap().expect("a Redis tier");
+        assert_eq!(c.cluster_nodes, ["127.0.0.1:7000", "127.0.0.1:7001"]);
+        assert!(c.tracking);
+        assert!(c.revocation_ttl >= std::time::Duration::from_secs(30 * 24 * 3600));
+    }
+
+    #[test]
+    fn a_sentinel_url_is_one_server_found_through_the_sentinels() {
+        let s = settings(&["--redis-url", "redis+sentinel://127.0.0.1:26379/main"]);
+        let c = redis_deployment(&s).unwrap().expect("a Redis tier");
+        assert!(c.cluster_nodes.is_empty());
+        assert_eq!(c.url, "redis+sentinel://127.0.0.1:26379/main");
+        assert!(c.tracking);
+    }
+
+    #[test]
+    fn no_redis_setting_means_no_redis_tier() {
+        assert!(redis_deployment(&settings(&[])).unwrap().is_none());
+        let blank = settings(&["--redis-cluster-nodes", " "]);
+        assert!(redis_deployment(&blank).unwrap().is_none());
+    }
+
+    #[test]
+    fn naming_both_a_cluster_and_one_server_is_refused_with_the_reason() {
+        let s = settings(&[
+            "--redis-url",
+            "redis://127.0.0.1:6379/",
+            "--redis-cluster-nodes",
+            "127.0.0.1:7000",
+        ]);
+        let e = redis_deployment(&s).unwrap_err().to_string();
+        assert!(e.contains("not both"), "{e}");
+        let empty = settings(&["--redis-cluster-nodes", ",,"]);
+        let e = redis_deployment(&empty).unwrap_err().to_string();
+        assert!(e.contains("names no node"), "{e}");
     }
 }
