@@ -6,6 +6,8 @@ use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use ratatoskr_core::token::random_bytes;
 
+use crate::domain::time::Timestamp;
+
 /// Most argon2 memory blocks (1 KiB each) a stored hash may ask for: 256 MiB. The hashes this
 /// application writes use 19 MiB; a row asking for more than this is refused, not computed.
 const MAX_BLOCKS: usize = 256 * 1024;
@@ -131,7 +133,7 @@ struct Shared {
     running: std::sync::atomic::AtomicUsize,
     /// Jobs accepted and not yet answered (running or waiting): at most workers + queue.
     admitted: std::sync::atomic::AtomicUsize,
-    /// When the last run ended (ms since the epoch).
+    /// When the last run ended ([`Timestamp`] milliseconds: an atomic holds no newtype).
     last_done: std::sync::atomic::AtomicI64,
     /// Memory buffers not in use.
     memory: std::sync::Mutex<Vec<Vec<Block>>>,
@@ -166,7 +168,7 @@ impl Shared {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(mem);
-            self.last_done.store(ratatoskr_core::now_ms(), Relaxed);
+            self.last_done.store(Timestamp::now().as_millis(), Relaxed);
             self.running.fetch_sub(1, Relaxed);
             // Room for the next job before this one's answer: a client that sends its next
             // request when it gets this answer must not find the pool full.
@@ -242,10 +244,9 @@ impl Hasher {
     /// Returns whether it did.
     pub fn release_idle_memory(&self) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
-        let idle_since = self.shared.last_done.load(Relaxed);
-        let idle_for = ratatoskr_core::now_ms() - idle_since;
+        let idle_since = Timestamp::from_millis(self.shared.last_done.load(Relaxed));
         if self.shared.running.load(Relaxed) > 0
-            || idle_for < i64::try_from(RELEASE_IDLE_MEMORY_AFTER.as_millis()).unwrap_or(i64::MAX)
+            || Timestamp::now().since(idle_since) < RELEASE_IDLE_MEMORY_AFTER
         {
             return false;
         }
@@ -386,7 +387,9 @@ mod tests {
         assert!(!hasher.release_idle_memory());
         assert_eq!(hasher.memory_held(), 19456 * 1024);
         hasher.shared.last_done.store(
-            ratatoskr_core::now_ms() - 11_000,
+            Timestamp::now()
+                .minus(std::time::Duration::from_secs(11))
+                .as_millis(),
             std::sync::atomic::Ordering::Relaxed,
         );
         assert!(hasher.release_idle_memory());

@@ -208,8 +208,8 @@ pub async fn spawn_pg_app() -> TestApp {
     spawn_pg_app_args(&[]).await
 }
 
-/// Start the app on a fresh PostgreSQL schema with extra command-line flags.
-pub async fn spawn_pg_app_args(extra: &[&str]) -> TestApp {
+/// A fresh PostgreSQL schema: its name, and a database URL whose connections work in it.
+pub async fn fresh_pg_schema() -> (String, String) {
     use sqlx::{ConnectOptions, Connection};
     let schema = format!("ratatoskr_app_{}", random_suffix());
     let mut admin = sqlx::postgres::PgConnectOptions::from_str(&pg_url())
@@ -225,21 +225,32 @@ pub async fn spawn_pg_app_args(extra: &[&str]) -> TestApp {
     let base = pg_url();
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    let dir = fresh_dir();
+    (schema, url)
+}
+
+/// Settings for an app on the PostgreSQL database `url`, its key file in `dir`, extra flags.
+pub fn pg_settings(url: &str, dir: &std::path::Path, extra: &[&str]) -> Settings {
     let key_file = dir.join("secret.key");
     let mut args = vec![
         "ratatoskr",
         "--bind",
         "127.0.0.1:0",
         "--database-url",
-        &url,
+        url,
         "--secret-key-file",
         key_file.to_str().unwrap(),
         "--sample-every",
         "200ms",
     ];
     args.extend_from_slice(extra);
-    let settings = Args::parse_from(args).settings;
+    Args::parse_from(args).settings
+}
+
+/// Start the app on a fresh PostgreSQL schema with extra command-line flags.
+pub async fn spawn_pg_app_args(extra: &[&str]) -> TestApp {
+    let (schema, url) = fresh_pg_schema().await;
+    let dir = fresh_dir();
+    let settings = pg_settings(&url, &dir, extra);
     spawn_app_with(settings, dir, Some(schema)).await
 }
 

@@ -11,6 +11,7 @@ mod auth;
 mod csrf;
 mod health;
 mod helpers;
+mod migrations;
 mod pages;
 mod platforms;
 mod postgres;
