@@ -31,6 +31,12 @@ pub(crate) enum Topology {
     },
 }
 
+/// A master's address, `(host, port)`.
+pub(crate) type Addr = (String, u16);
+
+/// A slot range and the master serving it.
+pub(crate) type SlotRange = (u16, u16, Addr);
+
 /// The URL scheme of the Sentinel form: `redis+sentinel://[user:pass@]h:p[,h:p…]/<master>[/db]`.
 pub const SENTINEL_SCHEME: &str = "redis+sentinel://";
 
@@ -239,8 +245,23 @@ impl Conn {
     /// `host:port` of every master now (one for a single server or Sentinel: the address is
     /// not needed there, commands go to the one master).
     pub(crate) async fn masters(&mut self) -> RedisResult<Vec<(String, u16)>> {
-        let Conn::Cluster(c) = self else {
+        if !self.is_cluster() {
             return Ok(vec![(String::new(), 0)]);
+        }
+        let mut out: Vec<(String, u16)> = Vec::new();
+        for (_, _, addr) in self.slot_map().await? {
+            if !out.contains(&addr) {
+                out.push(addr);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A cluster's slot ranges and the master serving each (`CLUSTER SLOTS`, asked of any
+    /// node); empty for one server or Sentinel.
+    pub(crate) async fn slot_map(&mut self) -> RedisResult<Vec<SlotRange>> {
+        let Conn::Cluster(c) = self else {
+            return Ok(Vec::new());
         };
         let slots = c
             .route_command(
@@ -248,13 +269,15 @@ impl Conn {
                 RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
             )
             .await?;
-        let mut out: Vec<(String, u16)> = Vec::new();
         let Value::Array(ranges) = slots else {
             return Err(bad("CLUSTER SLOTS: not an array"));
         };
+        let mut out = Vec::new();
         for range in ranges {
             let Value::Array(items) = range else { continue };
-            let Some(Value::Array(node)) = items.get(2) else {
+            let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(node))) =
+                (items.first(), items.get(1), items.get(2))
+            else {
                 continue;
             };
             let host = match node.first() {
@@ -265,10 +288,11 @@ impl Conn {
             let Some(Value::Int(port)) = node.get(1) else {
                 continue;
             };
-            let addr = (host, u16::try_from(*port).unwrap_or(0));
-            if !out.contains(&addr) {
-                out.push(addr);
-            }
+            out.push((
+                u16::try_from(*start).unwrap_or(0),
+                u16::try_from(*end).unwrap_or(0),
+                (host, u16::try_from(*port).unwrap_or(0)),
+            ));
         }
         Ok(out)
     }

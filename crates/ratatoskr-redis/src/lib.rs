@@ -112,8 +112,9 @@
 //!
 //! One server ([`RedisConfig::new`] with `redis://…`), a Sentinel-managed master
 //! ([`RedisConfig::sentinel`], or `redis+sentinel://h:p,h:p/<master-name>`), or a Redis
-//! Cluster ([`RedisConfig::cluster`], [`RedisConfig::cluster_from_list`]). Tracking is not
-//! available on a cluster yet.
+//! Cluster ([`RedisConfig::cluster`], [`RedisConfig::cluster_from_list`]). Tracking works on
+//! each: on a cluster with one tracked connection per master, each `load` sent to the master of
+//! its key's slot, and every topology change announced as [`Invalidation::All`].
 #![warn(missing_docs)]
 
 mod builder;
@@ -121,6 +122,7 @@ mod conn;
 mod maintenance;
 mod ops;
 mod scripts;
+mod tracked;
 mod tracking;
 
 use std::collections::BTreeMap;
@@ -139,8 +141,9 @@ use tokio::sync::broadcast;
 pub use crate::builder::RedisStoreBuilder;
 use crate::conn::{Conn, SentinelConn, Topology};
 pub use crate::conn::{SENTINEL_SCHEME, key_slot};
+use crate::tracked::{TrackSettings, Tracker};
 pub use crate::tracking::INVALIDATION_CHANNEL_CAPACITY;
-use crate::tracking::{TrackSource, Tracking};
+use crate::tracking::TrackSource;
 
 /// The backend name in logs, metrics and [`StoreError::Backend`].
 pub const BACKEND: &str = "redis";
@@ -321,7 +324,7 @@ fn redact_url(url: &str) -> String {
 pub struct RedisStore {
     con: Conn,
     config: RedisConfig,
-    tracking: Option<Arc<Tracking>>,
+    tracking: Option<Arc<Tracker>>,
     /// The write epoch this store (and its clones) last learned; see
     /// [`begin_epoch`](ratatoskr_core::SessionStore::begin_epoch). 0: none known yet.
     epoch: Arc<std::sync::atomic::AtomicU64>,
@@ -402,12 +405,7 @@ impl RedisStore {
     /// `docs/redis.md`). An error means the connection was lost (and `All` was sent).
     pub async fn sync_invalidations(&self) -> StoreResult<()> {
         match &self.tracking {
-            Some(t) => {
-                t.run(self.config.response_timeout, |mut c| async move {
-                    redis::cmd("PING").query_async::<()>(&mut c).await
-                })
-                .await
-            }
+            Some(t) => Box::pin(t.ping_all(self.config.response_timeout)).await,
             None => Ok(()),
         }
     }
@@ -435,10 +433,7 @@ impl RedisStore {
             Err(_) => return Err(unreachable()),
         }
         if let Some(t) = &self.tracking {
-            t.run(limit, |mut c| async move {
-                redis::cmd("PING").query_async::<()>(&mut c).await
-            })
-            .await?;
+            Box::pin(t.ping_all(limit)).await?;
         }
         Ok(())
     }
@@ -469,12 +464,6 @@ impl RedisStore {
                 (Conn::Single(con), TrackSource::Fixed(resp3))
             }
             Topology::Cluster(nodes) => {
-                if config.tracking {
-                    return Err(backend(
-                        "tracking (the near cache) is not available on a Redis Cluster yet: \
-                         build the store with tracking off",
-                    ));
-                }
                 // No retries: a command that meets a failed master, a promoted replica or a
                 // moved slot fails once (the client rebuilds its slot map for the next one), so
                 // a topology change is never hidden from the caller — as with the RESP2
@@ -516,14 +505,19 @@ impl RedisStore {
                 )
             }
         };
+        let settings = TrackSettings {
+            prefix: config.key_prefix.as_bytes().to_vec(),
+            connect_timeout: config.connect_timeout,
+            response_timeout: config.response_timeout,
+            heartbeat: config.tracking_heartbeat,
+        };
         let tracking = config.tracking.then(|| {
-            Tracking::new(
-                source,
-                config.key_prefix.as_bytes(),
-                config.connect_timeout,
-                config.response_timeout,
-                config.tracking_heartbeat,
-            )
+            Arc::new(match (&topology, source) {
+                (Topology::Cluster(nodes), _) => {
+                    Tracker::cluster(con.clone(), &nodes[0], settings.clone())
+                }
+                (_, source) => Tracker::one(source, &settings),
+            })
         });
         Ok(RedisStore {
             con,

@@ -228,7 +228,7 @@ impl SessionStore for RedisStore {
         let (fields, expire_at): (Value, Value) = match &self.tracking {
             None => self.call(pipe.query_async(&mut con)).await?,
             Some(t) => {
-                t.run(self.config.response_timeout, |mut c| async move {
+                t.run_for(&name, self.config.response_timeout, |mut c| async move {
                     pipe.query_async(&mut c).await
                 })
                 .await?
@@ -500,10 +500,7 @@ impl SessionStore for RedisStore {
         self.call(redis::cmd("PING").query_async::<()>(&mut con))
             .await?;
         if let Some(t) = &self.tracking {
-            t.run(self.config.response_timeout, |mut c| async move {
-                redis::cmd("PING").query_async::<()>(&mut c).await
-            })
-            .await?;
+            Box::pin(t.ping_all(self.config.response_timeout)).await?;
         }
         Ok(())
     }

@@ -55,7 +55,7 @@ pub(crate) enum TrackSource {
     Fixed(redis::Client),
     /// The master the Sentinels name at the time of each (re)connection.
     Sentinel(Arc<SentinelConn>),
-    /// No tracking (a cluster).
+    /// Not known yet (a cluster's masters get a tracked connection each, see `tracked.rs`).
     None,
 }
 
@@ -133,14 +133,16 @@ fn connection_survives(e: &redis::RedisError) -> bool {
 impl Tracking {
     /// A tracked connection to `url`'s server, established on first use. Must be called within
     /// a Tokio runtime (it spawns the heartbeat, if `heartbeat` is not zero).
+    /// `tx` is the channel its notices go to (shared by the per-master connections of a
+    /// cluster).
     pub(crate) fn new(
         client: TrackSource,
+        tx: broadcast::Sender<Invalidation>,
         prefix: &[u8],
         connect_timeout: Duration,
         response_timeout: Duration,
         heartbeat: Duration,
     ) -> Arc<Self> {
-        let (tx, _) = broadcast::channel(INVALIDATION_CHANNEL_CAPACITY);
         let tracking = Arc::new(Tracking {
             client,
             tx,

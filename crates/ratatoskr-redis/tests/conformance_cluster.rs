@@ -22,3 +22,23 @@ async fn harness() -> RedisHarness {
 }
 
 ratatoskr_conformance::store_conformance!(harness);
+
+/// The same suite in tracking mode: each `load` runs on the tracked connection to the master
+/// serving its key's slot.
+mod tracked {
+    use super::*;
+
+    async fn harness() -> RedisHarness {
+        let cluster = tokio::task::spawn_blocking(RedisCluster::shared)
+            .await
+            .unwrap();
+        let config = RedisConfig {
+            cluster_nodes: cluster.addrs(),
+            tracking: true,
+            ..common::config("")
+        };
+        RedisHarness::new(config).await
+    }
+
+    ratatoskr_conformance::store_conformance!(harness);
+}

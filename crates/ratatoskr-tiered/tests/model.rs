@@ -763,8 +763,8 @@ fn tiers_on_postgres_behave_as_the_model_under_generated_sequences_and_faults() 
     run_model(Backend::Postgres, Engine::single, 120);
 }
 
-/// The same model on a Redis Cluster (3 masters, 3 replicas; no near cache: tracking is not
-/// available on a cluster). A "restart" there SIGKILLs a master: its replica is promoted with
+/// The same model on a Redis Cluster (3 masters, 3 replicas; near caches fed by one tracked
+/// connection per master). A "restart" there SIGKILLs a master: its replica is promoted with
 /// whatever it had replicated, and the recovery must discard it so that nothing comes back. A
 /// failover costs seconds, so fewer sequences run by default.
 #[test]

@@ -28,16 +28,14 @@ impl Engine {
         }
     }
 
-    /// A store configuration for this engine (no tracking on a cluster: not available there).
+    /// A store configuration for this engine, tracking on (near caches in play).
     pub fn config(&self) -> RedisConfig {
-        match self {
-            Engine::Single(p) => {
-                let mut c = RedisConfig::new(p.url());
-                c.tracking = true;
-                c
-            }
+        let mut c = match self {
+            Engine::Single(p) => RedisConfig::new(p.url()),
             Engine::Cluster { cluster, .. } => RedisConfig::cluster(cluster.addrs()),
-        }
+        };
+        c.tracking = true;
+        c
     }
 
     /// Empty every server, and forget any snapshot.

@@ -1,0 +1,160 @@
+//! Client-side caching on a Redis Cluster: one tracked connection per master, each load on the
+//! master serving its key, and a failover announced as "flush everything".
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use ratatoskr_core::{Delta, Invalidation, Record, SessionKey, SessionStore, Token, now_ms};
+use ratatoskr_redis::{RedisConfig, RedisStore};
+use ratatoskr_testkit::RedisCluster;
+use tokio::sync::broadcast;
+
+fn config(cluster: &RedisCluster, prefix: &str) -> RedisConfig {
+    RedisConfig {
+        cluster_nodes: cluster.addrs(),
+        tracking: true,
+        ..common::config(prefix)
+    }
+}
+
+fn record() -> Record {
+    Record::new(
+        Some("ada".into()),
+        now_ms(),
+        Duration::from_secs(600),
+        Duration::from_secs(3600),
+    )
+}
+
+/// Wait (with a deadline) for a notice that satisfies `want`.
+async fn notice(
+    rx: &mut broadcast::Receiver<Invalidation>,
+    within: Duration,
+    want: impl Fn(&Invalidation) -> bool,
+) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Ok(n)) if want(&n) => return true,
+            Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return false,
+        }
+    }
+}
+
+/// Sessions until every master serves at least one of them.
+async fn sessions_on_every_master(
+    cluster: &RedisCluster,
+    store: &RedisStore,
+) -> Vec<(SessionKey, usize)> {
+    let mut out: Vec<(SessionKey, usize)> = Vec::new();
+    let masters = cluster.masters();
+    while !masters.iter().all(|m| out.iter().any(|(_, n)| n == m)) {
+        let k = Token::generate().key();
+        store.create(&k, &record()).await.unwrap();
+        out.push((k, cluster.master_of_key(&store.session_key_name(&k))));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_on_every_master_are_announced_to_the_instance_that_read_them() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::shared)
+        .await
+        .unwrap();
+    let prefix = common::random_prefix();
+    let (a, mut rx) = RedisStore::connect_tracked(config(cluster, &prefix))
+        .await
+        .unwrap();
+    let b = RedisStore::connect(RedisConfig {
+        tracking: false,
+        ..config(cluster, &prefix)
+    })
+    .await
+    .unwrap();
+    let sessions = sessions_on_every_master(cluster, &b).await;
+    assert!(a.tracking_connections().unwrap() >= 3, "one per master");
+    for (k, master) in &sessions {
+        assert!(a.load(k).await.unwrap().is_some());
+        a.sync_invalidations().await.unwrap();
+        while rx.try_recv().is_ok() {}
+        b.apply(k, &Delta::default().set("x", b"1".to_vec()))
+            .await
+            .unwrap();
+        assert!(
+            notice(&mut rx, Duration::from_secs(5), |n| *n
+                == Invalidation::Key(*k))
+            .await,
+            "a change on master {master} was not announced"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_flushes_the_caches_and_tracking_resumes_on_the_promoted_master() {
+    let mut cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let prefix = common::random_prefix();
+    let (a, mut rx) = RedisStore::connect_tracked(config(&cluster, &prefix))
+        .await
+        .unwrap();
+    let b = RedisStore::connect(RedisConfig {
+        tracking: false,
+        ..config(&cluster, &prefix)
+    })
+    .await
+    .unwrap();
+    let k = Token::generate().key();
+    b.create(&k, &record()).await.unwrap();
+    assert!(a.load(&k).await.unwrap().is_some());
+    a.sync_invalidations().await.unwrap();
+    while rx.try_recv().is_ok() {}
+    let victim = cluster.master_of_key(&a.session_key_name(&k));
+    cluster.kill(victim);
+    assert!(
+        notice(&mut rx, Duration::from_secs(5), |n| *n == Invalidation::All).await,
+        "the lost master was not announced"
+    );
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.wait_failover(victim);
+        cluster
+    })
+    .await
+    .unwrap();
+    // The promoted replica may lack the session (asynchronous replication): write it again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let restored = loop {
+        let _ = b.destroy(&k).await;
+        if b.create(&k, &record()).await.is_ok() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(restored, "writes reach the promoted master");
+    let loaded = loop {
+        if let Ok(r) = a.load(&k).await {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "loads reach the promoted master");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(loaded.is_some());
+    a.sync_invalidations().await.unwrap();
+    while rx.try_recv().is_ok() {}
+    b.apply(&k, &Delta::default().set("y", b"2".to_vec()))
+        .await
+        .unwrap();
+    assert!(
+        notice(&mut rx, Duration::from_secs(5), |n| *n
+            == Invalidation::Key(k))
+        .await,
+        "a change after the failover was not announced"
+    );
+    drop(cluster);
+}
