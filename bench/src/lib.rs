@@ -201,11 +201,23 @@ fn http_contender(
         HttpRow {
             contender: *c,
             read: Err(e.clone()),
-            write: Err(e),
+            write: Err(e.clone()),
+            login: Err(e.clone()),
+            redis_bytes: c.has_sessions().then_some(Err(e)),
             notes: Vec::new(),
         }
     };
-    let server = match Server::start(c, &redis.url(), o.server_threads, scratch) {
+    // Each contender's Redis memory is its own.
+    if let Err(e) = redis.flush() {
+        return failed(e);
+    }
+    let server = match Server::start(
+        c,
+        &redis.url(),
+        o.pg_url.as_deref(),
+        o.server_threads,
+        scratch,
+    ) {
         Ok(s) => s,
         Err(e) => return failed(format!("server did not start: {e}")),
     };
@@ -247,6 +259,16 @@ fn http_contender(
             return failed(e);
         }
     };
+    // One logged-in session per connection (per user), each read once: what Redis holds per
+    // session, everything included (indexes, counters, the store's own keys, shared out).
+    let redis_bytes = c.has_sessions().then(|| {
+        let (bytes, keys) = redis.bytes_of_all_keys()?;
+        progress(format!(
+            "    Redis: {bytes} bytes in {keys} keys for {} sessions",
+            clients.len()
+        ));
+        Ok(bytes as f64 / clients.len().max(1) as f64)
+    });
     let (clients, read) = http_phase(o, redis, client_rt, clients, Op::Read);
     let after_reads = server.report();
     let (clients, write) = http_phase(o, redis, client_rt, clients, Op::Write);
@@ -287,12 +309,15 @@ fn http_contender(
         progress(format!("    after the writes: {r}"));
         notes.push(format!("after the writes, {r}"));
     }
+    let (clients, login) = http_phase(o, redis, client_rt, clients, Op::Login);
     drop(clients);
     server.stop();
     HttpRow {
         contender: *c,
         read: Ok(read),
         write: Ok(write),
+        login: Ok(login),
+        redis_bytes,
         notes,
     }
 }
@@ -366,6 +391,7 @@ fn http_phase(
     let what = match op {
         Op::Read => "read ",
         Op::Write => "write",
+        Op::Login => "login",
     };
     let (clients, result) = measure(o, redis, what, clients, |clients| {
         let (clients, summary) =

@@ -18,6 +18,11 @@ pub enum Op {
     Read,
     /// `POST /write`: the handler increments a counter attribute.
     Write,
+    /// A new visitor logs in, as the app's login page is used: `GET /visit` (an anonymous
+    /// session is created; Ratatoskr answers its CSRF token), then `POST /login/{n}` with that
+    /// session's cookie and token (the session is rotated to a new key and the user set). One
+    /// operation, two requests; its latency is the pair's.
+    Login,
 }
 
 /// One keep-alive connection and the session it carries.
@@ -81,41 +86,71 @@ impl Client {
         Ok(c)
     }
 
-    fn rebuild(&mut self) {
+    fn cookie_line(&self) -> String {
         let cookie = self
             .cookies
             .iter()
             .map(|(n, v)| format!("{n}={v}"))
             .collect::<Vec<_>>()
             .join("; ");
-        let cookie_line = if cookie.is_empty() {
+        if cookie.is_empty() {
             String::new()
         } else {
             format!("Cookie: {cookie}\r\n")
-        };
-        self.read_req = format!(
-            "GET /read HTTP/1.1\r\nHost: {}\r\n{cookie_line}\r\n",
-            self.host
-        )
-        .into_bytes();
+        }
+    }
+
+    /// A same-origin `POST` with the session's cookie and CSRF token.
+    fn post(&self, path: &str) -> Vec<u8> {
         let csrf = if self.csrf.is_empty() {
             String::new()
         } else {
             format!("X-CSRF-Token: {}\r\n", self.csrf)
         };
-        self.write_req = format!(
-            "POST /write HTTP/1.1\r\nHost: {}\r\n{cookie_line}Sec-Fetch-Site: same-origin\r\n\
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\n{}Sec-Fetch-Site: same-origin\r\n\
              {csrf}Content-Length: 0\r\n\r\n",
-            self.host
+            self.host,
+            self.cookie_line()
         )
-        .into_bytes();
+        .into_bytes()
     }
 
-    /// Send one prepared request and read its response.
+    fn rebuild(&mut self) {
+        self.read_req = format!(
+            "GET /read HTTP/1.1\r\nHost: {}\r\n{}\r\n",
+            self.host,
+            self.cookie_line()
+        )
+        .into_bytes();
+        self.write_req = self.post("/write");
+    }
+
+    /// [`Op::Login`]: forget the session, visit, log in. The answer of the step that failed, or
+    /// of the login.
+    async fn login_again(&mut self) -> io::Result<Response> {
+        self.cookies.clear();
+        self.csrf.clear();
+        let visit = format!("GET /visit HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
+        let resp = self.send(visit.as_bytes()).await?;
+        if resp.status != 200 {
+            return Ok(resp);
+        }
+        self.csrf = String::from_utf8_lossy(&resp.body).trim().to_owned();
+        let login = self.post(&format!("/login/{}", self.user));
+        let resp = self.send(&login).await?;
+        if resp.status == 200 {
+            self.csrf = String::from_utf8_lossy(&resp.body).trim().to_owned();
+        }
+        self.rebuild();
+        Ok(resp)
+    }
+
     pub async fn request(&mut self, op: Op) -> io::Result<Response> {
         let req = match op {
             Op::Read => std::mem::take(&mut self.read_req),
             Op::Write => std::mem::take(&mut self.write_req),
+            Op::Login => return self.login_again().await,
         };
         let result = self.send(&req).await;
         match op {

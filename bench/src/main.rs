@@ -6,8 +6,12 @@ use ratatoskr_bench::options::Options;
 fn main() {
     let options = match Options::parse(std::env::args().skip(1).collect()) {
         Ok(o) => o,
-        Err(message) => {
-            eprintln!("{message}");
+        Err((message, help)) => {
+            if help {
+                print!("{message}");
+                std::process::exit(0);
+            }
+            eprint!("{message}");
             std::process::exit(2);
         }
     };

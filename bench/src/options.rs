@@ -13,34 +13,62 @@ pub fn default_out() -> PathBuf {
         .join("benchmarks.md")
 }
 
-pub const USAGE: &str = "\
-ratatoskr-bench: HTTP and store throughput of Ratatoskr and its peers, in one run.
-
-usage: ratatoskr-bench [--duration SECS] [--warmup SECS] [--connections N] [--store-tasks N]
-                       [--server-threads N] [--client-threads N] [--pg-url URL|none]
-                       [--redis-server PATH] [--only WORD[,WORD…]] [--wait-quiet SECS]
-                       [--rounds N] [--out FILE.md] [--tiny]
-
-  --duration SECS      measured time per scenario (default 5)
-  --warmup SECS        unmeasured time before each scenario (default 1)
-  --connections N      keep-alive HTTP connections, one session each (default 32)
-  --store-tasks N      concurrent writers in the store-level scenario (default: --connections)
-  --server-threads N   worker threads of each server under test (default 2)
-  --client-threads N   threads of the load generator (default 2)
-  --pg-url URL|none    PostgreSQL for the Redis + PostgreSQL tier
-                       (default postgres://postgres@127.0.0.1:5432/test; skipped if unreachable)
-  --redis-server PATH  the redis-server binary; the bench runs its own on a free port
-  --only WORDS         run only contenders whose id contains one of the comma-separated words
-  --wait-quiet SECS    before each scenario, wait up to SECS for other processes to use less
-                       than 10 % of the CPU, and measure a scenario they disturbed again
-                       (3 times at most, the least disturbed is kept); default 0: do not wait
-                       (the report shows their share either way)
-  --rounds N           measure every contender N times, the contenders interleaved, and report
-                       each one's median round with the range (default 1)
-  --out FILE.md        where to write the report (the SVG chart goes beside it, same stem)
-                       (default docs/benchmarks.md; with --tiny, a temporary directory)
-  --tiny               ~200 ms per scenario, 4 connections: checks the harness, measures nothing
-";
+/// The command line (`--help` prints it).
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "ratatoskr-bench",
+    about = "HTTP and store throughput of Ratatoskr and its peers, in one run."
+)]
+struct Cli {
+    /// Measured time per scenario, seconds (default 5)
+    #[arg(long, value_name = "SECS", value_parser = secs)]
+    duration: Option<Duration>,
+    /// Unmeasured time before each scenario, seconds (default 1)
+    #[arg(long, value_name = "SECS", value_parser = secs)]
+    warmup: Option<Duration>,
+    /// Keep-alive HTTP connections, one session each (default 32)
+    #[arg(long, value_name = "N", value_parser = count)]
+    connections: Option<usize>,
+    /// Concurrent writers in the store-level scenario (default: --connections)
+    #[arg(long, value_name = "N", value_parser = count)]
+    store_tasks: Option<usize>,
+    /// Worker threads of each server under test
+    #[arg(long, value_name = "N", value_parser = count, default_value = "2")]
+    server_threads: usize,
+    /// Threads of the load generator
+    #[arg(long, value_name = "N", value_parser = count, default_value = "2")]
+    client_threads: usize,
+    /// PostgreSQL for the Redis + PostgreSQL tier, or `none`
+    #[arg(
+        long,
+        value_name = "URL|none",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    pg_url: String,
+    /// The redis-server binary; the bench runs its own on a free port (the test kit's starter,
+    /// which runs `redis-server` from PATH)
+    #[arg(long, value_name = "PATH", default_value = "redis-server")]
+    redis_server: String,
+    /// Run only contenders whose id contains one of the comma-separated words
+    #[arg(long, value_name = "WORD[,WORD…]", value_delimiter = ',')]
+    only: Vec<String>,
+    /// Before each scenario, wait up to SECS for other processes to use less than 10 % of the
+    /// CPU, and measure a scenario they disturbed again (3 times at most, the least disturbed
+    /// is kept); default: do not wait (the report shows their share either way)
+    #[arg(long, value_name = "SECS", value_parser = secs)]
+    wait_quiet: Option<Duration>,
+    /// Measure every contender N times, the contenders interleaved, and report each one's
+    /// median round with the range
+    #[arg(long, value_name = "N", value_parser = count, default_value = "1")]
+    rounds: usize,
+    /// Where to write the report (the SVG chart goes beside it, same stem); default
+    /// docs/benchmarks.md, with --tiny a temporary directory
+    #[arg(long, value_name = "FILE.md")]
+    out: Option<PathBuf>,
+    /// ~200 ms per scenario, 4 connections: checks the harness, measures nothing
+    #[arg(long)]
+    tiny: bool,
+}
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -62,71 +90,46 @@ pub struct Options {
 }
 
 impl Options {
-    pub fn parse(args: Vec<String>) -> Result<Options, String> {
-        let tiny = args.iter().any(|a| a == "--tiny");
-        let mut o = Options {
-            duration: Duration::from_secs(5),
-            warmup: Duration::from_secs(1),
-            connections: 32,
-            store_tasks: 0,
-            server_threads: 2,
-            client_threads: 2,
-            pg_url: Some("postgres://postgres@127.0.0.1:5432/test".into()),
-            redis_server: "redis-server".into(),
-            only: Vec::new(),
-            wait_quiet: Duration::ZERO,
-            rounds: 1,
-            out: PathBuf::new(),
-            tiny,
-            args: args.clone(),
-        };
-        if tiny {
-            o.duration = Duration::from_millis(200);
-            o.warmup = Duration::from_millis(50);
-            o.connections = 4;
-        }
-        let mut out = None;
-        let mut it = args.into_iter();
-        while let Some(flag) = it.next() {
-            let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-            match flag.as_str() {
-                "--tiny" => {}
-                "--duration" => o.duration = secs(&flag, &value()?)?,
-                "--warmup" => o.warmup = secs(&flag, &value()?)?,
-                "--connections" => o.connections = count(&flag, &value()?)?,
-                "--store-tasks" => o.store_tasks = count(&flag, &value()?)?,
-                "--server-threads" => o.server_threads = count(&flag, &value()?)?,
-                "--client-threads" => o.client_threads = count(&flag, &value()?)?,
-                "--pg-url" => {
-                    let v = value()?;
-                    o.pg_url = (v != "none").then_some(v);
-                }
-                "--redis-server" => o.redis_server = value()?,
-                "--only" => {
-                    o.only = value()?
-                        .split(',')
-                        .filter(|w| !w.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                }
-                "--wait-quiet" => o.wait_quiet = secs(&flag, &value()?)?,
-                "--rounds" => o.rounds = count(&flag, &value()?)?,
-                "--out" => out = Some(PathBuf::from(value()?)),
-                "--help" | "-h" => return Err(USAGE.to_owned()),
-                other => return Err(format!("unknown argument `{other}`\n\n{USAGE}")),
-            }
-        }
-        if o.store_tasks == 0 {
-            o.store_tasks = o.connections;
-        }
-        o.out = match out {
+    /// Parse the arguments (without the program name). `Err` carries clap's message (the help
+    /// text for `--help`) and whether it is one (exit 0) rather than a mistake (exit 2).
+    pub fn parse(args: Vec<String>) -> Result<Options, (String, bool)> {
+        use clap::Parser as _;
+        let cli =
+            Cli::try_parse_from(std::iter::once("ratatoskr-bench".to_owned()).chain(args.clone()))
+                .map_err(|e| (e.render().to_string(), !e.use_stderr()))?;
+        let tiny = cli.tiny;
+        let connections = cli.connections.unwrap_or(if tiny { 4 } else { 32 });
+        let out = match cli.out {
             Some(p) => p,
             None if tiny => std::env::temp_dir()
                 .join(format!("ratatoskr-bench-{}", std::process::id()))
                 .join("benchmarks.md"),
             None => default_out(),
         };
-        Ok(o)
+        Ok(Options {
+            duration: cli.duration.unwrap_or(if tiny {
+                Duration::from_millis(200)
+            } else {
+                Duration::from_secs(5)
+            }),
+            warmup: cli.warmup.unwrap_or(if tiny {
+                Duration::from_millis(50)
+            } else {
+                Duration::from_secs(1)
+            }),
+            connections,
+            store_tasks: cli.store_tasks.unwrap_or(connections),
+            server_threads: cli.server_threads,
+            client_threads: cli.client_threads,
+            pg_url: (cli.pg_url != "none").then_some(cli.pg_url),
+            redis_server: cli.redis_server,
+            only: cli.only.into_iter().filter(|w| !w.is_empty()).collect(),
+            wait_quiet: cli.wait_quiet.unwrap_or(Duration::ZERO),
+            rounds: cli.rounds,
+            out,
+            tiny,
+            args,
+        })
     }
 
     /// Whether the contender `id` is selected by `--only`.
@@ -148,16 +151,16 @@ impl Options {
     }
 }
 
-fn secs(flag: &str, v: &str) -> Result<Duration, String> {
+fn secs(v: &str) -> Result<Duration, String> {
     match v.parse::<f64>() {
         Ok(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!("{flag}: expected seconds in (0, 3600], got `{v}`")),
+        _ => Err(format!("expected seconds in (0, 3600], got `{v}`")),
     }
 }
 
-fn count(flag: &str, v: &str) -> Result<usize, String> {
+fn count(v: &str) -> Result<usize, String> {
     match v.parse::<usize>() {
         Ok(n) if (1..=4096).contains(&n) => Ok(n),
-        _ => Err(format!("{flag}: expected a number in 1..=4096, got `{v}`")),
+        _ => Err(format!("expected a number in 1..=4096, got `{v}`")),
     }
 }

@@ -1,120 +1,114 @@
 //! A private `redis-server` for the run, so that nothing else on the machine disturbs the
 //! numbers and the peers' keys never touch a shared Redis.
+//!
+//! A thin wrapper over the test kit's [`RedisProcess`] (which starts `redis-server` from `PATH`
+//! on a free loopback port, without persistence, and kills it when dropped): the bench also
+//! needs the server's process id (to tell its CPU use from other processes') and version (for
+//! the report), which the test kit does not expose; both are read from `INFO server`.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use ratatoskr_testkit::RedisProcess;
 
 pub struct RedisServer {
-    child: Child,
+    _process: RedisProcess,
     pub port: u16,
     pub version: String,
+    pid: u32,
 }
 
 impl RedisServer {
-    /// Start `binary` on a free loopback port, without persistence, and wait for `PING`.
+    /// Start `redis-server` (the only `binary` supported: the test kit runs it from `PATH`).
+    /// Panics with the test kit's message if it cannot be run.
     pub fn start(binary: &str) -> Result<RedisServer, String> {
-        let version = Command::new(binary)
-            .arg("--version")
-            .output()
-            .map_err(|e| format!("cannot run `{binary} --version`: {e}"))?;
-        let version = String::from_utf8_lossy(&version.stdout).trim().to_owned();
-        let port = free_port().map_err(|e| format!("no free port: {e}"))?;
-        let child = Command::new(binary)
-            .args(["--port", &port.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .args(["--save", ""])
-            .args(["--appendonly", "no"])
-            .args(["--protected-mode", "yes"])
-            .args(["--loglevel", "warning"])
-            .args(["--logfile", ""])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start {binary}: {e}"))?;
-        let mut server = RedisServer {
-            child,
+        if binary != "redis-server" {
+            return Err(format!(
+                "`{binary}`: the bench starts `redis-server` from PATH (put the one to measure \
+                 first on PATH)"
+            ));
+        }
+        let process = RedisProcess::start();
+        let port = process.port;
+        let info = info_server(&process.url())?;
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .map(|v| v.trim().to_owned())
+                .ok_or_else(|| format!("INFO server has no `{name}`"))
+        };
+        let pid = field("process_id")?
+            .parse()
+            .map_err(|e| format!("process_id: {e}"))?;
+        let version = format!(
+            "Redis server v={} malloc={} bits={}",
+            field("redis_version")?,
+            field("mem_allocator").unwrap_or_default(),
+            field("arch_bits").unwrap_or_default()
+        );
+        Ok(RedisServer {
+            _process: process,
             port,
             version,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if server.ping() {
-                return Ok(server);
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(format!("{binary} exited at start-up: {status}"));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{binary} did not answer PING on port {port} within 10 s"
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            pid,
+        })
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+    /// A synchronous connection for the bench's own queries.
+    pub fn connection(&self) -> Result<redis::Connection, String> {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .map_err(|e| format!("Redis: {e}"))
     }
 
-    /// One inline command; the first line of the reply.
-    pub fn command(&self, cmd: &str) -> Option<String> {
-        let mut s = TcpStream::connect_timeout(&self.addr(), Duration::from_secs(1)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(format!("{cmd}\r\n").as_bytes()).ok()?;
-        let mut reply = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = s.read(&mut buf).ok()?;
-            if n == 0 {
-                break;
-            }
-            reply.extend_from_slice(&buf[..n]);
-            if reply.ends_with(b"\r\n") {
-                break;
-            }
-        }
-        Some(String::from_utf8_lossy(&reply).trim().to_owned())
-    }
-
-    fn ping(&self) -> bool {
-        self.command("PING").is_some_and(|r| r == "+PONG")
-    }
-
-    /// Keys in the server (all databases' db0), for the report's sanity line.
+    /// Keys in db0, for the report's sanity line.
     pub fn dbsize(&self) -> Option<u64> {
-        self.command("DBSIZE")?.strip_prefix(':')?.parse().ok()
+        redis::cmd("DBSIZE")
+            .query(&mut self.connection().ok()?)
+            .ok()
     }
-}
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        // Only our own child: SHUTDOWN NOSAVE, then make sure.
-        let _ = self.command("SHUTDOWN NOSAVE");
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+    /// Remove every key (between contenders, so that each one's memory is its own).
+    pub fn flush(&self) -> Result<(), String> {
+        redis::cmd("FLUSHALL")
+            .query::<()>(&mut self.connection()?)
+            .map_err(|e| format!("FLUSHALL: {e}"))
+    }
+
+    /// The memory Redis attributes to every key it holds (`MEMORY USAGE`, all samples), and the
+    /// number of keys.
+    pub fn bytes_of_all_keys(&self) -> Result<(u64, u64), String> {
+        let mut con = self.connection()?;
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+            .arg("*")
+            .query(&mut con)
+            .map_err(|e| format!("KEYS: {e}"))?;
+        let mut total = 0u64;
+        for k in &keys {
+            let bytes: Option<u64> = redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(k)
+                .arg("SAMPLES")
+                .arg(0)
+                .query(&mut con)
+                .map_err(|e| format!("MEMORY USAGE: {e}"))?;
+            total += bytes.unwrap_or(0);
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Ok((total, keys.len() as u64))
     }
 }
 
-fn free_port() -> std::io::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+fn info_server(url: &str) -> Result<String, String> {
+    let mut con = redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .map_err(|e| format!("Redis: {e}"))?;
+    redis::cmd("INFO")
+        .arg("server")
+        .query(&mut con)
+        .map_err(|e| format!("INFO server: {e}"))
 }

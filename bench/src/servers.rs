@@ -1,7 +1,10 @@
 //! The servers under test. Every one answers the same three routes the same way:
 //!
-//! - `POST /login/{n}`: start a logged-in session for user `n` with two attributes,
-//!   `name = "user {n}"` and `counter = 0`; the body is a CSRF token where the framework has one.
+//! - `GET /visit`: start an anonymous session (one attribute, `visited`), as a login page does;
+//!   the body is its CSRF token where the framework has one.
+//! - `POST /login/{n}`: log user `n` in — a new session, or the visitor's session rotated to a
+//!   new key — with two attributes, `name = "user {n}"` and `counter = 0`; the body is a CSRF
+//!   token where the framework has one.
 //! - `GET /read`: answer the session's `name` (401 without a session).
 //! - `POST /write`: increment `counter` and answer its new value.
 //!
@@ -25,6 +28,7 @@ pub enum Kind {
     BareAxum,
     BareActix,
     RatatoskrTiered,
+    RatatoskrTieredPostgres,
     RatatoskrRedis,
     TowerSessions,
     ActixSession,
@@ -45,7 +49,10 @@ impl Contender {
     }
 
     pub fn is_ratatoskr(&self) -> bool {
-        matches!(self.kind, Kind::RatatoskrTiered | Kind::RatatoskrRedis)
+        matches!(
+            self.kind,
+            Kind::RatatoskrTiered | Kind::RatatoskrTieredPostgres | Kind::RatatoskrRedis
+        )
     }
 }
 
@@ -66,8 +73,13 @@ pub const CONTENDERS: &[Contender] = &[
         kind: Kind::RatatoskrTiered,
     },
     Contender {
+        id: "ratatoskr-tiered-pg",
+        name: "Ratatoskr tiered (Redis + PostgreSQL, near cache)",
+        kind: Kind::RatatoskrTieredPostgres,
+    },
+    Contender {
         id: "ratatoskr-redis",
-        name: "Ratatoskr, Redis only",
+        name: "Ratatoskr, Redis only (near cache)",
         kind: Kind::RatatoskrRedis,
     },
     Contender {
@@ -89,6 +101,8 @@ pub struct Server {
     /// Called after the phases: a line about the server's state (near-cache use, fallbacks).
     report: Option<Box<dyn Fn() -> String + Send>>,
     scratch: Option<PathBuf>,
+    /// The PostgreSQL schema of a contender on PostgreSQL, dropped at the end.
+    pg: Option<crate::store_bench::PgScratch>,
 }
 
 enum Stop {
@@ -103,13 +117,14 @@ impl Server {
     pub fn start(
         contender: &Contender,
         redis_url: &str,
+        pg_url: Option<&str>,
         threads: usize,
         scratch: PathBuf,
     ) -> Result<Server, String> {
         match contender.kind {
             Kind::BareActix => actix_server(None, threads),
             Kind::ActixSession => actix_server(Some(redis_url.to_owned()), threads),
-            kind => tokio_server(kind, redis_url.to_owned(), threads, scratch),
+            kind => tokio_server(kind, redis_url.to_owned(), pg_url, threads, scratch),
         }
     }
 
@@ -119,7 +134,12 @@ impl Server {
 
     pub fn stop(self) {
         match self.stop {
-            Stop::Tokio(rt) => rt.shutdown_timeout(Duration::from_secs(2)),
+            Stop::Tokio(rt) => {
+                if let Some(pg) = self.pg {
+                    rt.block_on(pg.drop_schema());
+                }
+                rt.shutdown_timeout(Duration::from_secs(2))
+            }
             Stop::Actix { handle, thread } => {
                 if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -148,9 +168,26 @@ fn err(e: impl std::fmt::Display) -> String {
 
 type Report = Option<Box<dyn Fn() -> String + Send>>;
 
+/// The near cache's and the breaker's state, for the report.
+fn tiered_report(tiered: &ratatoskr_tiered::TieredStore) -> Report {
+    let health = tiered.clone();
+    Some(Box::new(move || {
+        let h = health.health();
+        let cache = match h.near_cache {
+            Some((entries, bytes)) => format!("near cache on, {entries} entries ({bytes} bytes)"),
+            None => "near cache off".into(),
+        };
+        format!(
+            "{cache}; breaker {:?}; {} fallbacks to the database",
+            h.breaker, h.fallbacks
+        )
+    }))
+}
+
 fn tokio_server(
     kind: Kind,
     redis_url: String,
+    pg_url: Option<&str>,
     threads: usize,
     scratch: PathBuf,
 ) -> Result<Server, String> {
@@ -161,6 +198,7 @@ fn tokio_server(
         .build()
         .map_err(err)?;
     let mut used_scratch = None;
+    let mut pg = None;
     let built: Result<(Router, Report), String> = rt.block_on(async {
         match kind {
             Kind::BareAxum => Ok((bare_router(), None)),
@@ -169,29 +207,41 @@ fn tokio_server(
                     key_prefix: "br:".into(),
                     ..ratatoskr_redis::RedisConfig::new(redis_url)
                 };
-                let redis = ratatoskr_redis::RedisStore::connect(config)
+                let (redis, notices) = ratatoskr_redis::RedisStore::connect_tracked(config)
                     .await
                     .map_err(err)?;
-                Ok((ratatoskr_router(Arc::new(redis))?, None))
+                let cached = Arc::new(ratatoskr_tiered::NearCachedStore::new(
+                    Arc::new(redis),
+                    notices,
+                    &ratatoskr_tiered::near_cache::NearCacheConfig::default(),
+                ));
+                let usage = cached.clone();
+                let report: Report = Some(Box::new(move || {
+                    let (entries, bytes) = usage.usage();
+                    format!("near cache on, {entries} entries ({bytes} bytes)")
+                }));
+                Ok((ratatoskr_router(cached)?, report))
             }
             Kind::RatatoskrTiered => {
                 std::fs::create_dir_all(&scratch).map_err(err)?;
                 used_scratch = Some(scratch.clone());
                 let tiered = tiered_sqlite(&redis_url, "bt:", &scratch).await?;
-                let health = tiered.clone();
-                let report: Report = Some(Box::new(move || {
-                    let h = health.health();
-                    let cache = match h.near_cache {
-                        Some((entries, bytes)) => {
-                            format!("near cache on, {entries} entries ({bytes} bytes)")
-                        }
-                        None => "near cache off".into(),
-                    };
-                    format!(
-                        "{cache}; breaker {:?}; {} fallbacks to the database",
-                        h.breaker, h.fallbacks
-                    )
-                }));
+                let report = tiered_report(&tiered);
+                Ok((ratatoskr_router(Arc::new(tiered))?, report))
+            }
+            Kind::RatatoskrTieredPostgres => {
+                let url = pg_url.ok_or("PostgreSQL is not in use (--pg-url none)")?;
+                let (schema, _) = crate::store_bench::PgScratch::create(url).await?;
+                let sql = match schema.connect().await {
+                    Ok(sql) => sql,
+                    Err(e) => {
+                        schema.drop_schema().await;
+                        return Err(e);
+                    }
+                };
+                pg = Some(schema);
+                let tiered = tiered_over(&redis_url, "bp:", sql).await?;
+                let report = tiered_report(&tiered);
                 Ok((ratatoskr_router(Arc::new(tiered))?, report))
             }
             Kind::TowerSessions => Ok((tower_router(&redis_url).await?, None)),
@@ -201,6 +251,9 @@ fn tokio_server(
     let (router, report) = match built {
         Ok(b) => b,
         Err(e) => {
+            if let Some(pg) = pg {
+                rt.block_on(pg.drop_schema());
+            }
             rt.shutdown_timeout(Duration::from_secs(1));
             if let Some(dir) = used_scratch {
                 let _ = std::fs::remove_dir_all(dir);
@@ -220,6 +273,7 @@ fn tokio_server(
         stop: Stop::Tokio(rt),
         report,
         scratch: used_scratch,
+        pg,
     })
 }
 
@@ -272,14 +326,15 @@ pub async fn tiered_over(
     Ok(tiered)
 }
 
-fn bare_router() -> Router {
+pub fn bare_router() -> Router {
     Router::new()
+        .route("/visit", get(|| async { "" }))
         .route("/login/{n}", post(|| async { "" }))
         .route("/read", get(|| async { "user" }))
         .route("/write", post(|| async { "1" }))
 }
 
-fn ratatoskr_router(store: Arc<dyn ratatoskr_core::SessionStore>) -> Result<Router, String> {
+pub fn ratatoskr_router(store: Arc<dyn ratatoskr_core::SessionStore>) -> Result<Router, String> {
     use ratatoskr_axum::{Session, SessionConfig, SessionError, SessionLayer};
     use ratatoskr_core::{ManagerConfig, SessionManager};
 
@@ -287,6 +342,10 @@ fn ratatoskr_router(store: Arc<dyn ratatoskr_core::SessionStore>) -> Result<Rout
         session.login(&format!("user-{n}")).await?;
         session.insert("name", &format!("user {n}")).await?;
         session.insert("counter", &0u64).await?;
+        Ok(session.csrf_token().await?.unwrap_or_default())
+    }
+    async fn visit(session: Session) -> Result<String, SessionError> {
+        session.insert("visited", &1u8).await?;
         Ok(session.csrf_token().await?.unwrap_or_default())
     }
     async fn read(session: Session) -> Result<Response, SessionError> {
@@ -304,6 +363,7 @@ fn ratatoskr_router(store: Arc<dyn ratatoskr_core::SessionStore>) -> Result<Rout
     let manager = SessionManager::new(store, ManagerConfig::default());
     let layer = SessionLayer::new(manager, SessionConfig::default()).map_err(err)?;
     Ok(Router::new()
+        .route("/visit", get(visit))
         .route("/login/{n}", post(login))
         .route("/read", get(read))
         .route("/write", post(write))
@@ -326,6 +386,10 @@ async fn tower_router(redis_url: &str) -> Result<Router, String> {
             .await
             .map_err(e500)?;
         session.insert("counter", 0u64).await.map_err(e500)?;
+        Ok(String::new())
+    }
+    async fn visit(session: Session) -> Result<String, (StatusCode, String)> {
+        session.insert("visited", 1u8).await.map_err(e500)?;
         Ok(String::new())
     }
     async fn read(session: Session) -> Result<Response, (StatusCode, String)> {
@@ -351,6 +415,7 @@ async fn tower_router(redis_url: &str) -> Result<Router, String> {
     let _connection = pool.init().await.map_err(err)?;
     let layer = SessionManagerLayer::new(RedisStore::new(pool));
     Ok(Router::new()
+        .route("/visit", get(visit))
         .route("/login/{n}", post(login))
         .route("/read", get(read))
         .route("/write", post(write))
@@ -373,6 +438,7 @@ fn actix_server(redis_url: Option<String>, threads: usize) -> Result<Server, Str
                 let server = match redis_url {
                     None => HttpServer::new(|| {
                         App::new()
+                            .route("/visit", web::get().to(HttpResponse::Ok))
                             .route("/login/{n}", web::post().to(HttpResponse::Ok))
                             .route("/read", web::get().to(|| async { "user" }))
                             .route("/write", web::post().to(|| async { "1" }))
@@ -397,6 +463,7 @@ fn actix_server(redis_url: Option<String>, threads: usize) -> Result<Server, Str
                         HttpServer::new(move || {
                             App::new()
                                 .wrap(SessionMiddleware::new(store.clone(), key.clone()))
+                                .route("/visit", web::get().to(actix_handlers::visit))
                                 .route("/login/{n}", web::post().to(actix_handlers::login))
                                 .route("/read", web::get().to(actix_handlers::read))
                                 .route("/write", web::post().to(actix_handlers::write))
@@ -426,6 +493,7 @@ fn actix_server(redis_url: Option<String>, threads: usize) -> Result<Server, Str
             stop: Stop::Actix { handle, thread },
             report: None,
             scratch: None,
+            pg: None,
         }),
         Ok(Err(e)) => {
             let _ = thread.join();
@@ -445,6 +513,11 @@ mod actix_handlers {
         session.insert("user_id", n)?;
         session.insert("name", format!("user {n}"))?;
         session.insert("counter", 0u64)?;
+        Ok(HttpResponse::Ok().finish())
+    }
+
+    pub async fn visit(session: Session) -> actix_web::Result<HttpResponse> {
+        session.insert("visited", 1u8)?;
         Ok(HttpResponse::Ok().finish())
     }
 

@@ -77,18 +77,36 @@ fn a_tiny_run_writes_a_row_per_contender_and_a_chart() {
     let svg = std::fs::read_to_string(dir.join("report.svg")).expect("the chart is written");
 
     for c in CONTENDERS {
-        let rows = rows(md, c.name);
+        // Rate tables have seven cells after the name; the memory table one.
+        let (scenarios, memory): (Vec<_>, Vec<_>) = rows(md, c.name)
+            .into_iter()
+            .partition(|cells| cells.len() > 1);
         assert_eq!(
-            rows.len(),
-            2,
-            "one read and one write row for {}:\n{md}",
+            scenarios.len(),
+            3,
+            "a read, a write and a login row for {}:\n{md}",
             c.name
         );
-        for cells in rows {
+        for cells in scenarios {
             assert_measured(c.name, &cells, md);
+        }
+        if c.has_sessions() {
+            assert_eq!(memory.len(), 1, "a Redis memory row for {}:\n{md}", c.name);
+            let bytes = memory[0][0];
+            assert!(
+                bytes.parse::<u64>().is_ok_and(|b| b > 0),
+                "{}: Redis bytes per session not measured: `{bytes}`\n{md}",
+                c.name
+            );
+        } else {
+            assert!(memory.is_empty(), "{} keeps no sessions:\n{md}", c.name);
         }
         assert!(svg.contains(c.name), "{} is in the chart", c.name);
     }
+    assert!(
+        md.contains("## Targets (issue 10)"),
+        "the targets are worked out:\n{md}"
+    );
     for (_, name, kind) in STORE_CONTENDERS {
         let rows = rows(md, name);
         assert_eq!(rows.len(), 1, "one store row for {name}:\n{md}");
