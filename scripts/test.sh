@@ -79,6 +79,21 @@ ensure_haproxy() {
     haproxy -v >/dev/null 2>&1 || die "haproxy does not run"
 }
 
+# axe-core, the browser test's WCAG 2.1 A/AA checker, from npm into target/npm (git-ignored).
+# The version is the one app/tests/browser/axe.rs expects.
+AXE_CORE_VERSION=4.14.1
+ensure_axe_core() {
+    local dir=target/npm
+    local pkg="$dir/node_modules/axe-core/package.json"
+    if [ ! -f "$pkg" ] || ! grep -q "\"version\": \"$AXE_CORE_VERSION\"" "$pkg"; then
+        command -v npm >/dev/null || apt_install npm
+        say "installing axe-core $AXE_CORE_VERSION (npm) into $dir"
+        npm install --prefix "$dir" --no-save --no-audit --no-fund --no-package-lock \
+            "axe-core@$AXE_CORE_VERSION" >/dev/null || die "could not install axe-core"
+    fi
+    export AXE_CORE_JS="$PWD/$dir/node_modules/axe-core/axe.min.js"
+}
+
 ensure_cargo_deny() {
     if ! cargo deny --version >/dev/null 2>&1; then
         say "installing cargo-deny (cargo install --locked; takes several minutes once)"
@@ -89,6 +104,7 @@ ensure_cargo_deny() {
 ensure_redis
 ensure_postgres
 ensure_chromium
+ensure_axe_core
 ensure_haproxy
 ensure_cargo_deny
 

@@ -1,8 +1,10 @@
 //! The application in a real headless Chromium, driven over WebDriver: log in, add two
 //! platforms, switch between them, revoke another browser's session, a forged post from
 //! another origin refused, log out; every page screenshotted (desktop and a 390 px phone) into
-//! `$RATATOSKR_ARTIFACTS` (default `test-artifacts/` at the repository root).
+//! `$RATATOSKR_ARTIFACTS` (default `test-artifacts/` at the repository root); every page, in
+//! each of its states, checked with axe-core's WCAG 2.1 A/AA rules.
 
+mod axe;
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod webdriver;
@@ -67,6 +69,31 @@ async fn evil_site(bind: &str, target: String, token: String) -> String {
     format!("http://{addr}/")
 }
 
+/// Add a short-named and a long-named platform through the form, and make the second active.
+async fn add_two_platforms(b: &Browser, app: &TestApp) {
+    for (name, url, t) in [
+        ("Toots", "https://toot.example", "mastodon"),
+        (
+            "A rather long platform name for phones",
+            "https://pixelfed.a-very-long-instance-name.example",
+            "pixelfed",
+        ),
+    ] {
+        b.goto(&format!("{}/platforms", base(app))).await;
+        b.exec(&format!("document.getElementById('pf-type').value = '{t}'"))
+            .await;
+        b.fill("#pf-name", name).await;
+        b.fill("#pf-url", url).await;
+        b.fill("#pf-user", "alice").await;
+        b.fill("#pf-token", "tok-xyz").await;
+        b.click("#add-submit").await;
+        assert!(b.text("#flash").await.contains("Connected"));
+    }
+    b.click("li[data-platform-id='2'] button.btn-primary").await;
+    b.wait_url("the dashboard", |u| !u.contains("/platforms"))
+        .await;
+}
+
 async fn platform_count(app: &TestApp) -> usize {
     let alice = app.state.db.user_by_name("alice").await.unwrap().unwrap();
     app.state.db.platforms(alice.id).await.unwrap().len()
@@ -101,10 +128,13 @@ async fn a_user_logs_in_switches_platforms_revokes_a_device_and_logs_out() {
     // The one cookie: __Host-, Secure, HttpOnly, SameSite=Lax, accepted over http://127.0.0.1.
     let cookies = a.cookies().await;
     assert_eq!(cookies.len(), 1, "{cookies:?}");
-    assert_eq!(cookies[0]["name"], "__Host-ratatoskr");
-    assert_eq!(cookies[0]["secure"], true);
-    assert_eq!(cookies[0]["httpOnly"], true);
-    assert_eq!(cookies[0]["sameSite"], "Lax");
+    assert_eq!(cookies[0].name(), "__Host-ratatoskr");
+    assert_eq!(cookies[0].secure(), Some(true));
+    assert_eq!(cookies[0].http_only(), Some(true));
+    assert_eq!(
+        cookies[0].same_site().map(|s| s.to_string()).as_deref(),
+        Some("Lax")
+    );
     assert!(
         a.exec("return document.cookie")
             .await
@@ -239,31 +269,7 @@ async fn every_page_reads_well_on_a_desktop_and_a_phone() {
     let admin = driver.browser(1280, 900).await;
     login(&admin, &app, "root").await;
     // Some data for the pages and charts.
-    for (name, url, t) in [
-        ("Toots", "https://toot.example", "mastodon"),
-        (
-            "A rather long platform name for phones",
-            "https://pixelfed.a-very-long-instance-name.example",
-            "pixelfed",
-        ),
-    ] {
-        phone.goto(&format!("{}/platforms", base(&app))).await;
-        phone
-            .exec(&format!("document.getElementById('pf-type').value = '{t}'"))
-            .await;
-        phone.fill("#pf-name", name).await;
-        phone.fill("#pf-url", url).await;
-        phone.fill("#pf-user", "alice").await;
-        phone.fill("#pf-token", "tok-xyz").await;
-        phone.click("#add-submit").await;
-        assert!(phone.text("#flash").await.contains("Connected"));
-    }
-    phone
-        .click("li[data-platform-id='2'] button.btn-primary")
-        .await;
-    phone
-        .wait_url("the dashboard", |u| !u.contains("/platforms"))
-        .await;
+    add_two_platforms(&phone, &app).await;
     ratatoskr_app::analytics::sample(&app.state).await.unwrap();
 
     let pages = [
@@ -332,8 +338,111 @@ async fn every_page_reads_well_on_a_desktop_and_a_phone() {
     assert!(visitor.source().await.contains("Hello, alice"));
     let cookies = visitor.cookies().await;
     assert_eq!(cookies.len(), 1, "{cookies:?}");
-    assert_eq!(cookies[0]["secure"], true);
+    assert_eq!(cookies[0].secure(), Some(true));
     for b in [phone, admin, admin_on_phone, visitor] {
         b.quit().await;
     }
+}
+
+/// axe-core's findings, page by page.
+#[derive(Default)]
+struct Accessibility {
+    report: String,
+    blocking: usize,
+    pages: usize,
+}
+
+impl Accessibility {
+    /// Run axe on what `b` shows now, named `page` in the report.
+    async fn check(&mut self, b: &Browser, page: &str) {
+        let found = axe::violations(b).await;
+        self.pages += 1;
+        self.blocking += found.iter().filter(|v| v.blocks()).count();
+        if !found.is_empty() {
+            self.report += &format!("{page} ({}):\n", b.url().await);
+            for v in &found {
+                self.report += &v.to_string();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_has_no_serious_or_critical_wcag_2_1_aa_violation() {
+    let app = spawn_app().await;
+    app.create_user("root", true).await;
+    let mut driver = Driver::start().await;
+    let b = driver.browser(1280, 900).await;
+    let mut axe = Accessibility::default();
+    let page = |path: &str| format!("{}{path}", base(&app));
+
+    // Visitors: the login page, with a notice, with an error; a page that does not exist.
+    b.goto(&page("/login")).await;
+    axe.check(&b, "login").await;
+    b.goto(&page("/login?reason=logged_out")).await;
+    axe.check(&b, "login with a notice").await;
+    b.fill("#login-username", "root").await;
+    b.fill("#login-password", "wrong password").await;
+    b.click("#login-submit").await;
+    b.find("#login-error").await;
+    axe.check(&b, "login with an error").await;
+    b.goto(&page("/no-such-page")).await;
+    axe.check(&b, "not found, logged out").await;
+
+    // An administrator with data: every page of the navigation.
+    login(&b, &app, "root").await;
+    axe.check(&b, "dashboard, no platform").await;
+    b.goto(&page("/platforms")).await;
+    axe.check(&b, "platforms, none yet").await;
+    add_two_platforms(&b, &app).await;
+    b.find("#flash").await;
+    axe.check(&b, "dashboard with a flash and the switcher")
+        .await;
+    ratatoskr_app::analytics::sample(&app.state).await.unwrap();
+    for (name, path) in [
+        ("platforms", "/platforms"),
+        ("sessions", "/sessions"),
+        ("admin", "/admin"),
+        ("not found, logged in", "/no-such-page"),
+    ] {
+        b.goto(&page(path)).await;
+        axe.check(&b, name).await;
+    }
+    // The form's own error, and the refusal page for a post with a forged token.
+    b.goto(&page("/platforms")).await;
+    b.exec("document.getElementById('pf-url').type = 'text'")
+        .await;
+    b.fill("#pf-name", "Bad").await;
+    b.fill("#pf-url", "http://plain.example").await;
+    b.fill("#pf-user", "alice").await;
+    b.fill("#pf-token", "tok").await;
+    b.click("#add-submit").await;
+    b.find("#form-error").await;
+    axe.check(&b, "platforms with a form error").await;
+    b.exec(
+        "const form = document.getElementById('add-submit').form; \
+         form.elements.csrf_token.value = 'forged'; form.submit()",
+    )
+    .await;
+    b.wait_url("the refusal", |u| u.ends_with("/platforms"))
+        .await;
+    b.find("#error-message").await;
+    axe.check(&b, "refusal page").await;
+
+    println!(
+        "axe-core {}: {} pages, WCAG 2.1 A/AA\n{}",
+        axe::AXE_VERSION,
+        axe.pages,
+        if axe.report.is_empty() {
+            "no violation"
+        } else {
+            &axe.report
+        }
+    );
+    assert_eq!(
+        axe.blocking, 0,
+        "serious or critical WCAG 2.1 A/AA violations:\n{}",
+        axe.report
+    );
+    b.quit().await;
 }

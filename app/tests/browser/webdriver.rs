@@ -1,15 +1,24 @@
-//! A small W3C WebDriver client over HTTP (reqwest + serde_json) for ChromeDriver and headless
-//! Chromium. Chromium or ChromeDriver missing is a test failure, never a skip.
+//! Headless Chromium driven through ChromeDriver with the `fantoccini` WebDriver client (plain
+//! HTTP to the local driver: no TLS stack). Chromium or ChromeDriver missing is a test failure,
+//! never a skip. The helpers below wait with deadlines and panic with the page's URL, so a
+//! failing step names itself.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::cookies::Cookie;
+use fantoccini::elements::Element;
+use fantoccini::key::Key;
+use fantoccini::wd::Capabilities;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
-const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// How long a page has to show an element or reach a URL.
+const STEP: Duration = Duration::from_secs(10);
 
 /// The binaries (override with `CHROMIUM` / `CHROMEDRIVER`).
 pub fn chromium() -> String {
@@ -19,11 +28,10 @@ pub fn chromedriver() -> String {
     std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into())
 }
 
-/// A running ChromeDriver, stopped on drop.
+/// A running ChromeDriver, stopped on drop (with the browser profiles it used).
 pub struct Driver {
     child: Child,
-    pub url: String,
-    http: reqwest::Client,
+    url: String,
     profiles: Vec<PathBuf>,
 }
 
@@ -46,7 +54,7 @@ fn free_port() -> u16 {
 }
 
 impl Driver {
-    /// Start ChromeDriver on a free port and wait until it is ready.
+    /// Start ChromeDriver on a free port; browsers connect once it listens.
     pub async fn start() -> Driver {
         for bin in [chromium(), chromedriver()] {
             assert!(
@@ -62,29 +70,20 @@ impl Driver {
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = http.get(format!("{url}/status")).send().await
-                && let Ok(v) = r.json::<Value>().await
-                && v["value"]["ready"] == true
-            {
-                break;
-            }
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
             assert!(
                 Instant::now() < deadline,
-                "chromedriver did not become ready"
+                "chromedriver did not listen on {port}"
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Driver {
             child,
-            url,
-            http,
+            url: format!("http://127.0.0.1:{port}"),
             profiles: Vec::new(),
         }
     }
@@ -98,7 +97,7 @@ impl Driver {
         ));
         std::fs::create_dir_all(&profile).unwrap();
         self.profiles.push(profile.clone());
-        let args = vec![
+        let args = [
             "--headless=new".to_owned(),
             "--no-sandbox".into(),
             "--disable-gpu".into(),
@@ -113,224 +112,153 @@ impl Driver {
             format!("--user-data-dir={}", profile.display()),
         ];
         let caps = json!({
-            "capabilities": {
-                "alwaysMatch": {
-                    "browserName": "chrome",
-                    "unhandledPromptBehavior": "accept",
-                    "goog:chromeOptions": { "binary": chromium(), "args": args }
-                }
-            }
+            "browserName": "chrome",
+            "unhandledPromptBehavior": "accept",
+            "goog:chromeOptions": { "binary": chromium(), "args": args },
         });
-        let r: Value = self
-            .http
-            .post(format!("{}/session", self.url))
-            .json(&caps)
-            .send()
-            .await
-            .expect("new session")
-            .json()
-            .await
-            .expect("new session body");
-        let id = r["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("chromedriver could not start Chromium: {r}"))
-            .to_owned();
-        let b = Browser {
-            http: self.http.clone(),
-            base: format!("{}/session/{id}", self.url),
+        let Value::Object(caps) = caps else {
+            unreachable!()
         };
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(Capabilities::from_iter(caps))
+            .connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("chromedriver could not start Chromium: {e}"));
+        let b = Browser(client);
         b.set_window(w, h).await;
         b
     }
 }
 
 /// One browser session.
-pub struct Browser {
-    http: reqwest::Client,
-    base: String,
-}
+pub struct Browser(Client);
 
 impl Browser {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut rb = self.http.request(method, format!("{}{}", self.base, path));
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let v: Value = rb
-            .send()
-            .await
-            .expect("webdriver call")
-            .json()
-            .await
-            .expect("webdriver body");
-        v["value"].clone()
-    }
-
-    async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let v = self.call(method, path, body).await;
-        if let Some(err) = v.get("error") {
-            panic!("webdriver {path}: {err}: {}", v["message"]);
-        }
-        v
+    /// The underlying WebDriver client.
+    pub fn client(&self) -> &Client {
+        &self.0
     }
 
     /// Resize the window.
     pub async fn set_window(&self, w: u32, h: u32) {
-        self.ok(
-            reqwest::Method::POST,
-            "/window/rect",
-            Some(json!({"width": w, "height": h})),
-        )
-        .await;
+        self.0.set_window_size(w, h).await.expect("resize");
     }
 
     /// Navigate and wait for the load.
     pub async fn goto(&self, url: &str) {
-        self.ok(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
-            .await;
+        self.0
+            .goto(url)
+            .await
+            .unwrap_or_else(|e| panic!("goto {url}: {e}"));
     }
 
     /// The current URL.
     pub async fn url(&self) -> String {
-        self.ok(reqwest::Method::GET, "/url", None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        self.0.current_url().await.expect("current url").to_string()
     }
 
     /// The page source.
     pub async fn source(&self) -> String {
-        self.ok(reqwest::Method::GET, "/source", None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        self.0.source().await.expect("page source")
     }
 
-    /// The first element matching `css`, waiting up to 5 s for it.
-    pub async fn find(&self, css: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let v = self
-                .call(
-                    reqwest::Method::POST,
-                    "/element",
-                    Some(json!({"using": "css selector", "value": css})),
-                )
-                .await;
-            if let Some(id) = v.get(ELEMENT_KEY).and_then(Value::as_str) {
-                return id.to_owned();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no element {css} on {}: {v}",
-                self.url().await
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    /// The first element matching `css`, waiting for it.
+    pub async fn find(&self, css: &str) -> Element {
+        match self
+            .0
+            .wait()
+            .at_most(STEP)
+            .for_element(Locator::Css(css))
+            .await
+        {
+            Ok(e) => e,
+            Err(e) => panic!("no element {css} on {}: {e}", self.url().await),
         }
     }
 
     /// Whether an element matching `css` is there now.
     pub async fn has(&self, css: &str) -> bool {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                "/elements",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await;
-        v.as_array().is_some_and(|a| !a.is_empty())
+        !self
+            .0
+            .find_all(Locator::Css(css))
+            .await
+            .expect("find elements")
+            .is_empty()
     }
 
     /// Click the element matching `css`.
     pub async fn click(&self, css: &str) {
-        let id = self.find(css).await;
-        self.ok(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            Some(json!({})),
-        )
-        .await;
+        self.find(css)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 
     /// Clear the field matching `css` and type `text` into it.
     pub async fn fill(&self, css: &str, text: &str) {
-        let id = self.find(css).await;
-        self.ok(
-            reqwest::Method::POST,
-            &format!("/element/{id}/clear"),
-            Some(json!({})),
-        )
-        .await;
-        self.ok(
-            reqwest::Method::POST,
-            &format!("/element/{id}/value"),
-            Some(json!({ "text": text })),
-        )
-        .await;
+        let field = self.find(css).await;
+        field.clear().await.expect("clear");
+        field
+            .send_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("type into {css}: {e}"));
     }
 
     /// The visible text of the element matching `css`.
     pub async fn text(&self, css: &str) -> String {
-        let id = self.find(css).await;
-        self.ok(reqwest::Method::GET, &format!("/element/{id}/text"), None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        self.find(css).await.text().await.expect("element text")
     }
 
     /// Run a script and return its result.
     pub async fn exec(&self, script: &str) -> Value {
-        self.ok(
-            reqwest::Method::POST,
-            "/execute/sync",
-            Some(json!({"script": script, "args": []})),
-        )
-        .await
+        self.0
+            .execute(script, Vec::new())
+            .await
+            .unwrap_or_else(|e| panic!("script {script:?}: {e}"))
+    }
+
+    /// Run an asynchronous script (it calls `arguments[arguments.length - 1]` with its result).
+    pub async fn exec_async(&self, script: &str, args: Vec<Value>) -> Value {
+        self.0
+            .execute_async(script, args)
+            .await
+            .unwrap_or_else(|e| panic!("async script: {e}"))
     }
 
     /// Press Tab on the active element (keyboard navigation).
     pub async fn press_tab(&self) {
-        self.ok(
-            reqwest::Method::POST,
-            "/actions",
-            Some(json!({"actions": [{"type": "key", "id": "kbd", "actions": [
-                {"type": "keyDown", "value": "\u{E004}"}, {"type": "keyUp", "value": "\u{E004}"}
-            ]}]})),
-        )
-        .await;
+        let tab = KeyActions::new("keyboard".into())
+            .then(KeyAction::Down {
+                value: Key::Tab.into(),
+            })
+            .then(KeyAction::Up {
+                value: Key::Tab.into(),
+            });
+        self.0.perform_actions(tab).await.expect("press Tab");
     }
 
     /// The browser's cookies for the current page.
-    pub async fn cookies(&self) -> Vec<Value> {
-        self.ok(reqwest::Method::GET, "/cookie", None)
-            .await
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+    pub async fn cookies(&self) -> Vec<Cookie<'static>> {
+        self.0.get_all_cookies().await.expect("cookies")
     }
 
     /// Wait until the URL satisfies `pred`.
     pub async fn wait_url(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + STEP;
         loop {
             let u = self.url().await;
             if pred(&u) {
                 return u;
             }
             assert!(Instant::now() < deadline, "waited for {what}; still at {u}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// Save a PNG screenshot of the viewport.
     pub async fn screenshot(&self, path: &Path) {
-        let v = self.ok(reqwest::Method::GET, "/screenshot", None).await;
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().expect("base64 screenshot"))
-            .expect("decode screenshot");
+        let png = self.0.screenshot().await.expect("screenshot");
         std::fs::write(path, png).expect("write screenshot");
     }
 
@@ -347,7 +275,7 @@ impl Browser {
     }
 
     /// End the session.
-    pub async fn quit(&self) {
-        let _ = self.http.delete(&self.base).send().await;
+    pub async fn quit(self) {
+        let _ = self.0.close().await;
     }
 }
