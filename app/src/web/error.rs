@@ -153,3 +153,77 @@ impl IntoResponse for PageError {
         with_retry_after(error_page(status, code, &message), self.0.retry_after())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ratatoskr_axum::SessionError;
+
+    use super::*;
+    use crate::domain::invalid::Invalid;
+    use crate::domain::time::Timestamp;
+
+    #[test]
+    fn refusals_are_client_errors_and_failures_hide_their_details() {
+        let later = Timestamp::now().plus(Duration::from_secs(90));
+        let refusals = [
+            (
+                ServiceError::Invalid(Invalid::Username),
+                400,
+                "invalid_username",
+            ),
+            (ServiceError::InvalidCredentials, 401, "invalid_credentials"),
+            (ServiceError::RegistrationClosed, 403, "registration_closed"),
+            (ServiceError::NotFound("platform"), 404, "not_found"),
+            (ServiceError::UsernameTaken, 409, "username_taken"),
+            (
+                ServiceError::PreferenceTooLarge(1024),
+                413,
+                "preference_too_large",
+            ),
+            (ServiceError::LoginLocked(later), 429, "too_many_attempts"),
+            (
+                ServiceError::RateLimited("login", Duration::from_millis(1500)),
+                429,
+                "rate_limited",
+            ),
+            (ServiceError::Busy, 503, "server_busy"),
+        ];
+        for (e, status, code) in refusals {
+            let e = AppError::from(e);
+            let (s, c, message) = e.parts();
+            assert_eq!((s.as_u16(), c), (status, code), "{message}");
+            assert!(!message.is_empty());
+        }
+        // Retry-After in whole seconds, rounded up.
+        let r = AppError::from(ServiceError::RateLimited(
+            "login",
+            Duration::from_millis(1500),
+        ))
+        .into_response();
+        assert_eq!(r.headers()["retry-after"], "2");
+        let r = AppError::from(ServiceError::LoginLocked(later)).into_response();
+        let secs: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((80..=90).contains(&secs), "{secs}");
+
+        let failures = [
+            AppError::from(sqlx::Error::PoolTimedOut),
+            AppError::from(anyhow::anyhow!("secret detail")),
+            AppError::from(SessionError::Unavailable(
+                ratatoskr_core::StoreError::backend("redis", "secret detail"),
+            )),
+        ];
+        for e in failures {
+            assert!(!e.is_refusal());
+            let (status, _, message) = e.parts();
+            assert!(status.is_server_error(), "{status}");
+            assert!(
+                !message.contains("secret") && !message.contains("pool"),
+                "{message}"
+            );
+        }
+    }
+}

@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::services::health::{PROBE_TIMEOUT, report};
+use crate::services::health::{PROBE_TIMEOUT, Status, report};
 use crate::web::extract::Admin;
 use crate::web::state::AppState;
 
@@ -49,7 +49,7 @@ fn not_ready(message: &str) -> Response {
 /// `GET /health/sessions`: the report, for administrators; 503 when it is `down`.
 async fn sessions(State(state): State<AppState>, _admin: Admin) -> Response {
     let r = report(&state.stores, &state.sessions).await;
-    let status = if r["status"] == "down" {
+    let status = if r.status == Status::Down {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK

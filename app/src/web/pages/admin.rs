@@ -13,7 +13,7 @@ use super::common::{PageResult, flash, layout, render};
 use crate::domain::user::User;
 use crate::services::analytics::Figures;
 use crate::services::error::ServiceError;
-use crate::services::health::report;
+use crate::services::health::{HealthReport, report};
 use crate::services::sessions::{SessionView, parse_handle};
 use crate::web::charts;
 use crate::web::extract::{PageAdmin, PathParam};
@@ -42,7 +42,7 @@ pub fn router() -> Router<AppState> {
 #[derive(Serialize)]
 struct AdminBody {
     /// The session health report.
-    health: serde_json::Value,
+    health: HealthReport,
     /// The period the charts cover.
     analytics: Period,
     /// The charts.
