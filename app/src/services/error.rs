@@ -150,7 +150,12 @@ impl ServiceError {
     pub fn is_server_fault(&self) -> bool {
         match self {
             ServiceError::Database(_) | ServiceError::Internal(_) => true,
-            ServiceError::Session(e) => e.status().is_server_error(),
+            // The store down, a value that does not decode, a route without the layer; the
+            // session being gone or too large is the client's.
+            ServiceError::Session(e) => matches!(
+                e,
+                SessionError::Unavailable(_) | SessionError::Value(_) | SessionError::LayerMissing
+            ),
             _ => false,
         }
     }

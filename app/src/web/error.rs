@@ -216,6 +216,18 @@ mod tests {
                 ratatoskr_core::StoreError::backend("redis", "secret detail"),
             )),
         ];
+        // The service layer's idea of a server fault is the status the web layer answers with.
+        for e in [
+            SessionError::Ended,
+            SessionError::Revoked,
+            SessionError::Unauthenticated,
+            SessionError::LayerMissing,
+            SessionError::Value(serde_json::from_str::<u8>("x").unwrap_err()),
+            SessionError::Unavailable(ratatoskr_core::StoreError::backend("sqlite", "down")),
+        ] {
+            let e = ServiceError::Session(e);
+            assert_eq!(e.is_server_fault(), status_of(&e).is_server_error(), "{e}");
+        }
         for e in failures {
             assert!(!e.is_refusal());
             let (status, _, message) = e.parts();
