@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
-use ratatoskr_axum::SessionConfig;
+use ratatoskr_axum::{RevokeReason, SessionConfig};
+use ratatoskr_core::AuditKind;
 
 #[derive(Default)]
 struct Counts(Mutex<HashMap<String, Arc<Cell>>>);
@@ -70,7 +71,7 @@ impl Recorder for Rec {
 }
 
 #[tokio::test]
-async fn loads_creations_saves_errors_and_csrf_refusals_are_counted() {
+async fn loads_creations_saves_errors_refusals_and_ended_sessions_are_counted() {
     let counts: &'static Counts = Box::leak(Box::default());
     metrics::set_global_recorder(Rec(counts)).unwrap();
 
@@ -117,4 +118,29 @@ async fn loads_creations_saves_errors_and_csrf_refusals_are_counted() {
         counts.get("ratatoskr_session_errors_total{code=session_store_unavailable}"),
         1
     );
+
+    // Every ended session is counted under its cause and audited once, whichever path ended it.
+    let mut bob: Vec<Client> = Vec::new();
+    for _ in 0..3 {
+        let mut device = app.client();
+        device.login("bob").await;
+        bob.push(device);
+    }
+    bob[2].post("/revoke-others").await; // 2 revoked by the user
+    bob[2].post("/logout").await; // 1 logout
+    app.control
+        .revoke_user("alice", RevokeReason::Admin)
+        .await
+        .unwrap(); // 1 revoked by an administrator
+    let audited =
+        |kind: AuditKind| app.audit.events().iter().filter(|e| e.kind == kind).count() as u64;
+    for (cause, kind, n) in [
+        ("revoked_by_user", AuditKind::RevokedByUser, 2),
+        ("logout", AuditKind::Destroyed, 1),
+        ("revoked_by_admin", AuditKind::RevokedByAdmin, 1),
+    ] {
+        let counted = counts.get(&format!("ratatoskr_sessions_ended_total{{cause={cause}}}"));
+        assert_eq!(counted, n, "{cause}");
+        assert_eq!(audited(kind), n, "{kind:?}");
+    }
 }
