@@ -289,6 +289,57 @@ fn no_module_reaches_itself_through_its_uses() {
     }
 }
 
+/// Names that only some layers may mention: HTTP (the web framework and its status codes) stays
+/// in the web layer and above, the database driver out of the domain, and Redis in [`stores`]
+/// (one place to wire a Redis topology).
+///
+/// [`stores`]: crate::stores
+const CONFINED: &[(&str, &[&str])] = &[
+    ("axum::", &["web", "startup", "analytics", "cli"]),
+    ("StatusCode", &["web", "startup", "analytics", "cli"]),
+    ("ratatoskr_redis", &["stores"]),
+    // `telemetry` names it in the default log filter.
+    (
+        "sqlx",
+        &[
+            "db",
+            "stores",
+            "services",
+            "web",
+            "startup",
+            "analytics",
+            "cli",
+            "telemetry",
+        ],
+    ),
+];
+
+#[test]
+fn http_redis_and_sql_stay_in_their_layers() {
+    let mut wrong = Vec::new();
+    for (module, src) in modules() {
+        if module == "architecture" {
+            continue;
+        }
+        for (name, layers) in CONFINED {
+            let mentions = src
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .any(|l| {
+                    l.match_indices(name).any(|(i, _)| {
+                        // `ratatoskr_axum::` is the session library, not the web framework.
+                        let before = l[..i].chars().next_back();
+                        !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                    })
+                });
+            if mentions && !layers.contains(&layer(&module)) {
+                wrong.push(format!("{module} mentions {name}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
 #[test]
 fn the_reader_sees_grouped_nested_and_relative_paths() {
     let known: BTreeSet<String> = ["a", "a::b", "c", "c::d", "e", "f"]
