@@ -128,16 +128,27 @@ impl RedisStore {
         Ok(ids.join(","))
     }
 
-    /// Delete every key under this store's prefix, on every master. Returns how many went.
+    /// Delete every session copy under this store's prefix, on every master: the hashes, but
+    /// not their tombstones, and **never an index entry or a revocation marker**. Other
+    /// instances may be writing meanwhile, each a create as two steps (the index entry, then
+    /// the hash); a walk that deleted index keys could delete a new entry and miss the hash
+    /// written after it passed — a live session no revoke-all could find. Left alone, the
+    /// entries of discarded copies are harmless (listings skip missing sessions; they go at
+    /// their expiry), and a marker older than the database's revocations only refuses less,
+    /// which the database's own check covers. Returns how many copies went.
     async fn discard_all(&self) -> StoreResult<u64> {
+        let want = self.prefix().len() + 32;
         let mut removed = 0u64;
-        let mut scan = self.scan(self.pattern(b"*"), None).await?;
+        let mut scan = self.scan(self.pattern(b"*"), Some("hash")).await?;
         while let Some(keys) = self.next_batch(&mut scan).await? {
-            let mut con = self.con.clone();
-            let n: u64 = self
-                .call(redis::cmd("UNLINK").arg(&keys).query_async(&mut con))
+            let gone = self
+                .each_key(keys.into_iter().filter(|k| k.len() == want).map(|k| {
+                    let mut inv = SCRIPTS.discard.prepare_invoke();
+                    inv.key(k).arg(self.script_arg());
+                    inv
+                }))
                 .await?;
-            removed += n;
+            removed += gone.iter().filter_map(as_int).filter(|&n| n > 0).count() as u64;
         }
         Ok(removed)
     }
@@ -147,8 +158,9 @@ impl RedisStore {
     /// 1. `<prefix>owner` names the server runs (`run_id` of every master) that hold the
     ///    data. A different set — a master restarted and loaded a snapshot, a replica was
     ///    promoted by a failover (Sentinel or Cluster) — may hold copies older than deletions
-    ///    and changes the previous run acknowledged, so everything under the prefix is deleted
-    ///    (on every master) before the owner is set to the current runs.
+    ///    and changes the previous run acknowledged, so every session copy under the prefix is
+    ///    deleted (on every master; index entries and markers are kept, see `discard_all`)
+    ///    before the owner is set to the current runs.
     /// 2. A new write epoch in the fence(s): `<prefix>fence` on one server, one fence per slot
     ///    on a cluster (each script checks the fence of its own slot). From now on the scripts
     ///    that add or change a copy refuse a write that carries an older one; live writers

@@ -89,9 +89,9 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Run a session-slot script on each of `raws` at once (a cluster spreads them over its
-    /// masters), bounded as one call.
-    async fn each_session(
+    /// Run a one-key script on each of these invocations at once (a cluster spreads them over
+    /// its masters), bounded as one call.
+    pub(crate) async fn each_key(
         &self,
         raws: impl Iterator<Item = redis::ScriptInvocation<'static>>,
     ) -> StoreResult<Vec<Value>> {
@@ -397,7 +397,7 @@ impl SessionStore for RedisStore {
             .filter_map(|r| SessionKey::from_slice(as_bytes(r)?))
             .collect();
         let rows = self
-            .each_session(keys.iter().map(|k| {
+            .each_key(keys.iter().map(|k| {
                 let mut inv = SCRIPTS.summary.prepare_invoke();
                 inv.key(self.session_key_name(k)).arg(self.script_arg());
                 inv
@@ -460,7 +460,7 @@ impl SessionStore for RedisStore {
             .filter_map(|p| Some((as_bytes(&p[0])?, as_int(&p[1])?)))
             .collect();
         let ended = self
-            .each_session(entries.iter().map(|&(raw, score)| {
+            .each_key(entries.iter().map(|&(raw, score)| {
                 let mut name = self.prefix().to_vec();
                 name.extend_from_slice(raw);
                 let mut inv = SCRIPTS.revoke_one.prepare_invoke();

@@ -373,6 +373,14 @@ if not v[1] then return false end
 return { v[1], v[2] or '', redis.call('PEXPIRETIME', KEYS[1]) }
 "#;
 
+/// `discard` (session slot): KEYS[1] a hash under the prefix. Deletes it unless it is a
+/// revoke-all's tombstone (which must keep refusing a create caught between its steps).
+/// Returns 1 if deleted.
+const DISCARD: &str = r#"
+if redis.call('HEXISTS', KEYS[1], TOMB) == 1 then return 0 end
+return redis.call('DEL', KEYS[1])
+"#;
+
 /// `tidy` (user slot): KEYS[1] a user's index. Returns how many expired entries were pruned.
 const TIDY: &str = r#"
 return tidy(KEYS[1])
@@ -394,6 +402,7 @@ pub(crate) struct Scripts {
     pub index_list: Script,
     pub summary: Script,
     pub tidy: Script,
+    pub discard: Script,
 }
 
 fn script(body: &str) -> Script {
@@ -419,4 +428,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     index_list: script(INDEX_LIST),
     summary: script(SUMMARY),
     tidy: script(TIDY),
+    discard: script(DISCARD),
 });
