@@ -19,7 +19,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use browser::{Answer, Browser};
-use deployment::{Deployment, Options, PASSWORD};
+use deployment::{Deployment, Options, PASSWORD, RedisKind};
 
 /// How long a change made through one instance may take to be seen through another:
 /// `docs/architecture.md` bounds it by Redis's invalidation notice (tens of µs) and, for an
@@ -151,10 +151,14 @@ async fn a_session_works_whichever_instance_answers_and_requests_spread_over_all
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revocation_through_one_instance_is_refused_by_every_instance_within_the_bound() {
-    let d = Deployment::start(Options::default()).await;
+async fn revocations_are_refused_by_every_instance_within_the_bound(redis: RedisKind) {
+    let d = Deployment::start(Options {
+        redis,
+        ..Options::default()
+    })
+    .await;
     let report = revocation::measure(&d, 20).await;
+    eprintln!("on {redis:?}:");
     report.print();
     assert!(
         report.samples.len() >= 150,
@@ -170,6 +174,21 @@ async fn a_revocation_through_one_instance_is_refused_by_every_instance_within_t
         p99 <= PROPAGATION_BOUND,
         "revocation p99 {p99:?} is past the documented bound {PROPAGATION_BOUND:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_through_one_instance_is_refused_by_every_instance_within_the_bound() {
+    revocations_are_refused_by_every_instance_within_the_bound(RedisKind::Cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sentinel_a_revocation_is_refused_by_every_instance_within_the_bound() {
+    revocations_are_refused_by_every_instance_within_the_bound(RedisKind::Sentinel).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_one_redis_server_a_revocation_is_refused_by_every_instance_within_the_bound() {
+    revocations_are_refused_by_every_instance_within_the_bound(RedisKind::Standalone).await;
 }
 
 /// An attempt at `POST /api/login` for a name that does not exist: `(status, error code)`.
@@ -207,15 +226,18 @@ async fn client_addresses_come_from_x_forwarded_for_only_when_the_peer_is_a_trus
             ("RATATOSKR_LOGIN_RATE_LIMIT", "2/1h".into()),
             ("RATATOSKR_REGISTER_RATE_LIMIT", "off".into()),
         ],
-        ..Options::default()
+        // About addresses, not Redis: the quickest Redis to start.
+        redis: RedisKind::Standalone,
+        own_postgres: false,
     })
     .await;
     let proxy = d.proxy.url();
     let rate_limited = (429, json!("rate_limited"));
 
-    // Client X through the proxy until every instance refuses it (each keeps its own buckets).
+    // Client X through the proxy until every instance refuses it. Each instance keeps its own
+    // buckets, so X gets between the limit (2) and 3 × the limit checked.
     let mut x = Browser::from_address(loopback(2));
-    let mut n = 0;
+    let (mut n, mut checked) = (0, 0);
     let mut refused_in_a_row = 0;
     while refused_in_a_row < 3 {
         n += 1;
@@ -225,9 +247,14 @@ async fn client_addresses_come_from_x_forwarded_for_only_when_the_peer_is_a_trus
             refused_in_a_row + 1
         } else {
             assert_eq!(answer.0, 401, "{answer:?}");
+            checked += 1;
             0
         };
     }
+    eprintln!(
+        "login limit 2/1h per instance: X had {checked} attempts checked through 3 instances"
+    );
+    assert!((2..=6).contains(&checked), "{checked} attempts checked");
     // A header X forges is replaced by the proxy: still X.
     for _ in 0..3 {
         n += 1;
@@ -272,6 +299,29 @@ async fn client_addresses_come_from_x_forwarded_for_only_when_the_peer_is_a_trus
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_locked_by_failures_through_the_proxy_is_locked_on_every_instance() {
+    // The lock lives in the database: the quickest Redis to start will do.
+    let d = Deployment::start(Options {
+        redis: RedisKind::Standalone,
+        ..Options::default()
+    })
+    .await;
+    let proxy = d.proxy.url();
+    let mut b = Browser::new();
+    assert_eq!(b.register(&proxy, "alice").await, 201);
+    // Five failures (docs/abuse.md), spread by the proxy over the three instances.
+    for i in 0..5 {
+        let (status, body) = b.login_with(&proxy, "alice", "wrong password", &[]).await;
+        assert!(matches!(status, 401 | 429), "failure {i}: {status} {body}");
+    }
+    for (i, instance) in d.instances.iter().enumerate() {
+        let (status, body) = b.login_with(&instance.url(), "alice", PASSWORD, &[]).await;
+        assert_eq!(status, 429, "app{} after five failures: {body}", i + 1);
+        assert_eq!(body["error"]["code"], "too_many_attempts");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_instance_or_a_restarted_proxy_costs_no_request_and_no_session() {
     let mut d = Deployment::start(Options::default()).await;
     let proxy = d.proxy.url();
@@ -298,4 +348,103 @@ async fn a_killed_instance_or_a_restarted_proxy_costs_no_request_and_no_session(
         body["authenticated"], true,
         "the session survives the proxy"
     );
+}
+
+/// `docs/deployment.md` shows the configuration files these tests run, as they are.
+#[test]
+fn the_deployment_guide_shows_the_tested_configuration_files() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let read =
+        |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let guide = read("docs/deployment.md");
+    for file in [
+        "deploy/haproxy.cfg",
+        "deploy/redis/cluster-node.conf",
+        "deploy/redis/sentinel.conf",
+    ] {
+        assert!(
+            guide.contains(&read(file)),
+            "docs/deployment.md shows {file} as it is"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgresql_down_no_session_is_lost_and_every_instance_serves_it_when_it_returns() {
+    let d = Deployment::start(Options {
+        own_postgres: true,
+        ..Options::default()
+    })
+    .await;
+    let proxy = d.proxy.url();
+    let mut b = Browser::new();
+    assert_eq!(b.register(&proxy, "alice").await, 201);
+    b.login(&proxy, "alice").await;
+    let urls: Vec<String> = d.instances.iter().map(|i| i.url()).collect();
+    for url in &urls {
+        let (status, body) = b.get(url, "/api/session").await;
+        assert_eq!((status, &body["authenticated"]), (200, &json!(true)));
+    }
+    let deployment::Database::Own(pg) = &d.db else {
+        unreachable!("own PostgreSQL")
+    };
+    tokio::task::block_in_place(|| pg.stop());
+    // Every instance, every kind of request, at once (each may wait for the database's
+    // connection timeout): what users get, and how long it takes.
+    let cookie = b.cookie.clone().expect("cookie");
+    let csrf = b.csrf.clone().expect("csrf");
+    let mut probes = Vec::new();
+    for url in &urls {
+        for (method, path) in [
+            (Method::GET, "/readyz"),
+            (Method::GET, "/api/session"),
+            (Method::GET, "/api/session/preferences"),
+            (Method::PUT, "/api/session/preferences/k"),
+        ] {
+            let http = browser::http_from([127, 0, 0, 1].into());
+            let request = http
+                .request(method.clone(), format!("{url}{path}"))
+                .header("cookie", format!("{}={cookie}", browser::COOKIE))
+                .header("x-csrf-token", &csrf)
+                .json(&json!(1));
+            probes.push(tokio::spawn(async move {
+                let started = Instant::now();
+                let r = request.send().await.expect("an answer");
+                let cleared = r
+                    .headers()
+                    .get_all("set-cookie")
+                    .iter()
+                    .any(|v| v.to_str().unwrap_or("").contains("Max-Age=0"));
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                (method, path, status, body, cleared, started.elapsed())
+            }));
+        }
+    }
+    for p in probes {
+        let (method, path, status, body, cleared, took) = p.await.expect("probe");
+        eprintln!("PostgreSQL down: {method} {path}: {status} in {took:.1?} {body}");
+        assert!(
+            !cleared,
+            "{path} ended the session while the database was down"
+        );
+        assert!(
+            status != 500,
+            "{method} {path}: a 500 for the database being down: {body}"
+        );
+        assert!(
+            took < Duration::from_secs(15),
+            "{method} {path} took {took:?}"
+        );
+    }
+    assert!(b.cookie.is_some(), "the cookie was not cleared");
+    tokio::task::block_in_place(|| pg.restart());
+    for url in &urls {
+        let (status, body) = b.get(url, "/api/session").await;
+        assert_eq!(
+            (status, &body["authenticated"]),
+            (200, &json!(true)),
+            "{url}: {body}"
+        );
+    }
 }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use ratatoskr_testkit::{RedisProcess, free_port};
+use ratatoskr_testkit::{PgProcess, RedisCluster, RedisProcess, RedisSentinel, free_port};
 
 /// What a test says when HAProxy cannot be started.
 pub const HAPROXY_MISSING: &str = "haproxy is installed (scripts/test.sh installs it)";
@@ -25,27 +25,43 @@ pub const PASSWORD: &str = "correct horse battery";
 /// Which Redis the instances share.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RedisKind {
-    /// One `redis-server` of the test's own (`REDIS_URL`).
+    /// One `redis-server` of the test's own (`REDIS_URL=redis://…`).
     Standalone,
+    /// The testkit's six-node cluster, 3 masters and 3 replicas (`REDIS_CLUSTER_NODES`).
+    Cluster,
+    /// The testkit's Sentinel group, 1 master, 2 replicas, 3 sentinels
+    /// (`REDIS_URL=redis+sentinel://…`).
+    Sentinel,
 }
 
 /// The shared Redis, kept alive as long as the deployment.
 pub enum SharedRedis {
     /// See [`RedisKind::Standalone`].
     Standalone(RedisProcess),
+    /// See [`RedisKind::Cluster`].
+    Cluster(RedisCluster),
+    /// See [`RedisKind::Sentinel`].
+    Sentinel(RedisSentinel),
 }
 
 impl SharedRedis {
-    fn start(kind: RedisKind) -> Self {
-        match kind {
+    async fn start(kind: RedisKind) -> Self {
+        // The cluster and Sentinel starters wait by polling: off the runtime's threads.
+        tokio::task::spawn_blocking(move || match kind {
             RedisKind::Standalone => SharedRedis::Standalone(RedisProcess::start()),
-        }
+            RedisKind::Cluster => SharedRedis::Cluster(RedisCluster::start()),
+            RedisKind::Sentinel => SharedRedis::Sentinel(RedisSentinel::start()),
+        })
+        .await
+        .expect("Redis starts")
     }
 
     /// The environment that points an instance at this Redis.
     fn env(&self) -> Vec<(String, String)> {
         match self {
             SharedRedis::Standalone(r) => vec![("REDIS_URL".into(), r.url())],
+            SharedRedis::Cluster(c) => vec![("REDIS_CLUSTER_NODES".into(), c.nodes_env())],
+            SharedRedis::Sentinel(s) => vec![("REDIS_URL".into(), s.url())],
         }
     }
 }
@@ -110,6 +126,23 @@ impl PgDatabase {
             admin_url,
             name,
             url,
+        }
+    }
+}
+
+/// Where the instances' database lives.
+pub enum Database {
+    /// A database of its own on the test server.
+    Shared(PgDatabase),
+    /// A PostgreSQL cluster of the test's own, which it may stop and start.
+    Own(PgProcess),
+}
+
+impl Database {
+    fn url(&self) -> String {
+        match self {
+            Database::Shared(d) => d.url.clone(),
+            Database::Own(p) => p.url(),
         }
     }
 }
@@ -249,17 +282,22 @@ pub struct Options {
     pub redis: RedisKind,
     /// Extra environment for every instance (`RATATOSKR_LOGIN_RATE_LIMIT`, …).
     pub env: Vec<(&'static str, String)>,
+    /// A PostgreSQL server of the deployment's own (to stop it), instead of a database on the
+    /// shared test server.
+    pub own_postgres: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
-            redis: RedisKind::Standalone,
+            // Scale-out runs on a cluster (issue 11).
+            redis: RedisKind::Cluster,
             // Tests register and log in many users from one address.
             env: vec![
                 ("RATATOSKR_LOGIN_RATE_LIMIT", "off".into()),
                 ("RATATOSKR_REGISTER_RATE_LIMIT", "off".into()),
             ],
+            own_postgres: false,
         }
     }
 }
@@ -273,9 +311,8 @@ pub struct Deployment {
     /// The shared Redis (held for the deployment's lifetime).
     #[allow(dead_code)]
     pub redis: SharedRedis,
-    /// The shared database (held for the deployment's lifetime).
-    #[allow(dead_code)]
-    pub db: PgDatabase,
+    /// The shared database.
+    pub db: Database,
     env: Vec<(String, String)>,
     dir: PathBuf,
 }
@@ -307,10 +344,18 @@ impl Deployment {
     pub async fn start(options: Options) -> Self {
         let dir = std::env::temp_dir().join(unique("ratatoskr-multi"));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let redis = SharedRedis::start(options.redis);
-        let db = PgDatabase::create();
+        let redis = SharedRedis::start(options.redis).await;
+        let db = if options.own_postgres {
+            Database::Own(
+                tokio::task::spawn_blocking(PgProcess::start)
+                    .await
+                    .expect("PostgreSQL starts"),
+            )
+        } else {
+            Database::Shared(PgDatabase::create())
+        };
         let mut env: Vec<(String, String)> = vec![
-            ("DATABASE_URL".into(), db.url.clone()),
+            ("DATABASE_URL".into(), db.url()),
             // Every instance must read the platform tokens the others sealed: one key for all.
             (
                 "RATATOSKR_SECRET_KEY".into(),

@@ -36,6 +36,8 @@ pub struct Sample {
     pub instance: usize,
     /// Whether it is the instance the revocation went through.
     pub revoker: bool,
+    /// The instance the revocation went through.
+    pub via: usize,
     /// Until its first refusing answer ended.
     pub took: Duration,
     /// Answers it gave (the last one refusing).
@@ -115,6 +117,17 @@ impl Report {
         }
         let polls: u32 = self.samples.iter().map(|s| s.polls).sum();
         eprintln!("  answers polled: {polls}");
+        // Where an instance still served the session after the revocation was answered.
+        for s in self.samples.iter().filter(|s| s.polls > 1) {
+            eprintln!(
+                "  served after the revocation: {:?} via app{}, app{} refused after {:.2?} and {} answers",
+                s.kind,
+                s.via + 1,
+                s.instance + 1,
+                s.took,
+                s.polls
+            );
+        }
     }
 }
 
@@ -141,6 +154,7 @@ async fn refusals(
                             kind,
                             instance,
                             revoker: instance == revoker,
+                            via: revoker,
                             took: since.elapsed(),
                             polls,
                         };

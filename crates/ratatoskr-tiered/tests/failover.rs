@@ -140,11 +140,10 @@ fn tiered_config() -> TieredConfig {
     }
 }
 
-/// One application instance on the tiers, with its near cache where the store supports
-/// tracking (Sentinel; not yet on a cluster, where the store refuses it).
+/// One application instance on the tiers, with its near cache (tracking on every master).
 async fn tiers(topology: &Topology, sql: &SqlStore) -> TieredStore {
     let mut config = topology.redis_config();
-    config.tracking = matches!(topology, Topology::Sentinel(_));
+    config.tracking = true;
     let redis = RedisStore::connect(config).await.expect("redis");
     let notices = redis.subscribe_invalidations();
     let t = TieredStore::new(
