@@ -23,7 +23,7 @@
 //! to just before and just after sessions' deadlines. Failing cases shrink to a minimal
 //! sequence and print the seed: `MODEL_SEED=<seed> cargo test -p ratatoskr-tiered --test model`
 //! replays one; `MODEL_CASES=<n>` sets how many sequences run per backend (default 120 on one
-//! server, 8 on the cluster, where every restart step is a failover of a few seconds).
+//! server, 5 on the cluster, where every restart step is a failover of a few seconds).
 
 #[path = "support/engine_cluster.rs"]
 mod engine;
@@ -792,5 +792,5 @@ fn tiers_on_postgres_behave_as_the_model_under_generated_sequences_and_faults() 
 #[test]
 fn tiers_on_a_redis_cluster_behave_as_the_model_under_generated_sequences_and_failovers() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    run_model(Backend::Sqlite, Engine::cluster, 8);
+    run_model(Backend::Sqlite, Engine::cluster, 5);
 }
