@@ -52,6 +52,11 @@ impl Harness for Cached {
         support::corrupt_redis_meta(&self.redis, key).await;
     }
 
+    fn index_lag(&self) -> std::time::Duration {
+        // The Redis index's scores are whole seconds, rounded up (docs/redis.md).
+        std::time::Duration::from_secs(1)
+    }
+
     async fn index_entries(&self, user_id: &str) -> usize {
         let mut con = redis::Client::open(redis_url())
             .unwrap()
