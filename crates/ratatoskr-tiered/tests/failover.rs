@@ -170,8 +170,9 @@ struct Run {
     failover: Duration,
     /// When the master was killed, from the start of the run (histories count from there).
     killed_at: Duration,
-    /// From the failover until the store used Redis again (the tiers' breaker closed).
-    recovered_after: Duration,
+    /// From the failover until the store used Redis again (the tiers' breaker closed); `None`
+    /// when there was nothing to wait for (Redis alone).
+    recovered_after: Option<Duration>,
     what: String,
 }
 
@@ -188,7 +189,7 @@ impl Run {
             self.what,
             self.killed_at,
             self.failover,
-            self.recovered_after,
+            self.recovered_after.unwrap_or_default(),
             self.calls,
             self.acked,
             self.errors,
@@ -234,7 +235,8 @@ async fn run(
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let recovered_after = promoted.elapsed();
+    let recovered_after =
+        (promoted.elapsed() > Duration::from_millis(1)).then(|| promoted.elapsed());
     tokio::time::sleep(AFTER).await;
     let tally = load.tally.clone();
     let model = load.stop().await;
