@@ -87,7 +87,7 @@ async fn add_two_platforms(b: &Browser, app: &TestApp) {
         b.fill("#pf-user", "alice").await;
         b.fill("#pf-token", "tok-xyz").await;
         b.click("#add-submit").await;
-        assert!(b.text("#flash").await.contains("Connected"));
+        b.wait_text("#flash", &format!("Connected {name}")).await;
     }
     b.click("li[data-platform-id='2'] button.btn-primary").await;
     b.wait_url("the dashboard", |u| !u.contains("/platforms"))
@@ -116,11 +116,8 @@ async fn a_user_logs_in_switches_platforms_revokes_a_device_and_logs_out() {
     a.fill("#login-username", "alice").await;
     a.fill("#login-password", "wrong password").await;
     a.click("#login-submit").await;
-    assert!(
-        a.text("#login-error")
-            .await
-            .contains("Wrong user name or password")
-    );
+    a.wait_text("#login-error", "Wrong user name or password")
+        .await;
     shot(&a, "02-login-error").await;
 
     login(&a, &app, "alice").await;
@@ -155,14 +152,14 @@ async fn a_user_logs_in_switches_platforms_revokes_a_device_and_logs_out() {
     a.fill("#pf-user", "alice").await;
     a.fill("#pf-token", "tok-toots-123").await;
     a.click("#add-submit").await;
-    assert!(a.text("#form-error").await.contains("https://"));
+    a.wait_text("#form-error", "https://").await;
     shot(&a, "04-platform-error").await;
     a.exec("document.getElementById('pf-url').type = 'text'")
         .await;
     a.fill("#pf-url", "https://toot.example").await;
     a.fill("#pf-token", "tok-toots-123").await;
     a.click("#add-submit").await;
-    assert!(a.text("#flash").await.contains("Connected Toots"));
+    a.wait_text("#flash", "Connected Toots").await;
     a.exec("document.getElementById('pf-type').value = 'pixelfed'")
         .await;
     a.fill("#pf-name", "Photos").await;
@@ -170,7 +167,7 @@ async fn a_user_logs_in_switches_platforms_revokes_a_device_and_logs_out() {
     a.fill("#pf-user", "alice_pics").await;
     a.fill("#pf-token", "tok-photos-456").await;
     a.click("#add-submit").await;
-    assert!(a.text("#flash").await.contains("Connected Photos"));
+    a.wait_text("#flash", "Connected Photos").await;
     assert_eq!(platform_count(&app).await, 2);
     shot(&a, "05-platforms").await;
 
@@ -178,20 +175,19 @@ async fn a_user_logs_in_switches_platforms_revokes_a_device_and_logs_out() {
     a.click("li[data-platform-id='1'] button.btn-primary").await;
     a.wait_url("the dashboard", |u| !u.contains("/platforms"))
         .await;
-    assert!(a.text("#flash").await.contains("Switched to Toots"));
-    assert!(a.text("#active-platform").await.contains("Toots"));
+    a.wait_text("#flash", "Switched to Toots").await;
+    a.wait_text("#active-platform", "Toots").await;
     shot(&a, "06-dashboard-toots").await;
     a.exec("document.getElementById('switch-to').value = '2'")
         .await;
     a.click("#switch-submit").await;
-    assert!(a.text("#flash").await.contains("Switched to Photos"));
-    assert!(a.text("#active-platform").await.contains("Photos"));
+    a.wait_text("#flash", "Switched to Photos").await;
+    a.wait_text("#active-platform", "Photos").await;
     // And with the keyboard-free script path: changing the select submits by itself.
     a.exec("var s = document.getElementById('switch-to'); s.value = '1'; s.dispatchEvent(new Event('change'))").await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    a.wait_text("#active-platform", "Toots").await;
     a.wait_url("the dashboard", |u| !u.contains("/platforms/"))
         .await;
-    assert!(a.text("#active-platform").await.contains("Toots"));
     shot(&a, "07-dashboard-switched").await;
 
     // A second browser logs in as alice; the first revokes it.
@@ -206,7 +202,7 @@ async fn a_user_logs_in_switches_platforms_revokes_a_device_and_logs_out() {
     shot(&a, "08-sessions").await;
     a.click("#session-list li:not(.current) button.revoke")
         .await;
-    assert!(a.text("#flash").await.contains("Session revoked"));
+    a.wait_text("#flash", "Session revoked").await;
     assert_eq!(
         a.exec("return document.querySelectorAll('#session-list > li').length")
             .await,
@@ -251,7 +247,7 @@ async fn a_user_logs_in_switches_platforms_revokes_a_device_and_logs_out() {
     a.click("#logout").await;
     let u = a.wait_url("the login page", |u| u.contains("/login")).await;
     assert!(u.contains("logged_out"), "{u}");
-    assert!(a.text("#notice").await.contains("logged out"));
+    a.wait_text("#notice", "logged out").await;
     assert!(a.cookies().await.is_empty(), "the cookie is gone");
     shot(&a, "11-logged-out").await;
     a.quit().await;

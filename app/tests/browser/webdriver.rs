@@ -210,6 +210,28 @@ impl Browser {
         self.find(css).await.text().await.expect("element text")
     }
 
+    /// Wait until the element matching `css` says `needle` (after a click or a script that
+    /// navigates, the page being left may still answer for a moment); its text.
+    pub async fn wait_text(&self, css: &str, needle: &str) -> String {
+        let deadline = Instant::now() + STEP;
+        loop {
+            // An element of the page being left goes stale: read again.
+            let text = match self.0.find(Locator::Css(css)).await {
+                Ok(e) => e.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited for {css} to say {needle:?} on {}; it says {text:?}",
+                self.url().await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Run a script and return its result.
     pub async fn exec(&self, script: &str) -> Value {
         self.0
