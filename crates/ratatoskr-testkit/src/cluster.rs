@@ -109,33 +109,23 @@ impl RedisCluster {
     pub fn start() -> Self {
         let mut nodes: Vec<Node> = (0..6).map(|_| Node::new("cluster")).collect();
         for node in &mut nodes {
-            let args = [
-                "--port",
-                &node.port.to_string(),
-                "--cluster-port",
-                &free_port().to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--protected-mode",
-                "no",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                &node.path(""),
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                &node.path("nodes.conf"),
-                "--cluster-node-timeout",
-                &NODE_TIMEOUT_MS.to_string(),
-                // A replica is promoted however long ago it last heard from its master.
-                "--cluster-replica-validity-factor",
-                "0",
-            ]
-            .map(str::to_owned)
-            .to_vec();
+            let mut args = node.base_args();
+            args.extend(
+                [
+                    "--cluster-port",
+                    &free_port().to_string(),
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &node.path("nodes.conf"),
+                    "--cluster-node-timeout",
+                    &NODE_TIMEOUT_MS.to_string(),
+                    // A replica is promoted however long ago it last heard from its master.
+                    "--cluster-replica-validity-factor",
+                    "0",
+                ]
+                .map(str::to_owned),
+            );
             node.start(args);
         }
         let cluster = RedisCluster {
@@ -187,10 +177,7 @@ impl RedisCluster {
 
     /// `127.0.0.1:PORT` of every node (the seed list a cluster client takes).
     pub fn addrs(&self) -> Vec<String> {
-        self.nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect()
+        self.nodes.iter().map(Node::addr).collect()
     }
 
     /// The comma-separated seed list, as `REDIS_CLUSTER_NODES` takes it.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::procs::{REDIS_SERVER_MISSING, free_port, signal, wait_port};
+use crate::procs::{REDIS_SERVER_MISSING, discard, free_port, fresh_dir, signal, wait_port};
 
 /// A redis-server (or sentinel) process owned by a test.
 pub(crate) struct Node {
@@ -22,10 +22,7 @@ impl Node {
     /// come after the config file (if any) and before the standard ones.
     pub(crate) fn new(what: &str) -> Node {
         let port = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("ratatoskr-{what}-{port}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("node dir");
+        let dir = fresh_dir(what, port);
         Node {
             port,
             dir,
@@ -131,6 +128,32 @@ impl Node {
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
 
+    /// The options every test-owned data server starts with: this node's port on loopback, no
+    /// protected mode, nothing saved to disk, its own directory. Callers append their own.
+    pub(crate) fn base_args(&self) -> Vec<String> {
+        [
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--protected-mode",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &self.path(""),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    /// `127.0.0.1:PORT`, as clients are given it.
+    pub(crate) fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
     pub(crate) fn path(&self, name: &str) -> String {
         path_str(&self.dir.join(name))
     }
@@ -138,14 +161,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-CONT", &c.id().to_string()])
-                .status();
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        discard(self.child.take(), &self.dir);
     }
 }
 

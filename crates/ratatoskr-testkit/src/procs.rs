@@ -38,6 +38,28 @@ pub(crate) fn wait_port(port: u16, up: bool, what: &str) {
     }
 }
 
+/// A new, empty directory `ratatoskr-<what>-<port>-<pid>` under the temp dir (a leftover of an
+/// earlier run with the same port and pid is deleted first).
+pub(crate) fn fresh_dir(what: &str, port: u16) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ratatoskr-{what}-{port}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{what} dir {}: {e}", dir.display()));
+    dir
+}
+
+/// Kill a test-owned process and delete its directory (on drop). A frozen process is sent
+/// SIGCONT first so that it dies at once.
+pub(crate) fn discard(child: Option<Child>, dir: &Path) {
+    if let Some(mut c) = child {
+        let _ = Command::new("kill")
+            .args(["-CONT", &c.id().to_string()])
+            .status();
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 pub(crate) fn signal(pid: u32, sig: &str) {
     let status = Command::new("kill")
         .args([sig, &pid.to_string()])
@@ -59,10 +81,7 @@ impl RedisProcess {
     /// [`snapshot`](Self::snapshot) is called.
     pub fn start() -> Self {
         let port = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("ratatoskr-redis-{port}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("redis dir");
+        let dir = fresh_dir("redis", port);
         let mut r = RedisProcess {
             port,
             dir,
@@ -149,14 +168,7 @@ impl RedisProcess {
 
 impl Drop for RedisProcess {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-CONT", &c.id().to_string()])
-                .status();
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        discard(self.child.take(), &self.dir);
     }
 }
 
@@ -199,9 +211,7 @@ impl PgProcess {
     /// initdb and start a new cluster on a free port.
     pub fn start() -> Self {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("ratatoskr-pg-{port}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("pg dir");
+        let dir = fresh_dir("pg", port);
         let _ = Command::new("chown")
             .args(["postgres:postgres", dir.to_str().unwrap()])
             .status();

@@ -28,22 +28,7 @@ pub const DOWN_AFTER_MS: u64 = 1000;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn server_args(node: &Node, replica_of: Option<u16>) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "--port",
-        &node.port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--protected-mode",
-        "no",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        &node.path(""),
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let mut args = node.base_args();
     if let Some(port) = replica_of {
         args.extend(["--replicaof".into(), "127.0.0.1".into(), port.to_string()]);
     }
@@ -104,10 +89,7 @@ impl RedisSentinel {
 
     /// `127.0.0.1:PORT` of each sentinel.
     pub fn sentinel_addrs(&self) -> Vec<String> {
-        self.sentinels
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect()
+        self.sentinels.iter().map(Node::addr).collect()
     }
 
     /// The name the master is monitored under ([`MASTER_NAME`]).
