@@ -673,8 +673,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn record_bytes_are_exactly_as_documented() {
+    /// The anonymous record the byte-layout tests spell out: created at 1000, idle 5 ms,
+    /// absolute 7 ms, CSRF secret all 3s.
+    fn layout_record() -> Record {
         let mut r = Record::new(
             None,
             1_000,
@@ -682,6 +683,12 @@ mod tests {
             Duration::from_millis(7),
         );
         r.meta.csrf_secret = [3; 16];
+        r
+    }
+
+    #[test]
+    fn record_bytes_are_exactly_as_documented() {
+        let mut r = layout_record();
         r.last_seen = 1_002;
         r.attrs.insert("b".into(), vec![0xee]);
         r.attrs.insert("a".into(), vec![]);
@@ -694,13 +701,7 @@ mod tests {
 
     #[test]
     fn structural_errors_are_named() {
-        let mut r = Record::new(
-            None,
-            1_000,
-            Duration::from_millis(5),
-            Duration::from_millis(7),
-        );
-        r.meta.csrf_secret = [3; 16];
+        let r = layout_record();
         let base = encode_record(&r, &Limits::default()).unwrap();
         // Two attributes with the same name.
         let mut dup = base[..base.len() - 1].to_vec();
