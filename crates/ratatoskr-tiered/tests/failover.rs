@@ -182,14 +182,17 @@ impl Run {
     }
 
     fn print(&self, title: &str) {
+        let back = self
+            .recovered_after
+            .map(|d| format!(", the store back on Redis {d:.2?} later"))
+            .unwrap_or_default();
         eprintln!(
-            "{title}: {} at {:.2?} into the run ({:.1?} from the kill to failover done, the store back on Redis {:.2?} later); {} calls, {} acknowledged, \
-             {} errors, error window {:.2?} (first {:?}, last {:?} after the kill), {} \
-             acknowledged sessions found missing during the run",
+            "{title}: {} at {:.2?} into the run ({:.1?} from the kill to failover done{back}); \
+             {} calls, {} acknowledged, {} errors, error window {:.2?} (first {:?}, last {:?} \
+             after the kill), {} acknowledged sessions found missing during the run",
             self.what,
             self.killed_at,
             self.failover,
-            self.recovered_after.unwrap_or_default(),
             self.calls,
             self.acked,
             self.errors,
