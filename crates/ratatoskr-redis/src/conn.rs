@@ -154,29 +154,25 @@ impl SentinelConn {
         })
     }
 
+    /// The connection slot (a poisoned lock still holds a usable `Option`).
+    fn current(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     async fn connection(&self) -> RedisResult<MultiplexedConnection> {
-        if let Some(c) = self
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
+        if let Some(c) = self.current().clone() {
             return Ok(c);
         }
         let mut sentinel = self.client.lock().await;
-        if let Some(c) = self
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
+        // Another task may have resolved the master while this one waited for the lock.
+        if let Some(c) = self.current().clone() {
             return Ok(c);
         }
         let client = sentinel.async_get_client().await?;
         let con = client
             .get_multiplexed_async_connection_with_config(&self.config)
             .await?;
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(con.clone());
+        *self.current() = Some(con.clone());
         Ok(con)
     }
 
@@ -184,7 +180,7 @@ impl SentinelConn {
     fn check(&self, e: &redis::RedisError) {
         let keep = matches!(e.kind(), ErrorKind::Server(k) if k != ServerErrorKind::ReadOnly);
         if !keep {
-            *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            *self.current() = None;
         }
     }
 
