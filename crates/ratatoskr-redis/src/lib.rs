@@ -118,29 +118,33 @@
 #![warn(missing_docs)]
 
 mod builder;
+mod config;
 mod conn;
 mod maintenance;
 mod ops;
+mod replies;
 mod scripts;
 mod tracked;
 mod tracking;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ratatoskr_core::codec::{self, CodecError, Limits};
-use ratatoskr_core::{Invalidation, Meta, Millis, Record, SessionKey, StoreError, StoreResult};
+use ratatoskr_core::codec::CodecError;
+use ratatoskr_core::{Invalidation, Millis, SessionKey, StoreError, StoreResult};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::{IntoConnectionInfo, ProtocolVersion, RedisResult, Value};
 use tokio::sync::broadcast;
 
 pub use crate::builder::RedisStoreBuilder;
+pub use crate::config::RedisConfig;
+use crate::config::redact_url;
 use crate::conn::{Conn, SentinelConn, Topology};
 pub use crate::conn::{SENTINEL_SCHEME, key_slot};
+pub(crate) use crate::replies::*;
 use crate::tracked::{TrackSettings, Tracker};
 pub use crate::tracking::INVALIDATION_CHANNEL_CAPACITY;
 use crate::tracking::TrackSource;
@@ -156,167 +160,7 @@ pub const META_FIELD: &[u8] = b"\xff";
 /// capped by its absolute deadline. A lone `0xFE` byte is not UTF-8 either.
 pub const LAST_SEEN_FIELD: &[u8] = b"\xfe";
 
-/// How [`RedisStore`] connects and what it enforces.
-#[derive(Clone)]
-pub struct RedisConfig {
-    /// Where Redis is: `redis://[:password@]host:port/[db]` for one server, or
-    /// `redis+sentinel://[[user]:password@]host:port[,host:port…]/<master-name>[/db]` for the
-    /// master a group of Sentinels names (see [`RedisConfig::sentinel`]). Ignored when
-    /// [`cluster_nodes`](Self::cluster_nodes) is not empty.
-    pub url: String,
-    /// Redis Cluster mode when not empty: seed nodes, each `host:port` or
-    /// `redis://[:password@]host:port` (see [`RedisConfig::cluster`]). Default empty.
-    pub cluster_nodes: Vec<String>,
-    /// Prepended to every key this store writes, so several applications (or tests) can share
-    /// one Redis. Default `rt:`; keep it short, it is part of every session key.
-    pub key_prefix: String,
-    /// The longest any one store operation may take, connection re-establishment included,
-    /// before it fails with [`StoreError::Backend`]. Default 500 ms.
-    pub response_timeout: Duration,
-    /// The longest [`RedisStore::connect`] waits for the first connection (and each later
-    /// reconnection attempt may take). Default 2 s.
-    pub connect_timeout: Duration,
-    /// How long a user's revocation marker is kept at least. It must be at least the longest
-    /// absolute timeout you give sessions: a session created before a revoke-all is refused for
-    /// this long, after which it would have expired anyway. Default 24 h (the manager's default
-    /// absolute timeout).
-    pub revocation_ttl: Duration,
-    /// Size limits on records, attribute names and user ids.
-    pub limits: Limits,
-    /// Client-side caching support (default off): `load` then runs on a connection of its own
-    /// with RESP3 `CLIENT TRACKING ON`, and every change to a session read through it is
-    /// announced on [`RedisStore::subscribe_invalidations`]. See [`RedisStore::connect_tracked`].
-    pub tracking: bool,
-    /// How often the tracked connection is pinged (tracking mode only; zero: never). A ping
-    /// that fails or takes longer than [`response_timeout`](Self::response_timeout) declares
-    /// the connection lost (and sends [`Invalidation::All`]): this bounds how long a silently
-    /// broken link can hide missed notices. Default 1 s.
-    pub tracking_heartbeat: Duration,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        RedisConfig {
-            url: "redis://127.0.0.1:6379/".into(),
-            cluster_nodes: Vec::new(),
-            key_prefix: "rt:".into(),
-            response_timeout: Duration::from_millis(500),
-            connect_timeout: Duration::from_secs(2),
-            revocation_ttl: Duration::from_secs(24 * 3600),
-            limits: Limits::default(),
-            tracking: false,
-            tracking_heartbeat: Duration::from_secs(1),
-        }
-    }
-}
-
-impl RedisConfig {
-    /// The defaults, for the Redis at `url`: one server (`redis://…`) or a Sentinel-managed
-    /// master (`redis+sentinel://h:p,h:p/<master-name>`).
-    pub fn new(url: impl Into<String>) -> Self {
-        RedisConfig {
-            url: url.into(),
-            ..RedisConfig::default()
-        }
-    }
-
-    /// The defaults, for a Redis Cluster reached through `nodes` (seed nodes, each `host:port`
-    /// or `redis://[:password@]host:port`; any few of the cluster's nodes will do, the client
-    /// learns the rest). Environment form: [`RedisConfig::cluster_from_list`].
-    pub fn cluster<S: Into<String>>(nodes: impl IntoIterator<Item = S>) -> Self {
-        RedisConfig {
-            cluster_nodes: nodes.into_iter().map(Into::into).collect(),
-            ..RedisConfig::default()
-        }
-    }
-
-    /// [`RedisConfig::cluster`] from a comma-separated list (`REDIS_CLUSTER_NODES`):
-    /// `host:port,host:port,…`; blanks around entries are ignored, empty entries skipped.
-    pub fn cluster_from_list(list: &str) -> Self {
-        Self::cluster(
-            list.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned),
-        )
-    }
-
-    /// The defaults, for the master the Sentinels at `sentinels` (`host:port` each) know as
-    /// `master_name`: the same as [`RedisConfig::new`] with
-    /// `redis+sentinel://host:port,host:port/<master_name>`. The store asks the Sentinels
-    /// for the master when it connects and again after a connection is lost or the server it
-    /// reaches has become a replica (a failover).
-    pub fn sentinel<S: AsRef<str>>(
-        sentinels: impl IntoIterator<Item = S>,
-        master_name: &str,
-    ) -> Self {
-        let hosts: Vec<String> = sentinels
-            .into_iter()
-            .map(|s| s.as_ref().trim().to_owned())
-            .collect();
-        Self::new(format!(
-            "{SENTINEL_SCHEME}{}/{master_name}",
-            hosts.join(",")
-        ))
-    }
-
-    /// Which kind of deployment this configuration names.
-    pub(crate) fn topology(&self) -> RedisResult<Topology> {
-        if !self.cluster_nodes.is_empty() {
-            Ok(Topology::Cluster(
-                self.cluster_nodes
-                    .iter()
-                    .map(|n| {
-                        if n.contains("://") {
-                            n.clone()
-                        } else {
-                            format!("redis://{n}")
-                        }
-                    })
-                    .collect(),
-            ))
-        } else if self.url.starts_with(SENTINEL_SCHEME) {
-            conn::parse_sentinel_url(&self.url)
-        } else {
-            Ok(Topology::Single(self.url.clone()))
-        }
-    }
-}
-
-impl fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("url", &redact_url(&self.url))
-            .field(
-                "cluster_nodes",
-                &self
-                    .cluster_nodes
-                    .iter()
-                    .map(|n| redact_url(n))
-                    .collect::<Vec<_>>(),
-            )
-            .field("key_prefix", &self.key_prefix)
-            .field("response_timeout", &self.response_timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("revocation_ttl", &self.revocation_ttl)
-            .field("limits", &self.limits)
-            .field("tracking", &self.tracking)
-            .field("tracking_heartbeat", &self.tracking_heartbeat)
-            .finish()
-    }
-}
-
-/// The URL without its credentials, for logs.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://<redacted>@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
-/// A [`SessionStore`](ratatoskr_core::SessionStore) on a standalone Redis. Cheap to clone: clones share one multiplexed,
+/// A [`SessionStore`](ratatoskr_core::SessionStore) on Redis (one server, the master Sentinels name, or a Cluster). Cheap to clone: clones share one multiplexed,
 /// self-reconnecting connection (and, in tracking mode, one tracked read connection).
 ///
 /// See the [crate documentation](crate) for the key layout and the atomicity guarantees.
@@ -674,112 +518,12 @@ impl RedisStore {
     }
 }
 
-/// Script status codes (see `scripts.rs`).
-const OK: i64 = 1;
-const NOT_FOUND: i64 = -1;
-const COLLISION: i64 = -2;
-const REVOKED: i64 = -3;
-const TOO_LARGE: i64 = -4;
-/// A write sent in an older write epoch (see `stale_epoch` in the scripts).
-const STALE_EPOCH: i64 = -5;
-
-fn unexpected(what: &str, v: &Value) -> StoreError {
-    backend(format_args!("unexpected reply to {what}: {v:?}"))
-}
-
-fn as_int(v: &Value) -> Option<i64> {
-    match v {
-        Value::Int(n) => Some(*n),
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        Value::SimpleString(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-fn as_bytes(v: &Value) -> Option<&[u8]> {
-    match v {
-        Value::BulkString(b) => Some(b),
-        Value::SimpleString(s) => Some(s.as_bytes()),
-        _ => None,
-    }
-}
-
-/// A status array `{code, detail?}` from a script.
-fn status(what: &str, v: &Value) -> StoreResult<(i64, Option<i64>)> {
-    match v {
-        Value::Array(items) if !items.is_empty() => {
-            let code = as_int(&items[0]).ok_or_else(|| unexpected(what, v))?;
-            Ok((code, items.get(1).and_then(as_int)))
-        }
-        other => as_int(other)
-            .map(|c| (c, None))
-            .ok_or_else(|| unexpected(what, v)),
-    }
-}
-
-/// The field/value pairs of an `HGETALL` reply (RESP2 flat array or RESP3 map).
-fn hash_pairs(v: &Value) -> Option<Vec<(&[u8], &[u8])>> {
-    match v {
-        Value::Array(items) if items.len() % 2 == 0 => items
-            .chunks_exact(2)
-            .map(|p| Some((as_bytes(&p[0])?, as_bytes(&p[1])?)))
-            .collect(),
-        Value::Map(pairs) => pairs
-            .iter()
-            .map(|(k, v)| Some((as_bytes(k)?, as_bytes(v)?)))
-            .collect(),
-        Value::Nil => Some(Vec::new()),
-        _ => None,
-    }
-}
-
-/// `last_seen`: the stored field if present, else the expiry minus the idle timeout.
-fn last_seen(meta: &Meta, seen: Option<&[u8]>, expire_at: i64) -> Result<Millis, CodecError> {
-    match seen {
-        Some(s) if !s.is_empty() => std::str::from_utf8(s)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or(CodecError::Malformed("last seen is not an integer")),
-        _ if expire_at >= 0 => Ok(expire_at.saturating_sub(meta.idle_timeout)),
-        _ => Err(CodecError::Malformed("the session key has no expiry")),
-    }
-}
-
-/// Rebuild a record from its hash fields and the key's expiry.
-fn decode_hash(pairs: &[(&[u8], &[u8])], expire_at: i64) -> Result<Record, CodecError> {
-    let mut meta = None;
-    let mut seen = None;
-    let mut attrs = BTreeMap::new();
-    for &(name, value) in pairs {
-        match name {
-            META_FIELD => meta = Some(value),
-            LAST_SEEN_FIELD => seen = Some(value),
-            // Other single non-UTF-8 bytes are reserved for the store's future use.
-            [b] if *b >= 0x80 => {}
-            _ => {
-                let name = std::str::from_utf8(name)
-                    .map_err(|_| CodecError::Malformed("attribute name is not UTF-8"))?;
-                attrs.insert(name.to_owned(), value.to_vec());
-            }
-        }
-    }
-    let meta = codec::decode_meta(meta.ok_or(CodecError::Malformed("no fixed part"))?)?;
-    let last_seen = last_seen(&meta, seen, expire_at)?;
-    Ok(Record {
-        meta,
-        last_seen,
-        attrs,
-    })
-}
-
-fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::scripts::SCRIPTS;
+    use ratatoskr_core::Record;
+    use ratatoskr_core::codec::{self, Limits};
     use ratatoskr_core::{Delta, SessionStore, now_ms};
 
     /// Against the Redis the test command provides (`RATATOSKR_TEST_REDIS_URL` or 6379).
