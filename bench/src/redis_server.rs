@@ -38,9 +38,8 @@ impl RedisServer {
             .parse()
             .map_err(|e| format!("process_id: {e}"))?;
         let version = format!(
-            "Redis server v={} malloc={} bits={}",
+            "Redis server v={} bits={}",
             field("redis_version")?,
-            field("mem_allocator").unwrap_or_default(),
             field("arch_bits").unwrap_or_default()
         );
         Ok(RedisServer {

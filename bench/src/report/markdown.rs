@@ -298,15 +298,15 @@ impl Report {
 const NOTES: &str = "\
 ## What each contender does per request
 
-| contender | read (`GET /read`) | write (`POST /write`) |
-|---|---|---|
-| bare axum / bare actix-web | nothing: a constant answer, the ceiling of each framework on this machine | the same |
-| Ratatoskr tiered (Redis + SQLite, near cache) | the decoded session from the in-process near cache, kept correct by Redis `CLIENT TRACKING` notices: no network round trip once warm | load (near cache, else one Redis round trip), then the delta: one SQLite transaction (group commit) and then one Redis script call; the near-cache entry is dropped |
-| Ratatoskr, Redis only | one round trip (`HGETALL` + `PEXPIRETIME`, pipelined) | load (one round trip), then the delta as one Redis script call (`EVALSHA`): two round trips |
-| tower-sessions + Redis | one `GET` (MessagePack record), fred pool of 6 clients as in the store's example | `GET`, then `SET … XX EXAT` of the whole record: two round trips |
-| actix-session + Redis | one `GET` (JSON state), redis-rs `ConnectionManager` | `GET`, then `SET … XX EX` of the whole state: two round trips |
+| contender | read (`GET /read`) | write (`POST /write`) | login (`GET /visit`, `POST /login/{n}`) |
+|---|---|---|---|
+| bare axum / bare actix-web | nothing: a constant answer, the ceiling of each framework on this machine | the same | the same, twice |
+| Ratatoskr tiered (Redis + SQLite or PostgreSQL, near cache) | the decoded session from the in-process near cache, kept correct by Redis `CLIENT TRACKING` notices: no network round trip once warm | load (near cache, else one Redis round trip), then the delta: one database transaction (group commit) and then one Redis script call; the written copy is put back into the near cache unless a notice for the key came first — and this process's own notice does come first today (see `docs/performance.md`), so the next load reads Redis | create (database, then Redis); then the rotation (database; the old Redis copy deleted), the session limit (the user's sessions listed from the database, the oldest beyond 5 destroyed in both tiers) and the two attributes (database, then Redis) |
+| Ratatoskr, Redis only (near cache) | as the tiered store's: the near cache in front of Redis (`NearCachedStore`) | load (near cache, else one round trip), then the delta as one Redis script call (`EVALSHA`); the copy as above | create, rotation, session limit (the user's index in Redis) and the attributes, each a Redis script call |
+| tower-sessions + Redis | one `GET` (MessagePack record), fred pool of 6 clients as in the store's example | `GET`, then `SET … XX EXAT` of the whole record: two round trips | `SET` of the visitor's record; then `cycle_id` (delete, new id) and `SET` of the record |
+| actix-session + Redis | one `GET` (JSON state), redis-rs `ConnectionManager` | `GET`, then `SET … XX EX` of the whole state: two round trips | `SET` of the visitor's state; then `renew` (delete, new key) and `SET` |
 
-Every contender runs the same three routes with the same handlers' logic and default settings
+Every contender runs the same four routes with the same handlers' logic and default settings
 (secure cookies; Ratatoskr's default `SessionConfig`, so its CSRF and `Sec-Fetch-Site` checks run
 on every write). Idle expiry is not extended on these reads by any contender (Ratatoskr writes a
 touch at most once a minute per session; tower-sessions and actix-session, with their default
