@@ -99,6 +99,9 @@ struct Sample {
     served: u32,
     /// When the last of those began (from A's `destroy` returning).
     last_served: Option<Duration>,
+    /// A load that began after B's notice was on its channel served the session: the notice
+    /// was lost or applied wrongly (a fill that raced it), not merely late.
+    served_after_notice: bool,
 }
 
 /// Busy threads beside the test (a loaded machine), stopped when dropped.
@@ -159,7 +162,7 @@ async fn measure(
         let deadline = returned + Duration::from_secs(10);
         let (mut served, mut last_served) = (0, None);
         loop {
-            let asked = returned.elapsed();
+            let asked = Instant::now();
             if b.load(&k).await.unwrap().is_none() {
                 break;
             }
@@ -172,11 +175,8 @@ async fn measure(
             tokio::time::sleep(POLL).await;
         }
         let refused = returned.elapsed();
-        let notice = arrivals
-            .lock()
-            .unwrap()
-            .get(&k)
-            .and_then(|t| t.checked_duration_since(returned));
+        let notice_at = arrivals.lock().unwrap().get(&k).copied();
+        let notice = notice_at.and_then(|t| t.checked_duration_since(returned));
         samples.push(Sample {
             refused,
             notice,
@@ -184,7 +184,8 @@ async fn measure(
             breaker,
             destroy: returned - started,
             served,
-            last_served,
+            last_served: last_served.map(|t| t - returned),
+            served_after_notice: matches!((notice_at, last_served), (Some(n), Some(l)) if l > n),
         });
     }
     samples
@@ -203,10 +204,7 @@ fn report(what: &str, samples: &[Sample]) {
         samples.iter().filter(|s| s.journalled).count(),
         samples.iter().filter(|s| s.served > 0).count()
     );
-    for s in samples
-        .iter()
-        .filter(|s| s.served > 0 || s.notice.is_some())
-    {
+    for s in samples.iter().filter(|s| s.served > 0 || s.journalled) {
         eprintln!(
             "  served after A's answer: {} times, last {:.2?} after it; notice {}; A's breaker \
              {:?}, its Redis delete {}; destroy took {:.2?}; refused after {:.2?}",
@@ -291,6 +289,10 @@ async fn a_revocation_through_one_instance_reaches_the_other_under_cpu_load() {
     report("6 busy threads", &loaded);
     stop.store(true, Ordering::Relaxed);
     for s in quiet.iter().chain(&loaded) {
+        assert!(
+            !s.served_after_notice,
+            "B served a revoked session after its notice was on the channel: {s:?}"
+        );
         assert!(
             s.refused < BOUND,
             "B served a revoked session past {BOUND:?}: {s:?}"
