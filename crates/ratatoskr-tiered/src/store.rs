@@ -119,7 +119,7 @@ impl SessionStore for TieredStore {
         Ok(self.touch_through(key, meta, last_seen).await)
     }
 
-    /// A session with more than [`TieredConfig::touch_sync_margin`] left before `expires_at`
+    /// A session with more than [`TieredConfig::touch_sync_margin`](crate::TieredConfig::touch_sync_margin) left before `expires_at`
     /// has its touch queued for the next batch (no round trip now); a nearer one, or one that
     /// finds the queue full, is written through. Either way the database takes the touch
     /// before Redis is extended.
