@@ -27,9 +27,10 @@
 //! empty logs nobody out (reads fall through to the database and repopulate), and a Redis that
 //! comes back with old data cannot resurrect a revoked session.
 //!
-//! The [`NearCache`] keeps decoded sessions in process. It is filled only
-//! from Redis reads and kept correct by the invalidation notices Redis sends (`CLIENT TRACKING`),
-//! so a read-only request on a warm session makes no network round trip.
+//! The [`NearCache`] keeps decoded sessions in process. It is filled from Redis reads (and with
+//! the copy this process just wrote, when no notice for the key came meanwhile) and kept correct
+//! by the invalidation notices Redis sends (`CLIENT TRACKING`), so a read-only request on a warm
+//! session makes no network round trip.
 //!
 //! Build one with [`TieredStore::builder`] (see [`builder`]): it takes the Redis and database
 //! stores themselves and keeps the near cache whenever Redis is in tracking mode.

@@ -1,6 +1,7 @@
 //! A per-process cache of decoded sessions, kept correct by Redis invalidations.
 //!
-//! Only records **read from Redis** enter the cache: Redis then tracks the key for this client
+//! Only records **read from Redis** enter the cache (and this process's own writes applied to
+//! such a record, see below): Redis then tracks the key for this client
 //! (RESP3 `CLIENT TRACKING`) and tells it when any client changes or deletes it. The cache drops
 //! the key on that notice, drops everything when the tracking connection goes away (notices may
 //! have been missed), and never serves a session past its deadlines. It is bounded in entries and
