@@ -163,7 +163,14 @@ where
     };
     let fp = (shared.config.fingerprint.policy != FingerprintPolicy::Off)
         .then(|| fingerprint::of_request(&req, shared.config.fingerprint.ip));
-    let cookie_handle = cookie.as_ref().map(|t| t.key().handle());
+    let checked = is_unsafe(req.method()) && !is_exempt(&shared.config.csrf.exempt_routes, &req);
+    // Only a checked request needs the handle: deriving it costs two SHA-256 runs, a fifth of a
+    // warm read (docs/performance.md), and reads are most requests.
+    let cookie_handle = if checked {
+        cookie.as_ref().map(|t| t.key().handle())
+    } else {
+        None
+    };
     let session = Session::new(shared.clone(), cookie, fp);
 
     // What a refusal responder is shown of the request (kept only when there is one: the
@@ -175,7 +182,6 @@ where
             req.headers().clone(),
         )
     });
-    let checked = is_unsafe(req.method()) && !is_exempt(&shared.config.csrf.exempt_routes, &req);
     if checked {
         match csrf_check(&layer, &session, cookie_handle, req).await {
             Ok(r) => req = r,
