@@ -81,55 +81,6 @@ impl TouchBatch {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ratatoskr_core::{Record, Token};
-    use std::time::Duration;
-
-    #[test]
-    fn touches_of_one_session_collapse_and_a_full_buffer_refuses_new_ones() {
-        let b = TouchBatch::new(3);
-        let meta = Record::new(None, 0, Duration::from_secs(1), Duration::from_secs(2)).meta;
-        let k = Token::generate().key();
-        assert!(b.push(k, meta.clone(), 10));
-        assert!(b.push(k, meta.clone(), 5));
-        assert_eq!(b.len(), 1);
-        let pushed: Vec<bool> = (0..4)
-            .map(|t| b.push(Token::generate().key(), meta.clone(), 100 + t))
-            .collect();
-        assert_eq!(pushed, [true, true, false, false], "full at three");
-        assert!(
-            b.push(k, meta.clone(), 20),
-            "a queued session still collapses"
-        );
-        assert_eq!(b.len(), 3);
-        let batch = b.take();
-        assert_eq!(batch.len(), 3);
-        assert_eq!(b.len(), 3, "in flight still counts");
-        assert!(
-            batch.contains(&(k, meta.clone(), 20)),
-            "the latest touch wins"
-        );
-        b.done(3);
-        assert_eq!(b.len(), 0);
-    }
-
-    #[test]
-    fn a_failed_flush_is_put_back_and_what_does_not_fit_is_dropped() {
-        let b = TouchBatch::new(2);
-        let meta = Record::new(None, 0, Duration::from_secs(1), Duration::from_secs(2)).meta;
-        let keys: Vec<_> = (0..2).map(|_| Token::generate().key()).collect();
-        for k in &keys {
-            assert!(b.push(*k, meta.clone(), 1));
-        }
-        let batch = b.take();
-        assert!(b.push(Token::generate().key(), meta.clone(), 2));
-        b.put_back(batch, 2);
-        assert_eq!(b.len(), 2, "bounded after the put-back, nothing in flight");
-    }
-}
-
 /// The background task that writes the queued touches every [`TieredConfig::touch_flush_every`].
 pub(crate) async fn flush_touches(inner: Weak<Inner>) {
     let every = match inner.upgrade() {
@@ -199,5 +150,54 @@ impl Inner {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ratatoskr_core::{Record, Token};
+    use std::time::Duration;
+
+    #[test]
+    fn touches_of_one_session_collapse_and_a_full_buffer_refuses_new_ones() {
+        let b = TouchBatch::new(3);
+        let meta = Record::new(None, 0, Duration::from_secs(1), Duration::from_secs(2)).meta;
+        let k = Token::generate().key();
+        assert!(b.push(k, meta.clone(), 10));
+        assert!(b.push(k, meta.clone(), 5));
+        assert_eq!(b.len(), 1);
+        let pushed: Vec<bool> = (0..4)
+            .map(|t| b.push(Token::generate().key(), meta.clone(), 100 + t))
+            .collect();
+        assert_eq!(pushed, [true, true, false, false], "full at three");
+        assert!(
+            b.push(k, meta.clone(), 20),
+            "a queued session still collapses"
+        );
+        assert_eq!(b.len(), 3);
+        let batch = b.take();
+        assert_eq!(batch.len(), 3);
+        assert_eq!(b.len(), 3, "in flight still counts");
+        assert!(
+            batch.contains(&(k, meta.clone(), 20)),
+            "the latest touch wins"
+        );
+        b.done(3);
+        assert_eq!(b.len(), 0);
+    }
+
+    #[test]
+    fn a_failed_flush_is_put_back_and_what_does_not_fit_is_dropped() {
+        let b = TouchBatch::new(2);
+        let meta = Record::new(None, 0, Duration::from_secs(1), Duration::from_secs(2)).meta;
+        let keys: Vec<_> = (0..2).map(|_| Token::generate().key()).collect();
+        for k in &keys {
+            assert!(b.push(*k, meta.clone(), 1));
+        }
+        let batch = b.take();
+        assert!(b.push(Token::generate().key(), meta.clone(), 2));
+        b.put_back(batch, 2);
+        assert_eq!(b.len(), 2, "bounded after the put-back, nothing in flight");
     }
 }
