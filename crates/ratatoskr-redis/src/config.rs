@@ -9,7 +9,7 @@ use redis::RedisResult;
 
 use crate::conn::{self, SENTINEL_SCHEME, Topology};
 
-/// How [`RedisStore`] connects and what it enforces.
+/// How [`RedisStore`](crate::RedisStore) connects and what it enforces.
 #[derive(Clone)]
 pub struct RedisConfig {
     /// Where Redis is: `redis://[:password@]host:port/[db]` for one server, or
@@ -24,9 +24,9 @@ pub struct RedisConfig {
     /// one Redis. Default `rt:`; keep it short, it is part of every session key.
     pub key_prefix: String,
     /// The longest any one store operation may take, connection re-establishment included,
-    /// before it fails with [`StoreError::Backend`]. Default 500 ms.
+    /// before it fails with [`StoreError::Backend`](ratatoskr_core::StoreError::Backend). Default 500 ms.
     pub response_timeout: Duration,
-    /// The longest [`RedisStore::connect`] waits for the first connection (and each later
+    /// The longest [`RedisStore::connect`](crate::RedisStore::connect) waits for the first connection (and each later
     /// reconnection attempt may take). Default 2 s.
     pub connect_timeout: Duration,
     /// How long a user's revocation marker is kept at least. It must be at least the longest
@@ -38,11 +38,11 @@ pub struct RedisConfig {
     pub limits: Limits,
     /// Client-side caching support (default off): `load` then runs on a connection of its own
     /// with RESP3 `CLIENT TRACKING ON`, and every change to a session read through it is
-    /// announced on [`RedisStore::subscribe_invalidations`]. See [`RedisStore::connect_tracked`].
+    /// announced on [`RedisStore::subscribe_invalidations`](crate::RedisStore::subscribe_invalidations). See [`RedisStore::connect_tracked`](crate::RedisStore::connect_tracked).
     pub tracking: bool,
     /// How often the tracked connection is pinged (tracking mode only; zero: never). A ping
     /// that fails or takes longer than [`response_timeout`](Self::response_timeout) declares
-    /// the connection lost (and sends [`Invalidation::All`]): this bounds how long a silently
+    /// the connection lost (and sends [`Invalidation::All`](ratatoskr_core::Invalidation::All)): this bounds how long a silently
     /// broken link can hide missed notices. Default 1 s.
     pub tracking_heartbeat: Duration,
 }

@@ -51,7 +51,7 @@
 //! reserved fields whose names are single bytes that are not valid UTF-8 on their own, so no
 //! attribute name (a Rust `String`) can ever collide with them:
 //!
-//! - [`META_FIELD`] (`0xFF`): the fixed part, [`codec::encode_meta`] (user, creation time,
+//! - [`META_FIELD`] (`0xFF`): the fixed part, [`codec::encode_meta`](ratatoskr_core::codec::encode_meta) (user, creation time,
 //!   timeouts, version, fingerprint, CSRF secret).
 //! - [`LAST_SEEN_FIELD`] (`0xFE`): `last_seen` in ms, as a decimal integer — **only** while the
 //!   expiry is capped by the absolute deadline. Otherwise the key's own expiry says it all:
@@ -77,7 +77,7 @@
 //! - **restore** (a copy from the database, put back by the tiered store) is create without
 //!   the revocation check: written only if the key is absent (and the copy has not expired).
 //! - **apply** refuses a missing session ([`StoreError::NotFound`]: no resurrection) and a
-//!   result over [`Limits::max_record_bytes`], writing nothing in either case; else `HSET`s
+//!   result over [`Limits::max_record_bytes`](ratatoskr_core::codec::Limits::max_record_bytes), writing nothing in either case; else `HSET`s
 //!   and `HDEL`s just the delta. Parallel deltas on different attributes all land.
 //! - **touch** moves the expiry (never past the absolute deadline), after raising the index
 //!   entry's; it never rewrites attributes and never creates anything.
@@ -152,7 +152,7 @@ use crate::tracking::TrackSource;
 /// The backend name in logs, metrics and [`StoreError::Backend`].
 pub const BACKEND: &str = "redis";
 
-/// The hash field holding the encoded fixed part ([`codec::encode_meta`]). A lone `0xFF` byte is
+/// The hash field holding the encoded fixed part ([`codec::encode_meta`](ratatoskr_core::codec::encode_meta)). A lone `0xFF` byte is
 /// not UTF-8, so no attribute name can take it.
 pub const META_FIELD: &[u8] = b"\xff";
 
