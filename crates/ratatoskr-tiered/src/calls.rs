@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::Instant;
 
-use ratatoskr_core::{JournalTarget, StoreResult};
+use ratatoskr_core::{JournalTarget, SessionStore, StoreResult};
 
 use crate::breaker::{self, BreakerState};
 use crate::{FastOutcome, Relaxed, TieredStore};
@@ -100,10 +100,12 @@ impl TieredStore {
     }
 
     /// Redis could not be told about a durable change: journal it so that whoever sees Redis
-    /// again invalidates it first. If the journal cannot be written either, the durable change
-    /// still stands; the error is logged and counted (the database is then down too, and the
-    /// request already failed or will).
+    /// again invalidates it first, and send the deletion once more in the background (see
+    /// [`delete_soon`](Self::delete_soon)). If the journal cannot be written either, the durable
+    /// change still stands; the error is logged and counted (the database is then down too, and
+    /// the request already failed or will).
     pub(crate) async fn owe(&self, targets: Vec<JournalTarget>) {
+        self.delete_soon(targets.clone());
         if let Err(e) = self.0.journal.append(&targets).await {
             metrics::counter!("ratatoskr_journal_write_failures_total").increment(1);
             tracing::error!(error = %e, "could not journal a change Redis missed");
@@ -115,5 +117,38 @@ impl TieredStore {
             metrics::gauge!("ratatoskr_journal_length")
                 .set(self.0.counters.journal_pending.load(Relaxed) as f64);
         }
+    }
+
+    /// Send the deletions of `targets` to Redis in the background, outside the breaker, once.
+    ///
+    /// Why: the breaker may be open while Redis is fine — one call that timed out on a loaded
+    /// machine opens it for `breaker_open_for` — and a deletion that is only journalled reaches
+    /// the other instances through their next journal poll; until then their near caches serve
+    /// the revoked session (up to 1.26 s measured by the application's multi-instance test;
+    /// `tests/revocation_reach.rs`). A deletion cannot bring stale data back, so it may be sent
+    /// whatever the breaker says; it is not awaited (Redis may really be down), and the journal
+    /// entry stays (replaying it again is harmless).
+    fn delete_soon(&self, targets: Vec<JournalTarget>) {
+        let (fast, limit) = (self.0.fast.clone(), self.0.config.redis_timeout);
+        tokio::spawn(async move {
+            for target in &targets {
+                let deleted = tokio::time::timeout(limit, delete_in_redis(fast.as_ref(), target));
+                if !matches!(deleted.await, Ok(Ok(()))) {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Delete what a journal entry names in Redis: the session's copy, or every copy of the user's
+/// sessions (and raise the user's revocation marker there).
+pub(crate) async fn delete_in_redis(
+    fast: &dyn SessionStore,
+    target: &JournalTarget,
+) -> StoreResult<()> {
+    match target {
+        JournalTarget::Session(key) => fast.destroy(key).await.map(|_| ()),
+        JournalTarget::User(user) => fast.destroy_user(user, None).await.map(|_| ()),
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
-use ratatoskr_core::{Invalidation, JournalTarget};
+use ratatoskr_core::Invalidation;
 use tokio::sync::broadcast;
 
 use crate::breaker::{self, BreakerState};
@@ -113,14 +113,7 @@ impl Inner {
             }
             let mut done = Vec::with_capacity(pending.len());
             for entry in &pending {
-                let call = async {
-                    match &entry.target {
-                        JournalTarget::Session(key) => self.fast.destroy(key).await.map(|_| ()),
-                        JournalTarget::User(user) => {
-                            self.fast.destroy_user(user, None).await.map(|_| ())
-                        }
-                    }
-                };
+                let call = crate::calls::delete_in_redis(self.fast.as_ref(), &entry.target);
                 match tokio::time::timeout(self.config.redis_timeout, call).await {
                     Ok(Ok(())) => done.push(entry.id),
                     _ => {

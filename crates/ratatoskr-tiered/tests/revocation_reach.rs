@@ -333,6 +333,53 @@ async fn refused_within(b: &TieredStore, k: &SessionKey, limit: Duration) -> Dur
     started.elapsed()
 }
 
+/// The cause of the late refusals under load: one Redis call of A that timed out opens A's
+/// breaker, and while it is open A's revocations were only journalled, not deleted in Redis,
+/// so Redis sent B no notice and B served the session from its near cache until its own
+/// journal poll. Here A's breaker is opened by one write that Redis holds back
+/// (`CLIENT PAUSE WRITE`) while Redis itself stays reachable, and the journal polls are made
+/// rare, so only a delete of the Redis copy can make B refuse in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_through_an_instance_whose_breaker_is_open_still_reaches_the_others() {
+    let rare_polls = TieredConfig {
+        journal_poll_every: Duration::from_secs(600),
+        breaker_open_for: Duration::from_secs(600),
+        ..TieredConfig::default()
+    };
+    let (redis, _sql, a, b, _) = setup(rare_polls.clone(), rare_polls).await;
+    let k = warm(&b).await;
+
+    // One write of A times out: A's breaker opens (for the rest of the test).
+    let other = Token::generate().key();
+    a.create(&other, &record()).await.unwrap();
+    assert_eq!(
+        cli(&redis, &["CLIENT", "PAUSE", "5000", "WRITE"]).trim(),
+        "OK"
+    );
+    a.apply(
+        &other,
+        &ratatoskr_core::Delta::default().set("n", b"1".to_vec()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(cli(&redis, &["CLIENT", "UNPAUSE"]).trim(), "OK");
+    assert_eq!(a.health().breaker, BreakerState::Open);
+    assert_eq!(
+        b.load(&k).await.unwrap().map(|_| ()),
+        Some(()),
+        "B serves it"
+    );
+
+    let fallbacks = a.health().fallbacks;
+    assert!(a.destroy(&k).await.unwrap());
+    assert!(
+        a.health().fallbacks > fallbacks,
+        "A's Redis call was skipped"
+    );
+    let took = refused_within(&b, &k, Duration::from_secs(5)).await;
+    eprintln!("with A's breaker open, B refused after {took:.2?}");
+}
+
 /// A tracked connection that is lost just before a revocation: B drops its whole near cache
 /// (the notice may have gone with the connection) and refuses at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
