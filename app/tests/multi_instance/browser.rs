@@ -75,7 +75,20 @@ impl Browser {
         if let Some(b) = body {
             rb = rb.json(b);
         }
-        let r = rb.send().await.expect("request");
+        let retry = rb.try_clone();
+        let r = match rb.send().await {
+            Ok(r) => r,
+            // What a browser does: a request a kept-alive connection closed without any answer is
+            // sent again on a new connection. HAProxy relies on it (`http-reuse safe`): when an
+            // instance dies with a request on a reused connection to it, the proxy closes the
+            // client's connection rather than answer 502.
+            Err(e) if closed_without_answer(&e) => retry
+                .expect("a body that can be sent again")
+                .send()
+                .await
+                .expect("request, sent again on a new connection"),
+            Err(e) => panic!("request: {e:?}"),
+        };
         for v in r.headers().get_all("set-cookie") {
             let v = v.to_str().unwrap_or("");
             if let Some(rest) = v.strip_prefix(&format!("{COOKIE}=")) {
@@ -143,4 +156,20 @@ pub async fn authenticated(http: &reqwest::Client, base: &str, cookie: &str) -> 
         401 => false,
         other => panic!("GET /api/platforms on {base}: {other}"),
     }
+}
+
+/// Whether `e` is a connection that closed before any byte of the answer arrived (hyper's
+/// "incomplete message"), the one failure a browser retries by itself.
+fn closed_without_answer(e: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = source {
+        if err
+            .to_string()
+            .contains("connection closed before message completed")
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
