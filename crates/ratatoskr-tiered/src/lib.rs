@@ -211,8 +211,18 @@ impl TieredStore {
         });
         let store = TieredStore(inner);
         let tasks = vec![
-            tokio::spawn(touches::flush_touches(Arc::downgrade(&store.0))),
-            tokio::spawn(recovery::poll_journal(Arc::downgrade(&store.0))),
+            tokio::spawn(every(
+                Arc::downgrade(&store.0),
+                |c| c.touch_flush_every,
+                |i| async move {
+                    let _ = i.flush_touches().await;
+                },
+            )),
+            tokio::spawn(every(
+                Arc::downgrade(&store.0),
+                |c| c.journal_poll_every,
+                |i| async move { i.poll_once().await },
+            )),
         ];
         *store.0.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         store.spawn_replay();
@@ -270,5 +280,26 @@ impl TieredStore {
         }
         self.0.replay().await;
         self.0.breaker.state() == BreakerState::Closed
+    }
+}
+
+/// A background task: `job` on the store every `period` of its configuration (a tick missed
+/// while the machine was busy is not made up in a burst), until the store is dropped — the task
+/// holds only a weak reference, so it never keeps a dropped store alive.
+async fn every<F, Fut>(inner: std::sync::Weak<Inner>, period: fn(&TieredConfig) -> Duration, job: F)
+where
+    F: Fn(Arc<Inner>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let every = match inner.upgrade() {
+        Some(i) => period(&i.config),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(i) = inner.upgrade() else { return };
+        job(i).await;
     }
 }

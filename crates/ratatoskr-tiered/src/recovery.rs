@@ -3,7 +3,6 @@
 //! learns of what others journalled.
 
 use std::sync::Arc;
-use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use ratatoskr_core::Invalidation;
@@ -151,20 +150,6 @@ impl Inner {
         if replayed > 0 {
             tracing::info!(replayed, took = ?started.elapsed(), "outage journal replayed; Redis is read again");
         }
-    }
-}
-
-pub(crate) async fn poll_journal(inner: Weak<Inner>) {
-    let every = match inner.upgrade() {
-        Some(i) => i.config.journal_poll_every,
-        None => return,
-    };
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(i) = inner.upgrade() else { return };
-        i.poll_once().await;
     }
 }
 

@@ -7,7 +7,7 @@
 //! finds it full is not queued ([`TouchBatch::push`] says so) and the caller writes it through.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use ratatoskr_core::{Meta, Millis, SessionKey, StoreResult};
 
@@ -78,21 +78,6 @@ impl TouchBatch {
             }
         }
         self.done(n);
-    }
-}
-
-/// The background task that writes the queued touches every [`TieredConfig::touch_flush_every`].
-pub(crate) async fn flush_touches(inner: Weak<Inner>) {
-    let every = match inner.upgrade() {
-        Some(i) => i.config.touch_flush_every,
-        None => return,
-    };
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(i) = inner.upgrade() else { return };
-        let _ = i.flush_touches().await;
     }
 }
 
