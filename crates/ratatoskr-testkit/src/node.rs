@@ -33,12 +33,42 @@ impl Node {
     }
 
     /// Start with these arguments (remembered for [`restart`](Self::restart)).
+    ///
+    /// Ports are picked by binding port 0 and releasing it, so another process (or another
+    /// topology starting at the same moment) can take one before this server binds it. The
+    /// server answering on the port must be this node's own child; when it is not, and the
+    /// arguments name the ports (`--port`, `--cluster-port`), new ones are picked and the node
+    /// starts again (at most three times).
     pub(crate) fn start(&mut self, args: Vec<String>) {
         self.args = args;
-        self.spawn();
+        for _ in 0..3 {
+            self.spawn_child();
+            if self.owns_its_port() {
+                return;
+            }
+            let named = self.args.iter().any(|a| a == "--port");
+            self.discard_child();
+            assert!(
+                named,
+                "redis-server on port {} is not this test's own process",
+                self.port
+            );
+            self.port = free_port();
+            let port = self.port.to_string();
+            let mut args = std::mem::take(&mut self.args);
+            for i in 1..args.len() {
+                match args[i - 1].as_str() {
+                    "--port" => args[i] = port.clone(),
+                    "--cluster-port" => args[i] = free_port().to_string(),
+                    _ => {}
+                }
+            }
+            self.args = args;
+        }
+        panic!("redis-server did not start on a port of its own in three attempts");
     }
 
-    fn spawn(&mut self) {
+    fn spawn_child(&mut self) {
         let log = std::fs::File::create(self.dir.join("log")).expect("node log");
         let child = Command::new("redis-server")
             .args(&self.args)
@@ -49,7 +79,42 @@ impl Node {
             .expect(REDIS_SERVER_MISSING);
         self.child = Some(child);
         self.frozen = false;
+    }
+
+    fn spawn(&mut self) {
+        self.spawn_child();
         wait_port(self.port, true, "redis-server");
+    }
+
+    /// Whether the server answering on this node's port is its own child: waits (20 s at most)
+    /// until either the child answers there, another process does, or the child has exited.
+    fn owns_its_port(&mut self) -> bool {
+        let Some(pid) = self.child.as_ref().map(Child::id) else {
+            return false;
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && !matches!(child.try_wait(), Ok(None))
+            {
+                return false;
+            }
+            if let Some(info) = cli(self.port, &["INFO", "server"]) {
+                return info
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("process_id:"))
+                    .is_some_and(|id| id.trim() == pid.to_string());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        false
+    }
+
+    fn discard_child(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Make this node outlive its owner until the test process exits (for a topology kept in
@@ -239,5 +304,37 @@ pub(crate) fn poll<T>(
             context()
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Another redis-server already answering on the port a node picked (what a concurrent
+    /// topology or an unrelated test can do between the pick and the bind): the node moves to
+    /// ports of its own instead of taking the other server for itself.
+    #[test]
+    fn a_node_whose_port_was_taken_meanwhile_starts_on_ports_of_its_own() {
+        let mut squatter = Node::new("squatter");
+        let args = squatter.base_args();
+        squatter.start(args);
+        let taken = squatter.port;
+
+        let mut node = Node::new("moved");
+        node.port = taken;
+        let mut args = node.base_args();
+        args.extend(["--cluster-port".to_owned(), taken.to_string()]);
+        args.extend(["--cluster-enabled".to_owned(), "yes".to_owned()]);
+        node.start(args);
+
+        assert_ne!(node.port, taken, "the node moved off the taken port");
+        assert!(
+            node.owns_its_port(),
+            "the server on its new port is its own"
+        );
+        let info = node.cli(&["INFO", "cluster"]).expect("the node answers");
+        assert!(info.contains("cluster_enabled:1"), "{info}");
+        assert!(squatter.owns_its_port(), "the other server was left alone");
     }
 }
