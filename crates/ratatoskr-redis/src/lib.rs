@@ -99,9 +99,10 @@
 //!
 //! ## Client-side caching
 //!
-//! [`RedisStore::connect_tracked`] (or [`RedisConfig::tracking`]) runs `load` on a second,
-//! RESP3 connection with `CLIENT TRACKING ON` (default mode, no `NOLOOP`) and announces on a
-//! broadcast channel every change to a session read through it ([`Invalidation::Key`]), and
+//! [`RedisStore::connect_tracked`] (or [`RedisConfig::tracking`]) runs `load` and `apply` on a
+//! second, RESP3 connection with `CLIENT TRACKING ON NOLOOP` and announces on a broadcast
+//! channel every change to a session read through it ([`Invalidation::Key`]) — every change
+//! but this store's own `apply`, whose written copy the cache in front puts back itself — and
 //! every moment notices may have been missed ([`Invalidation::All`]: the tracked connection
 //! was lost or re-established, Redis was flushed). Tracking is turned on before a connection
 //! serves its first read; a lost connection is reported to the channel at once and to the
@@ -212,7 +213,8 @@ impl RedisStore {
     /// The notices, and what a cache must do with them:
     ///
     /// - [`Invalidation::Key`]: a session this store loaded changed, expired, was evicted or
-    ///   was deleted, by any client, this process included. Drop it.
+    ///   was deleted, by any client, this process included — except by this store's own
+    ///   [`apply`](ratatoskr_core::SessionStore::apply), see below. Drop it.
     /// - [`Invalidation::All`]: notices may have been missed (the tracked connection was lost
     ///   or re-established, Redis was flushed). Drop everything. So must a receiver that
     ///   lagged behind ([`broadcast::error::RecvError::Lagged`]) or whose channel closed.
@@ -220,8 +222,18 @@ impl RedisStore {
     /// A cache stays correct if it holds only records returned by [`load`](ratatoskr_core::SessionStore::load)
     /// (on this store or a clone) and drops them as told, including a load that raced a notice
     /// (take a snapshot of the cache's state before the load; refuse the insert if a notice
-    /// came in between, as the tiered near cache does). Its own writes need no special care:
-    /// they are announced too.
+    /// came in between, as the tiered near cache does).
+    ///
+    /// Own writes: `apply` runs on the tracked connection, which has `NOLOOP`, so it is **not
+    /// announced** to this store's receivers (its script reads the key again after the
+    /// change, so the next change by anyone else is). The cache in front must therefore take
+    /// its copy out before an `apply` and put back the written copy only after it succeeded
+    /// (or drop it: a failed `apply` may have landed). That is the point: the read after a
+    /// write needs no round trip. It also means one cache per tracked store — a second
+    /// receiver does not hear of the first one's deltas (give it a store of its own). Every
+    /// other write (`create`, `restore`, `touch`, `rotate`, `destroy`, `destroy_user`,
+    /// maintenance) goes through the write connection and is announced like any other
+    /// client's; the module docs of `tracking.rs` have the argument, write kind by write kind.
     pub async fn connect_tracked(
         mut config: RedisConfig,
     ) -> StoreResult<(Self, broadcast::Receiver<Invalidation>)> {
@@ -508,6 +520,38 @@ impl RedisStore {
         Err(backend(format_args!(
             "{op}: the write epoch kept changing under three attempts"
         )))
+    }
+
+    /// Run a script that changes the session hash `name` — and reads it after the change —
+    /// on the tracked connection serving `name` (tracking mode; the write connection
+    /// otherwise). Its change is not announced to this process (`NOLOOP`), and its final read
+    /// keeps the key tracked, so a later change by anyone else is. If the tracked connection
+    /// certainly did not run it (none could be had, or Redis refused it before running it,
+    /// e.g. `MOVED`), it is sent on the write connection instead, as another client whose
+    /// change is announced as usual; the tracked connection's loss, or the slot map's change,
+    /// was announced with `All` already.
+    async fn write_on_tracked(
+        &self,
+        name: &[u8],
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> StoreResult<Value> {
+        let started = std::time::Instant::now();
+        let limit = self.config.response_timeout;
+        if let Some(t) = &self.tracking {
+            let sent = t
+                .attempt_for(name, limit, |mut c| async move {
+                    inv.invoke_async::<Value>(&mut c).await
+                })
+                .await;
+            match sent {
+                Ok(reply) => return Ok(reply),
+                Err(f) if !f.not_run => return Err(f.error),
+                Err(_) => {}
+            }
+        }
+        let mut con = self.con.clone();
+        let left = limit.saturating_sub(started.elapsed());
+        self.call_within(left, inv.invoke_async(&mut con)).await
     }
 
     fn too_large(&self, size: i64) -> StoreError {

@@ -284,8 +284,11 @@ impl SessionStore for RedisStore {
         for (name, value) in &delta.set {
             inv.arg(name.as_bytes()).arg(value.as_slice());
         }
-        let mut con = self.con.clone();
-        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+        // On the tracked connection in tracking mode: no notice of its own comes back, and the
+        // script's last read keeps the key tracked (see `tracking.rs`).
+        let reply = self
+            .write_on_tracked(&self.session_key_name(key), &inv)
+            .await?;
         match status("apply", &reply)? {
             (OK, _) => Ok(()),
             (NOT_FOUND, _) => Err(StoreError::NotFound),

@@ -19,6 +19,8 @@
 //!   than the session's expiry): a 32-bit integer in the listpack instead of a 64-bit one (16
 //!   bytes less per index, by jemalloc's size classes). An entry is pruned within a second of
 //!   its session's expiry.
+//! - A script sent on the tracked connection (`apply`) reads the session key after its last
+//!   change to it, so that the key stays tracked (`tracking.rs` has the argument).
 //! - Scripts parse the stored fixed part (`codec::encode_meta` format 1) themselves to learn
 //!   the user, idle timeout and absolute deadline: the stored copy is authoritative.
 
@@ -206,6 +208,9 @@ return tidy(KEYS[1])
 /// removals, then the removed names, then set name/value pairs. Returns {1}, {-1} (not found)
 /// or {-4, size}. The work is proportional to the attributes the delta names, not to the
 /// record: the size check uses the running size in the SIZE field.
+///
+/// It runs on the tracked connection in tracking mode and so ends with a read of the key
+/// (`HLEN`) after changing it; the refusals change nothing and have read it (`HMGET`).
 const APPLY: &str = r#"
 local key = KEYS[1]
 local v = redis.call('HMGET', key, META, SIZE)
@@ -236,6 +241,10 @@ batched('HDEL', key, dels, 200)
 local sets = { SIZE, int(size) }
 for i = 4 + nrem, #ARGV do sets[#sets + 1] = ARGV[i] end
 batched('HSET', key, sets, 200)
+-- A read after the change: sent on the tracked connection (NOLOOP), the change above made
+-- Redis forget that this connection tracks the key, without a notice; this read tracks it
+-- again, so the next change by anyone else is announced to this connection. Must stay last.
+redis.call('HLEN', key)
 return { 1 }
 "#;
 

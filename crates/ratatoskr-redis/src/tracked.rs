@@ -22,7 +22,7 @@ use tokio::sync::broadcast;
 
 use crate::backend;
 use crate::conn::{Addr, Conn, SlotRange, key_slot};
-use crate::tracking::{TrackSource, Tracking};
+use crate::tracking::{Failure, TrackSource, Tracking};
 
 /// The tracked read side of a store.
 pub(crate) enum Tracker {
@@ -104,6 +104,32 @@ impl Tracker {
             Tracker::Cluster(c) => {
                 let t = Box::pin(c.for_key(key)).await?;
                 let result = t.run(limit, request).await;
+                if result.is_err() {
+                    c.topology_may_have_changed();
+                }
+                result
+            }
+        }
+    }
+
+    /// Run a write on the tracked connection that serves `key` (a full key name). The error
+    /// says whether it certainly did not run (see [`Failure`]): no connection, no master known
+    /// for the slot, or a refusal before execution such as `MOVED` after a slot moved.
+    pub(crate) async fn attempt_for<T, F, Fut>(
+        &self,
+        key: &[u8],
+        limit: Duration,
+        request: F,
+    ) -> Result<T, Failure>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        match self {
+            Tracker::One(t) => t.attempt(limit, request).await,
+            Tracker::Cluster(c) => {
+                let t = Box::pin(c.for_key(key)).await.map_err(Failure::not_run)?;
+                let result = t.attempt(limit, request).await;
                 if result.is_err() {
                     c.topology_may_have_changed();
                 }

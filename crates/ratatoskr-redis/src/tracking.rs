@@ -1,8 +1,8 @@
-//! Client-side caching support: the tracked read connection behind `load`, and the channel of
-//! [`Invalidation`] notices it feeds.
+//! Client-side caching support: the tracked connection behind `load` and `apply`, and the
+//! channel of [`Invalidation`] notices it feeds.
 //!
-//! The connection is a RESP3 [`MultiplexedConnection`] of its own, with `CLIENT TRACKING ON`
-//! (default mode, no `NOLOOP`), that serves only `load` (and a `PING` for `ping` and the
+//! The connection is a RESP3 [`MultiplexedConnection`] of its own, with
+//! `CLIENT TRACKING ON NOLOOP`, that serves `load`, `apply` (and a `PING` for `ping` and the
 //! heartbeat). It is managed here rather than by a [`redis::aio::ConnectionManager`] because
 //! the manager reconnects by itself and serves commands on the new connection before anyone
 //! could turn tracking on there: reads that Redis would not track, for a cache that would then
@@ -13,25 +13,65 @@
 //!
 //! - Every key read through `load` was read on a tracked connection, so Redis sends an
 //!   `invalidate` push on that connection for any later change, expiry, eviction or deletion
-//!   of it, by any client (this process included: no `NOLOOP`). The push is passed on as
-//!   [`Invalidation::Key`], in order with the replies on that connection: a push for a change
-//!   made after a read is sent on the channel after that read's reply was delivered.
+//!   of it by any **other** connection — another instance, or this store's own write
+//!   connection. The push is passed on as [`Invalidation::Key`], in order with the replies on
+//!   that connection: a push for a change made after a read is sent on the channel after that
+//!   read's reply was delivered.
 //! - A `null` invalidation (`FLUSHALL`, `FLUSHDB`, a tracking table that overflowed wholesale)
 //!   becomes [`Invalidation::All`].
-//! - Losing a connection (the server closed it, a read or the heartbeat failed or timed out)
-//!   sends `All` once, at once, since pushes may be lost with it; a new connection sends `All`
-//!   again before it serves its first read.
+//! - Losing a connection (the server closed it, a read or the heartbeat failed or timed out,
+//!   a write met `READONLY`) sends `All` once, at once, since pushes may be lost with it; a new
+//!   connection sends `All` again before it serves its first read.
 //! - The first `load` or `ping` after a connection was lost fails with a backend error (the
 //!   connection is re-established on the call after), exactly as the write connection reports
 //!   its first command after a loss: a Redis restart is never silent.
+//!
+//! ## Own writes: which are announced, and why none leaves a stale copy
+//!
+//! `NOLOOP` keeps Redis from announcing to a connection the changes that connection makes
+//! itself; changes made by any other connection, this process's included, are announced as
+//! before. And a change (by anyone) makes Redis forget every connection that tracked the key,
+//! the writer included. So, write kind by write kind:
+//!
+//! - **`apply` on the tracked connection** (the one write a cache puts back as written, with
+//!   `NearCache::install`): not announced, so the cache's install is not refused by its own
+//!   notice. The script reads the key after changing it (`HLEN`, its last command), which
+//!   tracks it again for this connection: the next change by anyone else is announced. Without
+//!   that read the key would be untracked after the first own write and a copy installed then
+//!   would never be dropped (checked: `tests/tracking.rs`,
+//!   `an_own_apply_is_not_announced_and_later_changes_by_others_are`). Its refusals (`{-1}`,
+//!   `{-4}`) change nothing. A caller that does not learn the outcome (a timeout, a lost
+//!   connection) must drop its copy itself — the write may have landed silently — and the
+//!   loss has sent `All` anyway. The one receiver that must know of this write is the cache
+//!   in front of the store, which made it; **other receivers of the same store do not hear of
+//!   it** (one cache per tracked store; a second cache needs a store of its own, whose tracked
+//!   connection is another client).
+//! - **`apply` that the tracked connection certainly did not run** (no tracked connection, no
+//!   master known for the slot, or a refusal before execution such as `MOVED`) is sent on the
+//!   write connection: another client, announced if the key is tracked. It is not tracked only
+//!   when the connection that tracked it was lost or replaced, or the cluster's slot map
+//!   changed — each announced with `All`, which keeps the writer's install out.
+//! - **Every other write** — `create`, `restore`, `touch`, `rotate` (both keys), `destroy`,
+//!   `destroy_user` (`revoke_one`), the index scripts, and the maintenance paths (`discard`
+//!   on a new epoch or after an outage, `reap`) — runs on the write connection (on a cluster,
+//!   the cluster client's connection to the master): another client as far as Redis is
+//!   concerned, so a change to a tracked key is announced to this process exactly as one by
+//!   another instance. Creates and restores write keys this connection has not read (nothing
+//!   to announce, nothing cached).
+//! - Expiry and eviction are not writes of any connection: announced.
+//!
+//! On a cluster each master has its own tracked connection (see `tracked.rs`); `apply` goes to
+//! the one of its key's slot, and the same rules hold per master.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use ratatoskr_core::{Invalidation, SessionKey, StoreResult};
+use ratatoskr_core::{Invalidation, SessionKey, StoreError, StoreResult};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ErrorKind, PushInfo, PushKind, RedisResult, Value};
+use redis::{
+    AsyncConnectionConfig, ErrorKind, PushInfo, PushKind, RedisResult, ServerErrorKind, Value,
+};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
@@ -127,7 +167,10 @@ pub(crate) fn invalidated_keys(prefix: &[u8], data: &[Value]) -> Option<Vec<Sess
 /// Whether an error leaves the connection usable (a server's error reply does; anything else,
 /// an I/O error, a timeout, a reply that does not parse, may have cost pushes).
 fn connection_survives(e: &redis::RedisError) -> bool {
-    matches!(e.kind(), ErrorKind::Server(_))
+    // `READONLY`: the server is a replica now (a failover demoted it). Its connection is
+    // taken out of service like a lost one, so that the next call reconnects to the master
+    // named then (and the caches hear `All`).
+    matches!(e.kind(), ErrorKind::Server(k) if k != ServerErrorKind::ReadOnly)
 }
 
 impl Tracking {
@@ -236,10 +279,12 @@ impl Tracking {
                 .get_multiplexed_async_connection_with_config(&config)
                 .await?;
             // Default mode: Redis remembers the keys this connection reads and tells it when
-            // one changes. No NOLOOP: changes made by this process must be reported too.
+            // one changes. NOLOOP: not the changes this connection makes itself (`apply`,
+            // whose script reads the key again afterwards; see the module docs).
             redis::cmd("CLIENT")
                 .arg("TRACKING")
                 .arg("ON")
+                .arg("NOLOOP")
                 .query_async::<()>(&mut con)
                 .await?;
             RedisResult::Ok(con)
@@ -276,13 +321,27 @@ impl Tracking {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
+        self.attempt(limit, request)
+            .await
+            .map_err(Failure::into_error)
+    }
+
+    /// [`run`](Self::run) for a write: the error says whether the request certainly did not
+    /// run (no connection, or a refusal Redis gives before executing anything), so that the
+    /// caller may send it on another connection instead.
+    pub(crate) async fn attempt<T, F, Fut>(&self, limit: Duration, request: F) -> Result<T, Failure>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
         let started = Instant::now();
         let t = match tokio::time::timeout(limit, self.connection()).await {
-            Ok(t) => t?,
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => return Err(Failure::not_run(e)),
             Err(_) => {
-                return Err(backend(format_args!(
+                return Err(Failure::not_run(backend(format_args!(
                     "no tracking connection within {limit:?}"
-                )));
+                ))));
             }
         };
         let left = limit.saturating_sub(started.elapsed());
@@ -292,16 +351,61 @@ impl Tracking {
                 if !connection_survives(&e) {
                     self.fail(&t);
                 }
-                Err(backend(e))
+                let ran = !refused_before_running(&e);
+                Err(Failure {
+                    error: backend(e),
+                    not_run: !ran,
+                })
             }
             Err(_) => {
                 // A reply that does not come in time may be stuck behind a dead link, and so
                 // may pushes.
                 self.fail(&t);
-                Err(backend(format_args!("no answer within {limit:?}")))
+                Err(Failure {
+                    error: backend(format_args!("no answer within {limit:?}")),
+                    not_run: false,
+                })
             }
         }
     }
+}
+
+/// A request on a tracked connection that failed.
+pub(crate) struct Failure {
+    pub(crate) error: StoreError,
+    /// Certainly not executed: no connection to send it on, or Redis refused it before
+    /// running it (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `READONLY`,
+    /// `LOADING`). A timeout or a lost connection may have run it.
+    pub(crate) not_run: bool,
+}
+
+impl Failure {
+    pub(crate) fn not_run(error: StoreError) -> Self {
+        Failure {
+            error,
+            not_run: true,
+        }
+    }
+
+    pub(crate) fn into_error(self) -> StoreError {
+        self.error
+    }
+}
+
+/// Whether Redis refused a request without executing any of it.
+fn refused_before_running(e: &redis::RedisError) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::Moved
+                | ServerErrorKind::Ask
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ReadOnly
+                | ServerErrorKind::BusyLoading
+        )
+    )
 }
 
 /// The heartbeat: a `PING` on the live tracked connection every `every`. A connection that

@@ -106,8 +106,8 @@ async fn tracking_is_off_by_default() {
 }
 
 /// A session loaded through store A is announced when another instance (store B, its own
-/// connections) changes it in any way, and when A itself does (no NOLOOP). Sessions A never
-/// loaded, and the index keys, are not announced.
+/// connections) changes it in any way, and when A itself does on its write connection.
+/// Sessions A never loaded, and the index keys, are not announced.
 #[tokio::test]
 async fn every_change_to_a_loaded_session_is_announced() {
     let prefix = common::random_prefix();
@@ -135,14 +135,21 @@ async fn every_change_to_a_loaded_session_is_announced() {
         );
     }
 
-    // A's own write through its own (write) connection is announced too.
-    let k = key();
-    a.create(&k, &record(None)).await.unwrap();
-    assert!(a.load(&k).await.unwrap().is_some());
-    a.apply(&k, &Delta::default().set("y", b"2".to_vec()))
-        .await
-        .unwrap();
-    assert!(key_notice(&mut rx, &k, NOTICE_WITHIN).await, "own write");
+    // A's own writes through its write connection are announced too (its `apply`, sent on
+    // the tracked connection, is not: see the next test).
+    for what in ["touch", "destroy"] {
+        let k = key();
+        a.create(&k, &record(None)).await.unwrap();
+        let r = a.load(&k).await.unwrap().unwrap();
+        match what {
+            "touch" => assert!(a.touch(&k, &r.meta, now_ms() + 1000).await.unwrap()),
+            _ => assert!(a.destroy(&k).await.unwrap()),
+        }
+        assert!(
+            key_notice(&mut rx, &k, NOTICE_WITHIN).await,
+            "own {what} on the write connection"
+        );
+    }
 
     // Default mode: a session A never read is not announced; nor is anything but sessions.
     drain(&mut rx);
@@ -160,6 +167,91 @@ async fn every_change_to_a_loaded_session_is_announced() {
     assert!(a.load(&later).await.unwrap().is_none());
     b.create(&later, &record(None)).await.unwrap();
     assert!(key_notice(&mut rx, &later, NOTICE_WITHIN).await);
+}
+
+/// Whether a notice for `k` is queued once every notice Redis sent before now has arrived.
+async fn announced(
+    a: &RedisStore,
+    rx: &mut broadcast::Receiver<Invalidation>,
+    k: &SessionKey,
+) -> bool {
+    a.sync_invalidations().await.unwrap();
+    let mut seen = false;
+    loop {
+        match rx.try_recv() {
+            Ok(Invalidation::Key(x)) if x == *k => seen = true,
+            Ok(Invalidation::All) => panic!("an unexpected All"),
+            Ok(_) => {}
+            Err(broadcast::error::TryRecvError::Empty) => return seen,
+            Err(e) => panic!("the invalidation channel failed: {e}"),
+        }
+    }
+}
+
+/// Store A's own `apply` runs on its tracked connection (`NOLOOP`): it is not announced to A,
+/// and — because the script reads the key after changing it — the key stays tracked, so a
+/// later change by another client (store B) is announced, after every one of A's own writes
+/// in a row. A's refused applies (too large, missing session) keep it tracked too.
+#[tokio::test]
+async fn an_own_apply_is_not_announced_and_later_changes_by_others_are() {
+    let prefix = common::random_prefix();
+    let (a, mut rx) = tracked(common::config(&prefix)).await;
+    let b = common::store(&prefix).await;
+    let k = key();
+    a.create(&k, &record(None)).await.unwrap();
+    assert!(a.load(&k).await.unwrap().is_some());
+    for round in 0..20u32 {
+        // Several own writes in a row, none announced.
+        for n in 0..=(round % 3) {
+            let delta = Delta::default().set("own", format!("{round}.{n}").into_bytes());
+            a.apply(&k, &delta).await.unwrap();
+            assert!(
+                !announced(&a, &mut rx, &k).await,
+                "round {round}: own apply announced"
+            );
+        }
+        if round % 5 == 4 {
+            // A refusal by the script (too large with the stored part; the client-side
+            // check alone would pass it) writes nothing and still leaves the key tracked.
+            let room = a.config().limits.max_record_bytes - 12 - 4 - 3 - 1;
+            let big = Delta::default().set("big", vec![b'x'; room]);
+            assert!(matches!(
+                a.apply(&k, &big).await,
+                Err(ratatoskr_core::StoreError::Codec(_))
+            ));
+        }
+        // Another client's change after them: announced.
+        let what = ["apply", "touch"][round as usize % 2];
+        match what {
+            "apply" => b
+                .apply(
+                    &k,
+                    &Delta::default().set("theirs", round.to_string().into_bytes()),
+                )
+                .await
+                .unwrap(),
+            _ => {
+                let r = b.load(&k).await.unwrap().unwrap();
+                assert!(b.touch(&k, &r.meta, now_ms() + 1000).await.unwrap());
+            }
+        }
+        assert!(
+            announced(&a, &mut rx, &k).await,
+            "round {round}: B's {what} after A's own apply was not announced"
+        );
+        // A's view is read again (as a cache would after the notice): tracked once more.
+        let r = a.load(&k).await.unwrap().unwrap();
+        assert_eq!(
+            r.attrs["own"],
+            format!("{round}.{}", round % 3).into_bytes()
+        );
+    }
+    // The end of the session by another client, after an own apply: announced.
+    a.apply(&k, &Delta::default().set("last", b"1".to_vec()))
+        .await
+        .unwrap();
+    assert!(b.destroy(&k).await.unwrap());
+    assert!(announced(&a, &mut rx, &k).await, "destroy after own apply");
 }
 
 /// `sync_invalidations` is a barrier: once it returns, the notice for a change another client
