@@ -98,8 +98,41 @@ async fn cookie_name_and_value_stay_within_4096_bytes() {
     let m = SessionManager::new(Arc::new(MemoryStore::default()), ManagerConfig::default());
     let mut cookie = CookieConfig::default();
     cookie.name = format!("__Host-{}", "x".repeat(4096));
+    let name_len = cookie.name.len();
     let err = SessionLayer::new(m, SessionConfig::default().with_cookie(cookie)).unwrap_err();
-    assert!(matches!(err, ConfigError::CookieTooLarge(_)), "{err}");
+    // The error names the size the cookie would have had: name, `=`, the token.
+    match err {
+        ConfigError::CookieTooLarge(size) => {
+            assert_eq!(size, name_len + 1 + ratatoskr_core::token::TOKEN_CHARS)
+        }
+        other => panic!("expected CookieTooLarge, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn forgetting_remember_me_without_a_session_sets_no_cookie() {
+    use axum::{Router, routing::post};
+    use ratatoskr_axum::{Session, SessionError};
+    async fn forget(session: Session) -> Result<&'static str, SessionError> {
+        session.set_remember_me(false).await?;
+        Ok("forgotten")
+    }
+    async fn remember(session: Session) -> Result<&'static str, SessionError> {
+        session.set_remember_me(true).await?;
+        Ok("remembered")
+    }
+    let router = Router::new()
+        .route("/forget", post(forget))
+        .route("/remember", post(remember));
+    let app = spawn_with(router, SessionConfig::default(), ManagerConfig::default()).await;
+    // Nothing to forget: no session is made and no cookie is sent.
+    let r = app.client().post("/forget").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.set_cookie(), None);
+    // The positive control: remembering starts a session with a persistent cookie.
+    let r = app.client().post("/remember").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.cookie().expect("a session cookie").max_age().is_some());
 }
 
 #[tokio::test]
