@@ -21,6 +21,7 @@
 //! # });
 //! ```
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,6 +99,18 @@ impl SessionManager {
         user_id: Option<String>,
         fingerprint: Option<[u8; 8]>,
     ) -> StoreResult<(Token, Record)> {
+        self.create_with(user_id, fingerprint, BTreeMap::new())
+            .await
+    }
+
+    /// [`create`](Self::create) a session that starts with `attrs`: one store write, where a
+    /// create followed by an [`apply`](Self::apply) would be two.
+    pub async fn create_with(
+        &self,
+        user_id: Option<String>,
+        fingerprint: Option<[u8; 8]>,
+        attrs: BTreeMap<String, Vec<u8>>,
+    ) -> StoreResult<(Token, Record)> {
         let mut record = Record::new(
             user_id,
             now_ms(),
@@ -105,6 +118,7 @@ impl SessionManager {
             self.config.absolute_timeout,
         );
         record.meta.fingerprint = fingerprint;
+        record.attrs = attrs;
         let mut attempts = 0;
         loop {
             let token = Token::generate();
@@ -166,16 +180,30 @@ impl SessionManager {
     pub async fn rotate(&self, token: &Token) -> StoreResult<(Token, Record)> {
         let key = token.key();
         let record = self.store.load(&key).await?.ok_or(StoreError::NotFound)?;
-        let user = record.meta.user_id.clone();
-        self.rotate_to(&key, record, user).await
+        self.rotate_loaded(token, &record).await
     }
 
+    /// [`rotate`](Self::rotate) a session the caller has just loaded (`record`), without
+    /// loading it again. The store still refuses with `NotFound` if it ended meanwhile.
+    pub async fn rotate_loaded(
+        &self,
+        token: &Token,
+        record: &Record,
+    ) -> StoreResult<(Token, Record)> {
+        let user = record.meta.user_id.clone();
+        let (token, record, _) = self.rotate_to(&token.key(), record, user, false).await?;
+        Ok((token, record))
+    }
+
+    /// Rotate `key` to a new token with `record`'s data bound to `user_id`. With `list`, the
+    /// store also answers the user's sessions (for the limit), in the same call.
     async fn rotate_to(
         &self,
         key: &SessionKey,
-        record: Record,
+        record: &Record,
         user_id: Option<String>,
-    ) -> StoreResult<(Token, Record)> {
+        list: bool,
+    ) -> StoreResult<(Token, Record, Vec<SessionSummary>)> {
         let now = now_ms();
         let mut meta = record.meta.clone();
         meta.user_id = user_id;
@@ -184,14 +212,23 @@ impl SessionManager {
         let mut attempts = 0;
         loop {
             let token = Token::generate();
-            match self.store.rotate(key, &token.key(), &meta, now).await {
-                Ok(()) => {
+            let new = token.key();
+            let rotated = if list {
+                self.store.rotate_and_list_user(key, &new, &meta, now).await
+            } else {
+                self.store
+                    .rotate(key, &new, &meta, now)
+                    .await
+                    .map(|()| Vec::new())
+            };
+            match rotated {
+                Ok(sessions) => {
                     let record = Record {
                         meta,
                         last_seen: now,
-                        attrs: record.attrs,
+                        attrs: record.attrs.clone(),
                     };
-                    return Ok((token, record));
+                    return Ok((token, record, sessions));
                 }
                 Err(StoreError::Collision) if attempts < 3 => attempts += 1,
                 Err(e) => return Err(e),
@@ -204,15 +241,39 @@ impl SessionManager {
     /// by revoking the user's oldest other sessions. If there is no live session behind `token`,
     /// a fresh one is created.
     pub async fn login(&self, token: &Token, user_id: &str) -> StoreResult<Login> {
+        match self.store.load(&token.key()).await? {
+            Some(record) => self.login_loaded(token, &record, user_id).await,
+            None => self.login_fresh(user_id, None).await,
+        }
+    }
+
+    /// [`login`](Self::login) on a session the caller has already loaded (`record`, behind
+    /// `token`), without loading it again: the web layer loads the cookie's session once per
+    /// request. The rotation and the user's session list for the limit are one store call
+    /// ([`SessionStore::rotate_and_list_user`]); only sessions beyond the limit cost more (one
+    /// `destroy` each). An expired `record`, or a session that ended since it was loaded,
+    /// gives a fresh session (without its data) bound to `record`'s fingerprint.
+    pub async fn login_loaded(
+        &self,
+        token: &Token,
+        record: &Record,
+        user_id: &str,
+    ) -> StoreResult<Login> {
+        let fingerprint = record.meta.fingerprint;
+        if record.is_expired(now_ms()) {
+            return self.login_fresh(user_id, fingerprint).await;
+        }
         let key = token.key();
-        let (token, record) = match self.store.load(&key).await? {
-            Some(record) if !record.is_expired(now_ms()) => {
-                self.rotate_to(&key, record, Some(user_id.to_owned()))
-                    .await?
-            }
-            _ => self.create(Some(user_id.to_owned()), None).await?,
+        let limited = self.config.max_sessions_per_user.is_some();
+        let (token, record, sessions) = match self
+            .rotate_to(&key, record, Some(user_id.to_owned()), limited)
+            .await
+        {
+            Ok(rotated) => rotated,
+            Err(StoreError::NotFound) => return self.login_fresh(user_id, fingerprint).await,
+            Err(e) => return Err(e),
         };
-        let evicted = self.enforce_limit(user_id, &token.key()).await?;
+        let evicted = self.evict_excess(sessions, &[key, token.key()]).await?;
         Ok(Login {
             token,
             record,
@@ -227,8 +288,28 @@ impl SessionManager {
         user_id: &str,
         fingerprint: Option<[u8; 8]>,
     ) -> StoreResult<Login> {
-        let (token, record) = self.create(Some(user_id.to_owned()), fingerprint).await?;
-        let evicted = self.enforce_limit(user_id, &token.key()).await?;
+        self.login_fresh_with(user_id, fingerprint, BTreeMap::new())
+            .await
+    }
+
+    /// [`login_fresh`](Self::login_fresh) on a session that starts with `attrs` (one store
+    /// write). The user's sessions are listed for the limit while the session is created.
+    pub async fn login_fresh_with(
+        &self,
+        user_id: &str,
+        fingerprint: Option<[u8; 8]>,
+        attrs: BTreeMap<String, Vec<u8>>,
+    ) -> StoreResult<Login> {
+        let create = self.create_with(Some(user_id.to_owned()), fingerprint, attrs);
+        let (token, record, sessions) = if self.config.max_sessions_per_user.is_some() {
+            let (created, listed) = tokio::join!(create, self.store.list_user(user_id));
+            let (token, record) = created?;
+            (token, record, listed?)
+        } else {
+            let (token, record) = create.await?;
+            (token, record, Vec::new())
+        };
+        let evicted = self.evict_excess(sessions, &[token.key()]).await?;
         Ok(Login {
             token,
             record,
@@ -236,19 +317,27 @@ impl SessionManager {
         })
     }
 
-    /// Revoke the oldest sessions of a user beyond the limit, never `keep`.
-    async fn enforce_limit(&self, user_id: &str, keep: &SessionKey) -> StoreResult<Vec<Handle>> {
+    /// Revoke the oldest of the user's sessions beyond the limit. `sessions` is the user's list
+    /// (oldest first) read while the login's own session was written, so it may or may not hold
+    /// the keys in `own` (the new session, and the pre-login one a rotation removed): those are
+    /// never counted twice nor evicted; the new session counts once.
+    async fn evict_excess(
+        &self,
+        sessions: Vec<SessionSummary>,
+        own: &[SessionKey],
+    ) -> StoreResult<Vec<Handle>> {
         let Some(max) = self.config.max_sessions_per_user else {
             return Ok(Vec::new());
         };
-        let sessions = self.store.list_user(user_id).await?;
+        let others: Vec<SessionSummary> = sessions
+            .into_iter()
+            .filter(|s| !own.contains(&s.key))
+            .collect();
+        let excess = (others.len() + 1).saturating_sub(max);
         let mut evicted = Vec::new();
-        if sessions.len() > max {
-            let excess = sessions.len() - max;
-            for s in sessions.iter().filter(|s| &s.key != keep).take(excess) {
-                if self.store.destroy(&s.key).await? {
-                    evicted.push(s.handle);
-                }
+        for s in others.iter().take(excess) {
+            if self.store.destroy(&s.key).await? {
+                evicted.push(s.handle);
             }
         }
         Ok(evicted)
@@ -358,6 +447,10 @@ mod tests {
         rotates: AtomicUsize,
         touches: AtomicUsize,
         applies: AtomicUsize,
+        lists: AtomicUsize,
+        rotate_lists: AtomicUsize,
+        /// `rotate_and_list_user` reads the list before it rotates (else after).
+        list_first: std::sync::atomic::AtomicBool,
         create_collisions: AtomicUsize,
         rotate_collisions: AtomicUsize,
         stale: std::sync::Mutex<Option<(SessionKey, Record)>>,
@@ -414,7 +507,28 @@ mod tests {
             self.inner.destroy(k).await
         }
         async fn list_user(&self, u: &str) -> StoreResult<Vec<SessionSummary>> {
+            self.lists.fetch_add(1, SeqCst);
             self.inner.list_user(u).await
+        }
+        /// One call, as a store that answers both in one round trip would count it; the list
+        /// is read on the side of the rotation `list_first` says.
+        async fn rotate_and_list_user(
+            &self,
+            o: &SessionKey,
+            n: &SessionKey,
+            m: &crate::Meta,
+            t: Millis,
+        ) -> StoreResult<Vec<SessionSummary>> {
+            self.rotate_lists.fetch_add(1, SeqCst);
+            let user = m.user_id.as_deref().unwrap_or_default();
+            if self.list_first.load(SeqCst) {
+                let listed = self.inner.list_user(user).await?;
+                self.rotate(o, n, m, t).await?;
+                Ok(listed)
+            } else {
+                self.rotate(o, n, m, t).await?;
+                self.inner.list_user(user).await
+            }
         }
         async fn destroy_user(&self, u: &str, e: Option<&SessionKey>) -> StoreResult<u64> {
             self.inner.destroy_user(u, e).await
@@ -700,6 +814,143 @@ mod tests {
         let unknown = Token::generate().as_cookie_value();
         assert!(m.load_cookie(&unknown).await.unwrap().is_none());
         assert_eq!(store.loads.load(SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn login_loaded_rotates_the_record_it_is_given_in_one_store_call() {
+        let (store, m) = counted(ManagerConfig::default());
+        let (anon, created) = m
+            .create_with(None, Some([5; 8]), BTreeMap::new())
+            .await
+            .unwrap();
+        m.apply(&anon.key(), &Delta::default().set("a", b"1".to_vec()))
+            .await
+            .unwrap();
+        let loaded = m.load(&anon).await.unwrap().unwrap();
+        let loads = store.loads.load(SeqCst);
+        let login = m.login_loaded(&anon, &loaded, "alice").await.unwrap();
+        assert_eq!(
+            store.loads.load(SeqCst),
+            loads,
+            "the record is not loaded again"
+        );
+        assert_eq!(
+            store.rotate_lists.load(SeqCst),
+            1,
+            "rotation and list: one call"
+        );
+        assert_eq!(store.rotates.load(SeqCst), 1);
+        assert_eq!(store.lists.load(SeqCst), 0, "no list_user of its own");
+        assert!(
+            m.load(&anon).await.unwrap().is_none(),
+            "pre-login token dead"
+        );
+        let r = m.load(&login.token).await.unwrap().unwrap();
+        assert_eq!(r.meta.user_id.as_deref(), Some("alice"));
+        assert_eq!(r.meta.version, 2);
+        assert_eq!(r.meta.fingerprint, Some([5; 8]), "fingerprint binding kept");
+        assert_ne!(
+            r.meta.csrf_secret, created.meta.csrf_secret,
+            "CSRF secret renewed"
+        );
+        assert_eq!(r.attrs["a"], b"1");
+        assert_eq!(login.record.meta, r.meta);
+        assert_eq!(login.record.attrs, r.attrs);
+    }
+
+    #[tokio::test]
+    async fn login_loaded_on_an_ended_session_starts_a_fresh_one_with_its_fingerprint() {
+        let (store, m) = counted(ManagerConfig::default());
+        let (anon, _) = m.create(None, Some([9; 8])).await.unwrap();
+        let loaded = m.load(&anon).await.unwrap().unwrap();
+        m.destroy(&anon.key()).await.unwrap();
+        let login = m.login_loaded(&anon, &loaded, "alice").await.unwrap();
+        assert_eq!(store.creates.load(SeqCst), 2);
+        assert_eq!(login.record.meta.version, 1);
+        assert_eq!(login.record.meta.fingerprint, Some([9; 8]));
+        assert!(m.load(&login.token).await.unwrap().is_some());
+        assert!(m.load(&anon).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_public_login_still_loads_the_session_itself() {
+        let (store, m) = counted(ManagerConfig::default());
+        let (anon, _) = m.create(None, None).await.unwrap();
+        m.login(&anon, "alice").await.unwrap();
+        assert_eq!(store.loads.load(SeqCst), 1);
+        assert_eq!(store.rotate_lists.load(SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_new_session_counts_once_whichever_side_of_the_rotation_the_list_was_read() {
+        for list_first in [false, true] {
+            let (store, m) = counted(ManagerConfig {
+                max_sessions_per_user: Some(2),
+                ..ManagerConfig::default()
+            });
+            store.list_first.store(list_first, SeqCst);
+            let a = m.login_fresh("u", None).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let b = m.login_fresh("u", None).await.unwrap();
+            // The user logs in again on b: b's old key may be in the list (read before the
+            // rotation) or the new one (after): either way the user has two sessions, no excess.
+            let again = m.login_loaded(&b.token, &b.record, "u").await.unwrap();
+            assert!(again.evicted.is_empty(), "list_first {list_first}");
+            assert_eq!(m.list_user("u").await.unwrap().len(), 2);
+            // An anonymous session logs in as u: three sessions, the oldest (a) goes.
+            let (anon, record) = m.create(None, None).await.unwrap();
+            let login = m.login_loaded(&anon, &record, "u").await.unwrap();
+            assert_eq!(
+                login.evicted,
+                vec![a.token.key().handle()],
+                "list_first {list_first}"
+            );
+            let left: Vec<SessionKey> = m
+                .list_user("u")
+                .await
+                .unwrap()
+                .iter()
+                .map(|s| s.key)
+                .collect();
+            assert_eq!(left.len(), 2);
+            assert!(left.contains(&again.token.key()) && left.contains(&login.token.key()));
+        }
+    }
+
+    #[tokio::test]
+    async fn create_with_and_login_fresh_with_write_the_attributes_in_the_create() {
+        let (store, m) = counted(ManagerConfig::default());
+        let attrs: BTreeMap<String, Vec<u8>> = [("a".to_owned(), b"1".to_vec())].into();
+        let (t, r) = m.create_with(None, None, attrs.clone()).await.unwrap();
+        assert_eq!(r.attrs, attrs);
+        assert_eq!(m.load(&t).await.unwrap().unwrap().attrs, attrs);
+        let login = m
+            .login_fresh_with("u", Some([1; 8]), attrs.clone())
+            .await
+            .unwrap();
+        assert_eq!(login.record.meta.fingerprint, Some([1; 8]));
+        assert_eq!(m.load(&login.token).await.unwrap().unwrap().attrs, attrs);
+        assert_eq!(store.creates.load(SeqCst), 2);
+        assert_eq!(store.applies.load(SeqCst), 0);
+        assert_eq!(
+            store.lists.load(SeqCst),
+            1,
+            "the limit's list, sent with the create"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_limit_a_login_lists_nothing() {
+        let (store, m) = counted(ManagerConfig {
+            max_sessions_per_user: None,
+            ..ManagerConfig::default()
+        });
+        let (anon, record) = m.create(None, None).await.unwrap();
+        m.login_loaded(&anon, &record, "u").await.unwrap();
+        m.login_fresh("u", None).await.unwrap();
+        assert_eq!(store.lists.load(SeqCst), 0);
+        assert_eq!(store.rotate_lists.load(SeqCst), 0);
+        assert_eq!(store.rotates.load(SeqCst), 1);
     }
 
     #[tokio::test]

@@ -139,6 +139,31 @@ pub trait SessionStore: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<()>;
 
+    /// [`rotate`](Self::rotate), and the live sessions of the user `meta` names, oldest first
+    /// (as [`list_user`](Self::list_user) answers; empty when `meta` names no user): what a
+    /// login needs to enforce the per-user session limit. The list may have been read before or
+    /// after the rotation landed, so it may hold `old`, `new`, both or neither; callers must not
+    /// count on either. The list is only answered if the rotation succeeded.
+    ///
+    /// The default sends both at once (two store calls, their waits overlapped). A store that
+    /// can do both in one round trip (one script, one transaction) should override it.
+    async fn rotate_and_list_user(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        meta: &Meta,
+        now: Millis,
+    ) -> StoreResult<Vec<SessionSummary>> {
+        let Some(user_id) = meta.user_id.as_deref() else {
+            self.rotate(old, new, meta, now).await?;
+            return Ok(Vec::new());
+        };
+        let (rotated, listed) =
+            tokio::join!(self.rotate(old, new, meta, now), self.list_user(user_id));
+        rotated?;
+        listed
+    }
+
     /// Destroy a session. Returns whether it existed.
     async fn destroy(&self, key: &SessionKey) -> StoreResult<bool>;
 

@@ -4,6 +4,7 @@
 
 use ratatoskr_core::{AuditEvent, AuditKind, Handle, Token};
 
+use super::persist::pending_attrs;
 use super::{CookieAction, Live, Session};
 use crate::error::SessionError;
 use crate::shared::Tally;
@@ -23,11 +24,14 @@ impl Session {
             st.live = None;
         }
         let login = match &st.live {
-            Some(_) => {
-                // Pending changes travel with the session into its new token.
-                self.save_locked(&mut st).await?;
-                let live = st.live.as_ref().expect("checked above");
-                let login = self.manager().login(&live.token, user_id).await?;
+            Some(live) => {
+                // The session this request loaded is rotated as it is (no second load). Its
+                // pending changes stay pending: they travel into the new token with whatever the
+                // handler changes next, in one write after the handler.
+                let login = self
+                    .manager()
+                    .login_loaded(&live.token, &live.record, user_id)
+                    .await?;
                 self.rotated(
                     live.handle(),
                     &login.token,
@@ -38,10 +42,12 @@ impl Session {
                 login
             }
             None => {
+                // The fresh session is created with the pending attributes (one write).
                 let login = self
                     .manager()
-                    .login_fresh(user_id, self.0.fingerprint)
+                    .login_fresh_with(user_id, self.0.fingerprint, pending_attrs(&st))
                     .await?;
+                st.changes.clear();
                 let created = AuditEvent::new(AuditKind::Created)
                     .handle(login.token.key().handle())
                     .user(Some(user_id))
@@ -68,7 +74,7 @@ impl Session {
             record: login.record,
         });
         st.cookie = CookieAction::Set;
-        self.save_locked(&mut st).await
+        Ok(())
     }
 
     /// Move the session to a new token with a new CSRF secret (privilege change). Does nothing
@@ -79,7 +85,10 @@ impl Session {
         let Some(live) = &st.live else {
             return Ok(());
         };
-        let (token, record) = self.manager().rotate(&live.token).await?;
+        let (token, record) = self
+            .manager()
+            .rotate_loaded(&live.token, &live.record)
+            .await?;
         self.rotated(
             live.handle(),
             &token,

@@ -1,6 +1,8 @@
 //! Between the session and the store: loading the cookie's session (strict mode, fingerprint
 //! check), writing pending changes as one delta, and what the response's cookie becomes.
 
+use std::collections::BTreeMap;
+
 use ratatoskr_core::record::Delta;
 use ratatoskr_core::{AuditEvent, AuditKind, now_ms};
 
@@ -84,24 +86,19 @@ impl Session {
         Ok(false)
     }
 
-    /// Write pending changes: create the session first if there is none.
+    /// Write pending changes: one `create` carrying them if there is no session yet, else one
+    /// `apply` of the delta.
     pub(super) async fn save_locked(&self, st: &mut State) -> Result<(), SessionError> {
         if st.changes.is_empty() {
             return Ok(());
         }
-        let mut delta = Delta::default();
-        for (name, change) in &st.changes {
-            match change {
-                Some(v) => delta.set.push((name.clone(), v.clone())),
-                None => delta.remove.push(name.clone()),
-            }
-        }
-        if st.live.is_none() {
+        let Some(live) = st.live.as_mut() else {
             let (token, record) = self
                 .manager()
-                .create(None, self.0.fingerprint)
+                .create_with(None, self.0.fingerprint, pending_attrs(st))
                 .await
                 .inspect_err(|_| metrics::save("error"))?;
+            metrics::save("ok");
             self.shared()
                 .record(
                     Tally::Created,
@@ -110,8 +107,16 @@ impl Session {
                 .await;
             st.live = Some(Live { token, record });
             st.cookie = CookieAction::Set;
+            st.changes.clear();
+            return Ok(());
+        };
+        let mut delta = Delta::default();
+        for (name, change) in &st.changes {
+            match change {
+                Some(v) => delta.set.push((name.clone(), v.clone())),
+                None => delta.remove.push(name.clone()),
+            }
         }
-        let live = st.live.as_mut().expect("created above");
         self.manager()
             .apply(&live.token.key(), &delta)
             .await
@@ -157,4 +162,13 @@ impl Session {
         };
         Outcome { error, set_cookie }
     }
+}
+
+/// The attributes a new session starts with: the pending sets (a pending removal has nothing to
+/// remove in a session that does not exist yet).
+pub(super) fn pending_attrs(st: &State) -> BTreeMap<String, Vec<u8>> {
+    st.changes
+        .iter()
+        .filter_map(|(name, change)| Some((name.clone(), change.clone()?)))
+        .collect()
 }
