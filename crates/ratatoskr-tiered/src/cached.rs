@@ -10,7 +10,15 @@
 //! - a cached copy is never served past its deadline;
 //! - this instance's own writes take its copy out while they are on their way and put the
 //!   written copy back once they returned, unless a notice for the key or a reset arrived
-//!   meanwhile (other instances learn from the notice Redis sends, tens of microseconds later).
+//!   meanwhile (other instances learn from the notice Redis sends, tens of microseconds later);
+//! - a delta that failed (a timeout, a lost connection) drops the copy: the Redis store sends
+//!   `apply` on its tracked connection, whose own changes Redis does not announce back to it
+//!   (`NOLOOP`; the script reads the key again so that later changes by others are), so a
+//!   write that landed unseen must not leave the old copy behind. Every other write goes
+//!   through the store's write connection and is announced as any other client's.
+//!
+//! One `NearCachedStore` per tracked Redis store: a second cache on the same store would not
+//! hear of the first one's deltas.
 //!
 //! ```no_run
 //! # async fn wire() -> Result<(), ratatoskr_core::StoreError> {
@@ -132,6 +140,8 @@ impl SessionStore for NearCachedStore {
             (Ok(()), Some((record, epoch))) if !self.drain() && self.caching() => {
                 self.cache.install(*key, record, epoch);
             }
+            // Refused, failed (it may have landed without a notice: an own write on the
+            // tracked connection is not announced back), or nothing to put back.
             _ => self.cache.invalidate(key),
         }
         result

@@ -142,13 +142,14 @@ async fn notice_for(spy: &mut broadcast::Receiver<Invalidation>, key: &SessionKe
     }
 }
 
-/// A read right after this instance's own write: the written copy is in the near cache unless
-/// the write's own notice came first. Redis announces a change to every client tracking the
-/// key, its writer included (the Redis store sets no `NOLOOP`), so whether the read after a
-/// write goes to Redis depends on whether that notice beat it. Measured and printed; the
-/// assertions are what holds whatever the timing: never more than one Redis read per write
-/// (the reload the old code always made), every value read is the one just written, and — the
-/// positive control — a session this instance never read does cost a Redis read.
+/// A read right after this instance's own write is served from the near cache: the written
+/// copy is put back, and no notice of the write comes to refuse it — the Redis store sends
+/// `apply` on its tracked connection, which has `NOLOOP`, and the script reads the key again
+/// afterwards so that it stays tracked (`a_write_racing_…` below is the safety check for that).
+/// Asserted: at least 290 of the 300 reads come from the near cache (a reset, e.g. a tracked
+/// connection re-established, may cost a few), never more than one Redis read per write,
+/// every value read is the one just written, and — the positive control — a session this
+/// instance never read does cost a Redis read.
 async fn reads_after_own_writes(kind: Kind) {
     let server = RedisProcess::start();
     let durable = Arc::new(MemoryStore::default());
@@ -178,6 +179,11 @@ async fn reads_after_own_writes(kind: Kind) {
         total <= N,
         "{total} Redis reads for {N} write-then-read rounds"
     );
+    assert!(
+        served_from_cache >= 290,
+        "{kind:?}: only {served_from_cache} of {N} reads after an own write were served from \
+         the near cache"
+    );
 
     // Positive control: the counting sees a read that does go to Redis.
     let cold = Token::generate().key();
@@ -188,12 +194,12 @@ async fn reads_after_own_writes(kind: Kind) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_after_an_own_write_never_costs_more_than_one_redis_read_near_cached() {
+async fn a_read_after_an_own_write_is_served_from_the_near_cache_near_cached() {
     reads_after_own_writes(Kind::NearCached).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_after_an_own_write_never_costs_more_than_one_redis_read_tiered() {
+async fn a_read_after_an_own_write_is_served_from_the_near_cache_tiered() {
     reads_after_own_writes(Kind::Tiered).await;
 }
 
