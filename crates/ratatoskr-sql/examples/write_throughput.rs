@@ -294,6 +294,7 @@ async fn run(
     outcome.stats = WriteStats {
         transactions: after.transactions - before.transactions,
         operations: after.operations - before.operations,
+        statements: after.statements - before.statements,
     };
     drop(store);
     scratch.remove().await;

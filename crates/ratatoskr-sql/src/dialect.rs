@@ -12,9 +12,10 @@
 //!   batch pre-locks (PostgreSQL), the migration lock;
 //! - **sets of rows**: how a statement carries many rows (one array per column and `UNNEST` on
 //!   PostgreSQL, a `VALUES` list on SQLite), so that setting and removing attributes and the
-//!   runs of a group-commit batch (deltas, touches, destroys, creates) are each one statement
-//!   written once for both; and PostgreSQL's own `touch_many`, journal appends and
-//!   acknowledgements over arrays (row by row on SQLite);
+//!   runs of a group-commit batch (creates, restores, rotations, deltas, touches, destroys,
+//!   journal appends) are each a few statements written once for both; and PostgreSQL's own
+//!   `touch_many` and journal acknowledgements over arrays (SQLite: a `VALUES` list, a JSON
+//!   array);
 //! - **connecting**: URL and pool settings, SQLite's WAL switch, PostgreSQL's statement timeout;
 //! - **the schema**: each backend's migration files (column types differ).
 //!
@@ -26,7 +27,7 @@ use std::future::Future;
 use sqlx::pool::Pool;
 use sqlx::{PgPool, SqlitePool};
 
-use ratatoskr_core::{JournalTarget, Millis, SessionKey, StoreResult, now_ms};
+use ratatoskr_core::{Millis, SessionKey, StoreResult};
 
 use crate::SqlOptions;
 use crate::driver::{Col, Driver, SqlxQuery};
@@ -145,20 +146,6 @@ mod sealed {
         ) -> impl Future<Output = OpResult<()>> + Send {
             async move {
                 write::touch_set::<Self>(c, touches).await?;
-                Ok(())
-            }
-        }
-
-        /// Append journal entries, ids in the targets' order.
-        fn journal_append(
-            c: &mut Self::Connection,
-            targets: &[JournalTarget],
-        ) -> impl Future<Output = OpResult<()>> + Send {
-            async move {
-                let at = now_ms();
-                for target in targets {
-                    write::journal_append_one::<Self>(c, at, target).await?;
-                }
                 Ok(())
             }
         }

@@ -56,6 +56,27 @@ pub trait Driver: Database {
     fn text(row: &Self::Row, i: usize) -> Result<Option<String>, sqlx::Error>;
 }
 
+tokio::task_local! {
+    /// Statements sent by the task running [`counting`], if it is.
+    static SENT: std::cell::Cell<u64>;
+}
+
+/// Count one statement sent to the database, if the task is [`counting`]. Every call of the
+/// [`Driver`] that runs a statement counts itself; statements the dialects send through sqlx
+/// directly call this.
+pub fn sent() {
+    let _ = SENT.try_with(|n| n.set(n.get() + 1));
+}
+
+/// Run `work`, counting the statements it sends ([`sent`]); `BEGIN` and `COMMIT` are not.
+pub async fn counting<T>(work: impl Future<Output = T>) -> (T, u64) {
+    SENT.scope(std::cell::Cell::new(0), async {
+        let out = work.await;
+        (out, SENT.with(std::cell::Cell::get))
+    })
+    .await
+}
+
 macro_rules! driver {
     ($db:ty) => {
         impl Driver for $db {
@@ -72,18 +93,21 @@ macro_rules! driver {
                 q: SqlxQuery<'_, Self>,
                 c: &mut Self::Connection,
             ) -> Result<u64, sqlx::Error> {
+                sent();
                 Ok(q.execute(c).await?.rows_affected())
             }
             async fn fetch_all(
                 q: SqlxQuery<'_, Self>,
                 c: &mut Self::Connection,
             ) -> Result<Vec<Self::Row>, sqlx::Error> {
+                sent();
                 q.fetch_all(c).await
             }
             async fn fetch_optional(
                 q: SqlxQuery<'_, Self>,
                 c: &mut Self::Connection,
             ) -> Result<Option<Self::Row>, sqlx::Error> {
+                sent();
                 q.fetch_optional(c).await
             }
             // `Executor::execute(raw_sql(..))`, not `raw_sql(..).execute(..)`: the latter is a
@@ -165,6 +189,8 @@ impl<'q> Param<'q> for &'q str {
 /// row.
 pub enum Col<'a> {
     Blob(Vec<&'a [u8]>),
+    /// Blob, or NULL.
+    OptBlob(Vec<Option<&'a [u8]>>),
     /// Text, or NULL.
     Text(Vec<Option<&'a str>>),
     Int(Vec<i64>),
@@ -175,6 +201,7 @@ impl<'a> Col<'a> {
     pub fn len(&self) -> usize {
         match self {
             Col::Blob(v) => v.len(),
+            Col::OptBlob(v) => v.len(),
             Col::Text(v) => v.len(),
             Col::Int(v) => v.len(),
         }
@@ -184,6 +211,7 @@ impl<'a> Col<'a> {
     pub fn part(&self, range: std::ops::Range<usize>) -> Col<'a> {
         match self {
             Col::Blob(v) => Col::Blob(v[range].to_vec()),
+            Col::OptBlob(v) => Col::OptBlob(v[range].to_vec()),
             Col::Text(v) => Col::Text(v[range].to_vec()),
             Col::Int(v) => Col::Int(v[range].to_vec()),
         }

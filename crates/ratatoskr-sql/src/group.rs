@@ -85,24 +85,32 @@ pub struct WriteStats {
     /// Writes those transactions carried (a write refused for its own reasons, such as
     /// `NotFound`, counts too). `operations / transactions` is the mean batch size.
     pub operations: u64,
+    /// Statements those transactions sent, not counting `BEGIN` and `COMMIT`: on PostgreSQL
+    /// each is a round trip, on SQLite a hop to the connection's thread. A batch makes each
+    /// kind of write in a fixed number of statements however many writes it carries.
+    pub statements: u64,
 }
 
 #[derive(Default)]
 pub(crate) struct Stats {
     transactions: AtomicU64,
     operations: AtomicU64,
+    statements: AtomicU64,
 }
 
 impl Stats {
-    pub(crate) fn committed(&self, ops: usize) {
+    /// A transaction of `ops` writes, which sent `statements` statements, committed.
+    pub(crate) fn committed(&self, ops: usize, statements: u64) {
         self.transactions.fetch_add(1, Ordering::Relaxed);
         self.operations.fetch_add(ops as u64, Ordering::Relaxed);
+        self.statements.fetch_add(statements, Ordering::Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> WriteStats {
         WriteStats {
             transactions: self.transactions.load(Ordering::Relaxed),
             operations: self.operations.load(Ordering::Relaxed),
+            statements: self.statements.load(Ordering::Relaxed),
         }
     }
 }
@@ -150,12 +158,10 @@ pub enum Op {
 impl Op {
     /// Ops that are one statement, so that alone they need no explicit transaction.
     pub(crate) fn is_single_statement(&self) -> bool {
-        // A journal append of several targets (a rotation owes both keys) is written row by
-        // row on SQLite: it needs its transaction to be all or nothing.
-        match self {
-            Op::JournalAppend(targets) => targets.len() == 1,
-            _ => matches!(self, Op::Touch { .. } | Op::Destroy(_) | Op::JournalAck(_)),
-        }
+        matches!(
+            self,
+            Op::Touch { .. } | Op::Destroy(_) | Op::JournalAppend(_) | Op::JournalAck(_)
+        )
     }
 
     /// The op's kind, as the order in which a batch makes its runs (any order is valid: the

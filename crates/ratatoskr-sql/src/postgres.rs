@@ -22,7 +22,8 @@
 //! its session rows first, each set in one sorted order, so batches on different connections
 //! and instances queue behind each other instead of deadlocking. Since every statement costs a
 //! round trip here, writes over many rows are one statement over arrays (`UNNEST`, `= ANY`),
-//! and so are the runs of a batch (its deltas, touches, destroys, creates).
+//! and so are the runs of a batch (its creates, restores, rotations, deltas, touches, destroys
+//! and journal writes).
 
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -30,7 +31,7 @@ use std::sync::OnceLock;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres};
 
-use ratatoskr_core::{JournalTarget, Millis, SessionKey, StoreError, StoreResult, now_ms};
+use ratatoskr_core::{Millis, SessionKey, StoreError, StoreResult, now_ms};
 
 use crate::common;
 use crate::dialect::{AnyPool, Backend};
@@ -85,7 +86,7 @@ impl Backend for Postgres {
             .enumerate()
             .map(|(i, col)| {
                 let ty = match col {
-                    Col::Blob(_) => "bytea",
+                    Col::Blob(_) | Col::OptBlob(_) => "bytea",
                     Col::Text(_) => "text",
                     Col::Int(_) => "bigint",
                 };
@@ -98,6 +99,7 @@ impl Backend for Postgres {
     fn bind_rows<'q>(q: SqlxQuery<'q, Postgres>, cols: Vec<Col<'q>>) -> SqlxQuery<'q, Postgres> {
         cols.into_iter().fold(q, |q, col| match col {
             Col::Blob(v) => q.bind(v),
+            Col::OptBlob(v) => q.bind(v),
             Col::Text(v) => q.bind(v),
             Col::Int(v) => q.bind(v),
         })
@@ -124,11 +126,13 @@ impl Backend for Postgres {
     async fn lock_migrations(c: &mut PgConnection) -> Result<(), sqlx::Error> {
         // Migrations may legitimately run (or wait for a twin) longer than the statement
         // timeout the store's connections carry for ordinary operations.
+        crate::driver::sent();
         sqlx::query("SET LOCAL statement_timeout = 0")
             .execute(&mut *c)
             .await?;
         // One migrator per schema at a time; CREATE TABLE IF NOT EXISTS is not safe against a
         // concurrent twin without it.
+        crate::driver::sent();
         sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))")
             .bind(MIGRATION_LOCK_NS)
             .execute(&mut *c)
@@ -138,6 +142,7 @@ impl Backend for Postgres {
 
     async fn lock_user(c: &mut PgConnection, user: Option<&str>) -> OpResult<()> {
         if let Some(user) = user {
+            crate::driver::sent();
             sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
                 .bind(USER_LOCK_NS)
                 .bind(user)
@@ -158,6 +163,7 @@ impl Backend for Postgres {
         let users: Vec<&str> = ops.iter().filter_map(Op::locked_user).collect();
         if !users.is_empty() {
             // A volatile function in the select list is evaluated after the ORDER BY sort.
+            crate::driver::sent();
             sqlx::query(
                 "SELECT pg_advisory_xact_lock($1, h)
                  FROM (SELECT DISTINCT hashtext(u) AS h FROM UNNEST($2::text[]) AS t (u)) AS l
@@ -182,6 +188,7 @@ impl Backend for Postgres {
             let keys: Vec<&[u8]> = chunk.iter().map(|(k, _)| key_bytes(k)).collect();
             let times: Vec<i64> = chunk.iter().map(|(_, t)| *t).collect();
             lock_rows(c, keys.clone()).await?;
+            crate::driver::sent();
             sqlx::query(
                 "UPDATE ratatoskr_sessions AS s SET
                      last_seen = GREATEST(s.last_seen, t.at),
@@ -202,33 +209,8 @@ impl Backend for Postgres {
         Ok(())
     }
 
-    async fn journal_append(c: &mut PgConnection, targets: &[JournalTarget]) -> OpResult<()> {
-        let mut kinds = Vec::with_capacity(targets.len());
-        let mut keys = Vec::with_capacity(targets.len());
-        let mut users = Vec::with_capacity(targets.len());
-        for target in targets {
-            let (kind, key, user) = crate::journal::columns(target);
-            kinds.push(kind);
-            keys.push(key);
-            users.push(user);
-        }
-        // Ids are drawn in the targets' order.
-        sqlx::query(
-            "INSERT INTO ratatoskr_redis_journal (at, kind, session_key, user_id)
-             SELECT $1, k, s, u
-             FROM UNNEST($2::text[], $3::bytea[], $4::text[]) WITH ORDINALITY AS t (k, s, u, n)
-             ORDER BY n",
-        )
-        .bind(now_ms())
-        .bind(kinds)
-        .bind(keys)
-        .bind(users)
-        .execute(&mut *c)
-        .await?;
-        Ok(())
-    }
-
     async fn journal_ack(c: &mut PgConnection, ids: &[i64]) -> OpResult<()> {
+        crate::driver::sent();
         sqlx::query("DELETE FROM ratatoskr_redis_journal WHERE id = ANY($1::bigint[])")
             .bind(ids)
             .execute(&mut *c)
@@ -274,6 +256,7 @@ async fn pool(connect: PgConnectOptions, options: &SqlOptions) -> StoreResult<Pg
 
 /// Lock the session rows under `keys` in key order (rows are locked after the sort).
 async fn lock_rows(c: &mut PgConnection, keys: Vec<&[u8]>) -> Result<(), sqlx::Error> {
+    crate::driver::sent();
     sqlx::query(
         "SELECT 1 FROM ratatoskr_sessions WHERE session_key = ANY($1::bytea[])
          ORDER BY session_key FOR UPDATE",

@@ -88,6 +88,7 @@ impl Backend for Sqlite {
             for col in &cols {
                 q = match col {
                     Col::Blob(v) => q.bind(v[r]),
+                    Col::OptBlob(v) => q.bind(v[r]),
                     Col::Text(v) => q.bind(v[r]),
                     Col::Int(v) => q.bind(v[r]),
                 };

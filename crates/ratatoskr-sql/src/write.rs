@@ -16,7 +16,7 @@ use ratatoskr_core::{Meta, Millis, Record, SessionKey, StoreError, StoreResult, 
 
 use crate::common::{self, len_from_db};
 use crate::dialect::Dialect;
-use crate::driver::{Col, Row, begin, stmt};
+use crate::driver::{Col, Row, begin, counting, stmt};
 use crate::group::{Attempt, Batcher, Fail, Op, OpResult, Stats, log_rerun};
 
 /// The statements that carry dialect fragments, built once per dialect
@@ -426,27 +426,6 @@ async fn destroy<D: Dialect>(c: &mut D::Connection, key: &SessionKey) -> OpResul
     })
 }
 
-/// Append one journal entry (the dialects' row-by-row
-/// [`journal_append`](crate::dialect::Backend::journal_append)).
-pub async fn journal_append_one<D: Dialect>(
-    c: &mut D::Connection,
-    at: Millis,
-    target: &ratatoskr_core::JournalTarget,
-) -> OpResult<()> {
-    let (kind, key, user) = crate::journal::columns(target);
-    stmt::<D>(
-        "INSERT INTO ratatoskr_redis_journal (at, kind, session_key, user_id)
-         VALUES ($1, $2, $3, $4)",
-    )
-    .bind(at)
-    .bind(kind)
-    .bind(key)
-    .bind(user)
-    .execute(c)
-    .await?;
-    Ok(())
-}
-
 /// Run one write. `prelocked`: the batch's pre-locks hold every user lock and session row it
 /// locks (taking them again would cost a round trip each on PostgreSQL).
 pub async fn run_op<D: Dialect>(c: &mut D::Connection, op: &Op, prelocked: bool) -> OpResult<bool> {
@@ -480,33 +459,37 @@ pub async fn run_op<D: Dialect>(c: &mut D::Connection, op: &Op, prelocked: bool)
             .await
             .map(|()| true),
         Op::Destroy(key) => destroy::<D>(c, key).await,
-        Op::JournalAppend(targets) => D::journal_append(c, targets).await.map(|()| true),
+        Op::JournalAppend(_) => journal_append_run::<D>(c, &[op]).await.map(|_| true),
         Op::JournalAck(ids) => D::journal_ack(c, ids).await.map(|()| true),
     }
 }
 
 /// How many of the ops at `order` (indices into `ops`, sorted by kind) are made together as
-/// one run: consecutive writes of a kind that has a run statement (deltas, touches, destroys,
-/// creates); creates only while their keys differ (a repeated key is a collision that the
-/// next run reports, as running them one after another would).
+/// one run: consecutive writes of one kind, except `touch_many` (one op is its own run).
+/// Creates and restores only while their keys differ (a repeated key is a collision, resp. a
+/// restore that finds its key taken, that the next run reports, as running them one after
+/// another would). Rotations only while no rotation's new key is the old key of an earlier
+/// one in the run: the run never deletes and inserts one key (see [`rotate_run`]).
 pub(crate) fn run_len(ops: &[Op], order: &[usize]) -> usize {
     let Some(&first) = order.first() else {
         return 0;
     };
-    let kind = ops[first].kind();
-    if !matches!(
-        ops[first],
-        Op::Apply { .. } | Op::Touch { .. } | Op::Destroy(_) | Op::Create { .. }
-    ) {
+    if matches!(ops[first], Op::TouchMany(_)) {
         return 1;
     }
+    let kind = ops[first].kind();
     let mut keys = BTreeSet::new();
     order
         .iter()
         .take_while(|&&i| {
             ops[i].kind() == kind
                 && match &ops[i] {
-                    Op::Create { key, .. } => keys.insert(*key),
+                    Op::Create { key, .. } | Op::Restore { key, .. } => keys.insert(*key),
+                    Op::Rotate { old, new, .. } => {
+                        let fresh = !keys.contains(new);
+                        keys.insert(*old);
+                        fresh
+                    }
                     _ => true,
                 }
         })
@@ -527,6 +510,11 @@ pub async fn run_ops<D: Dialect>(
         [Op::Touch { .. }, _, ..] => touch_run::<D>(c, run).await,
         [Op::Destroy(_), _, ..] => destroy_run::<D>(c, run).await,
         [Op::Create { .. }, _, ..] => create_run::<D>(c, run).await,
+        // A lone rotation or restore takes its own locks; a run relies on the batch's.
+        [Op::Restore { .. }, _, ..] if prelocked => restore_run::<D>(c, run).await,
+        [Op::Rotate { .. }, _, ..] if prelocked => rotate_run::<D>(c, run).await,
+        [Op::JournalAppend(_), ..] => journal_append_run::<D>(c, run).await,
+        [Op::JournalAck(_), _, ..] => journal_ack_run::<D>(c, run).await,
         _ => {
             let mut out = Vec::with_capacity(run.len());
             for op in run {
@@ -539,6 +527,37 @@ pub async fn run_ops<D: Dialect>(
             Ok(out)
         }
     }
+}
+
+/// Per live session: meta length and attribute sizes.
+type Sizes = HashMap<Vec<u8>, (usize, BTreeMap<String, usize>)>;
+
+/// The sizes of the sessions under `keys` (sorted, distinct) live at `now`, in one statement
+/// ([`Statements::sizes_set`]: the rows must be locked already where the dialect locks rows).
+async fn read_sizes<D: Dialect>(
+    c: &mut D::Connection,
+    keys: Vec<&[u8]>,
+    now: Millis,
+) -> OpResult<Sizes> {
+    let rows = with_rows::<D>(
+        c,
+        &D::statements().sizes_set,
+        Some(now),
+        vec![Col::Blob(keys)],
+    )
+    .await?;
+    let mut sizes = Sizes::with_capacity(rows.len());
+    for row in &rows {
+        let key: Vec<u8> = row.get(0)?;
+        let meta_len = len_from_db(D::BACKEND, row.get(1)?)?;
+        let entry = sizes
+            .entry(key)
+            .or_insert_with(|| (meta_len, BTreeMap::new()));
+        if let Some(name) = row.get::<Option<String>>(2)? {
+            entry.1.insert(name, len_from_db(D::BACKEND, row.get(3)?)?);
+        }
+    }
+    Ok(sizes)
 }
 
 /// Deltas, in a few statements however many: lock every session named (unless `prelocked`),
@@ -566,25 +585,7 @@ pub async fn apply_run<D: Dialect>(
     if !prelocked {
         D::lock_keys(c, keys.clone()).await?;
     }
-    let rows = with_rows::<D>(
-        c,
-        &D::statements().sizes_set,
-        Some(now_ms()),
-        vec![Col::Blob(keys)],
-    )
-    .await?;
-    // Per live session: meta length and attribute sizes.
-    let mut sizes: HashMap<Vec<u8>, (usize, BTreeMap<String, usize>)> = HashMap::new();
-    for row in &rows {
-        let key: Vec<u8> = row.get(0)?;
-        let meta_len = len_from_db(D::BACKEND, row.get(1)?)?;
-        let entry = sizes
-            .entry(key)
-            .or_insert_with(|| (meta_len, BTreeMap::new()));
-        if let Some(name) = row.get::<Option<String>>(2)? {
-            entry.1.insert(name, len_from_db(D::BACKEND, row.get(3)?)?);
-        }
-    }
+    let mut sizes = read_sizes::<D>(c, keys, now_ms()).await?;
     // What each attribute ends up as: set to a value, or removed.
     let mut last: BTreeMap<(&[u8], &str), Option<&[u8]>> = BTreeMap::new();
     let mut results = Vec::with_capacity(ops.len());
@@ -713,6 +714,125 @@ async fn destroy_run<D: Dialect>(
         .collect())
 }
 
+/// A session row a run inserts.
+struct NewRow<'a> {
+    key: &'a SessionKey,
+    meta: &'a Meta,
+    meta_blob: &'a [u8],
+    last_seen: Millis,
+}
+
+/// Delete the rows expired at `now` under `keys` or of `users` (one statement; see [`prune`]).
+async fn prune_set<D: Dialect>(
+    c: &mut D::Connection,
+    keys: Vec<&[u8]>,
+    users: Vec<Option<&str>>,
+    now: Millis,
+) -> OpResult<()> {
+    with_rows::<D>(
+        c,
+        "WITH t (k, u) AS ({rows})
+         DELETE FROM ratatoskr_sessions
+         WHERE expires_at <= $1
+             AND (session_key IN (SELECT k FROM t) OR user_id IN (SELECT u FROM t))",
+        Some(now),
+        vec![Col::Blob(keys), Col::Text(users)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// When each of `users` was last revoked, for those ever revoked (one statement, none if
+/// `users` is empty).
+async fn revocations<D: Dialect>(
+    c: &mut D::Connection,
+    users: BTreeSet<&str>,
+) -> OpResult<HashMap<String, Millis>> {
+    let rows = with_rows::<D>(
+        c,
+        "WITH t (u) AS ({rows})
+         SELECT user_id, revoked_at FROM ratatoskr_user_revocations
+         WHERE user_id IN (SELECT u FROM t)",
+        None,
+        vec![Col::Text(users.into_iter().map(Some).collect())],
+    )
+    .await?;
+    let mut revoked_at = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        revoked_at.insert(row.get(0)?, row.get(1)?);
+    }
+    Ok(revoked_at)
+}
+
+/// Insert session rows in one statement. `if_free`: a row whose key is taken is skipped
+/// (`ON CONFLICT DO NOTHING`), and the keys inserted are returned; otherwise a taken key is a
+/// database error (a unique violation), and nothing is returned.
+async fn insert_sessions<D: Dialect>(
+    c: &mut D::Connection,
+    rows: &[NewRow<'_>],
+    if_free: bool,
+) -> OpResult<BTreeSet<Vec<u8>>> {
+    let handles: Vec<String> = rows.iter().map(|r| r.key.handle().to_string()).collect();
+    let sql = if if_free {
+        "WITH t (k, h, u, c, l, i, a, e, m) AS ({rows})
+         INSERT INTO ratatoskr_sessions (session_key, handle, user_id, created_at, last_seen,
+             idle_timeout, absolute_deadline, expires_at, meta)
+         SELECT k, h, u, c, l, i, a, e, m FROM t WHERE true
+         ON CONFLICT (session_key) DO NOTHING
+         RETURNING session_key"
+    } else {
+        "WITH t (k, h, u, c, l, i, a, e, m) AS ({rows})
+         INSERT INTO ratatoskr_sessions (session_key, handle, user_id, created_at, last_seen,
+             idle_timeout, absolute_deadline, expires_at, meta)
+         SELECT k, h, u, c, l, i, a, e, m FROM t"
+    };
+    let returned = with_rows::<D>(
+        c,
+        sql,
+        None,
+        vec![
+            Col::Blob(rows.iter().map(|r| key_col(r.key)).collect()),
+            Col::Text(handles.iter().map(|h| Some(h.as_str())).collect()),
+            Col::Text(rows.iter().map(|r| r.meta.user_id.as_deref()).collect()),
+            Col::Int(rows.iter().map(|r| r.meta.created_at).collect()),
+            Col::Int(rows.iter().map(|r| r.last_seen).collect()),
+            Col::Int(rows.iter().map(|r| r.meta.idle_timeout).collect()),
+            Col::Int(rows.iter().map(|r| r.meta.absolute_deadline).collect()),
+            Col::Int(
+                rows.iter()
+                    .map(|r| r.meta.idle_deadline(r.last_seen))
+                    .collect(),
+            ),
+            Col::Blob(rows.iter().map(|r| r.meta_blob).collect()),
+        ],
+    )
+    .await?;
+    let mut inserted = BTreeSet::new();
+    for row in &returned {
+        inserted.insert(row.get::<Vec<u8>>(0)?);
+    }
+    Ok(inserted)
+}
+
+/// Set the attributes of the sessions in `records` that were `inserted`: one statement.
+async fn set_attrs_of<D: Dialect>(
+    c: &mut D::Connection,
+    records: &[(&SessionKey, &Record)],
+    inserted: &BTreeSet<Vec<u8>>,
+) -> OpResult<()> {
+    let (mut keys, mut names, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    for (key, record) in records {
+        if inserted.contains(key_col(key)) {
+            for (name, value) in &record.attrs {
+                keys.push(key_col(key));
+                names.push(Some(name.as_str()));
+                values.push(value.as_slice());
+            }
+        }
+    }
+    upsert_attrs::<D>(c, keys, names, values).await
+}
+
 /// Creates with distinct keys, in four statements however many (five if one is refused as
 /// revoked): delete the expired rows under their keys or of their users, read their users'
 /// revocations, insert every session not revoked (`ON CONFLICT DO NOTHING RETURNING`: a key
@@ -739,33 +859,15 @@ async fn create_run<D: Dialect>(
     fn user(r: &Record) -> Option<&str> {
         r.meta.user_id.as_deref()
     }
-    with_rows::<D>(
+    prune_set::<D>(
         c,
-        "WITH t (k, u) AS ({rows})
-         DELETE FROM ratatoskr_sessions
-         WHERE expires_at <= $1
-             AND (session_key IN (SELECT k FROM t) OR user_id IN (SELECT u FROM t))",
-        Some(now_ms()),
-        vec![
-            Col::Blob(creates.iter().map(|(k, _, _)| key_col(k)).collect()),
-            Col::Text(creates.iter().map(|(_, r, _)| user(r)).collect()),
-        ],
+        creates.iter().map(|(k, _, _)| key_col(k)).collect(),
+        creates.iter().map(|(_, r, _)| user(r)).collect(),
+        now_ms(),
     )
     .await?;
-    let users: BTreeSet<&str> = creates.iter().filter_map(|(_, r, _)| user(r)).collect();
-    let rows = with_rows::<D>(
-        c,
-        "WITH t (u) AS ({rows})
-         SELECT user_id, revoked_at FROM ratatoskr_user_revocations
-         WHERE user_id IN (SELECT u FROM t)",
-        None,
-        vec![Col::Text(users.into_iter().map(Some).collect())],
-    )
-    .await?;
-    let mut revoked_at: HashMap<String, i64> = HashMap::new();
-    for row in &rows {
-        revoked_at.insert(row.get(0)?, row.get(1)?);
-    }
+    let revoked_at =
+        revocations::<D>(c, creates.iter().filter_map(|(_, r, _)| user(r)).collect()).await?;
     let revoked = |r: &Record| {
         user(r)
             .and_then(|u| revoked_at.get(u))
@@ -791,54 +893,19 @@ async fn create_run<D: Dialect>(
             taken.insert(row.get::<Vec<u8>>(0)?);
         }
     }
-    let writes: Vec<_> = creates.iter().filter(|(_, r, _)| !revoked(r)).collect();
-    let handles: Vec<String> = writes
+    let writes: Vec<NewRow> = creates
         .iter()
-        .map(|(k, _, _)| k.handle().to_string())
+        .filter(|(_, r, _)| !revoked(r))
+        .map(|(key, r, meta_blob)| NewRow {
+            key,
+            meta: &r.meta,
+            meta_blob,
+            last_seen: r.last_seen,
+        })
         .collect();
-    let metas = writes.iter().map(|(_, r, _)| &r.meta);
-    let rows = with_rows::<D>(
-        c,
-        "WITH t (k, h, u, c, l, i, a, e, m) AS ({rows})
-         INSERT INTO ratatoskr_sessions (session_key, handle, user_id, created_at, last_seen,
-             idle_timeout, absolute_deadline, expires_at, meta)
-         SELECT k, h, u, c, l, i, a, e, m FROM t WHERE true
-         ON CONFLICT (session_key) DO NOTHING
-         RETURNING session_key",
-        None,
-        vec![
-            Col::Blob(writes.iter().map(|(k, _, _)| key_col(k)).collect()),
-            Col::Text(handles.iter().map(|h| Some(h.as_str())).collect()),
-            Col::Text(writes.iter().map(|(_, r, _)| user(r)).collect()),
-            Col::Int(metas.clone().map(|m| m.created_at).collect()),
-            Col::Int(writes.iter().map(|(_, r, _)| r.last_seen).collect()),
-            Col::Int(metas.clone().map(|m| m.idle_timeout).collect()),
-            Col::Int(metas.map(|m| m.absolute_deadline).collect()),
-            Col::Int(
-                writes
-                    .iter()
-                    .map(|(_, r, _)| r.meta.idle_deadline(r.last_seen))
-                    .collect(),
-            ),
-            Col::Blob(writes.iter().map(|(_, _, m)| *m).collect()),
-        ],
-    )
-    .await?;
-    let mut inserted = BTreeSet::new();
-    for row in &rows {
-        inserted.insert(row.get::<Vec<u8>>(0)?);
-    }
-    let (mut keys, mut names, mut values) = (Vec::new(), Vec::new(), Vec::new());
-    for (key, record, _) in &creates {
-        if inserted.contains(key_col(key)) {
-            for (name, value) in &record.attrs {
-                keys.push(key_col(key));
-                names.push(Some(name.as_str()));
-                values.push(value.as_slice());
-            }
-        }
-    }
-    upsert_attrs::<D>(c, keys, names, values).await?;
+    let inserted = insert_sessions::<D>(c, &writes, true).await?;
+    let records: Vec<_> = creates.iter().map(|(k, r, _)| (*k, *r)).collect();
+    set_attrs_of::<D>(c, &records, &inserted).await?;
     Ok(creates
         .iter()
         .map(|(key, record, _)| {
@@ -855,6 +922,313 @@ async fn create_run<D: Dialect>(
             }
         })
         .collect())
+}
+
+/// Restores with distinct keys, in three statements however many: delete the expired rows
+/// under their keys or of their users, insert every session whose record has not expired
+/// (`ON CONFLICT DO NOTHING RETURNING`: a key not returned was taken), and insert the
+/// attributes of those inserted. Each answers as [`restore`] would: `true` if written,
+/// `false` if its key was taken or its record had expired (that one writes nothing). The
+/// user locks were taken by the batch's pre-locks.
+async fn restore_run<D: Dialect>(
+    c: &mut D::Connection,
+    ops: &[&Op],
+) -> OpResult<Vec<StoreResult<bool>>> {
+    let now = now_ms();
+    let mut restores = Vec::with_capacity(ops.len());
+    let mut records = Vec::with_capacity(ops.len());
+    for op in ops {
+        let Op::Restore {
+            key,
+            record,
+            meta_blob,
+        } = op
+        else {
+            return Err(StoreError::backend(D::BACKEND, "not a restore").into());
+        };
+        if !record.is_expired(now) {
+            restores.push(NewRow {
+                key,
+                meta: &record.meta,
+                meta_blob,
+                last_seen: record.last_seen,
+            });
+            records.push((key, record));
+        }
+    }
+    prune_set::<D>(
+        c,
+        restores.iter().map(|r| key_col(r.key)).collect(),
+        restores.iter().map(|r| r.meta.user_id.as_deref()).collect(),
+        now,
+    )
+    .await?;
+    let inserted = insert_sessions::<D>(c, &restores, true).await?;
+    set_attrs_of::<D>(c, &records, &inserted).await?;
+    Ok(ops
+        .iter()
+        .map(|op| match op {
+            Op::Restore { key, .. } => Ok(inserted.contains(key_col(key))),
+            _ => Err(StoreError::backend(D::BACKEND, "not a restore")),
+        })
+        .collect())
+}
+
+/// Where a run of rotations stands with one session key, as [`rotate_run`] decides them.
+#[derive(Clone, Copy)]
+struct Slot<'a> {
+    /// A session is there, live when the run began (a row) or made live by the run.
+    live: bool,
+    /// The row whose attributes the session has: the key itself for a row that was there,
+    /// the first old key of the chain for a session the run made.
+    attrs_of: &'a SessionKey,
+    /// The rotation (index in the run) that made the session under this key, if the run did
+    /// and it is still there.
+    made_by: Option<usize>,
+}
+
+/// Rotations whose new keys are none of the earlier rotations' old keys ([`run_len`]), in at
+/// most six statements however many: delete the expired rows under the new keys or of the
+/// users, read the users' revocations, read the sizes of the sessions under every old and new
+/// key (their rows locked by the batch's pre-locks, as are the users), then decide each
+/// rotation in queue order, as [`rotate`] would one after another — `NotFound` if its old
+/// session is not live (missing, expired, or rotated away by an earlier rotation of the run),
+/// else `Collision` if its new key is taken (a live row, or a session an earlier rotation of
+/// the run made), else `Revoked` (the user revoked at or after `now`) or `TooLarge` (its new
+/// meta with the old session's attributes), else made — and write what they leave: one
+/// `INSERT` of the sessions the run made that are still there (a chain `a → b → c` writes only
+/// `c`, with `a`'s attributes), one `INSERT … SELECT` copying their attributes from the rows
+/// they come from, and one `DELETE` of the rows rotated away.
+///
+/// The insert is a plain `INSERT`: a key found free but taken meanwhile (another instance's
+/// create racing on PostgreSQL) is a unique violation, and the batch is run again write by
+/// write, each rotation then answering `Collision` on its own.
+async fn rotate_run<D: Dialect>(
+    c: &mut D::Connection,
+    ops: &[&Op],
+) -> OpResult<Vec<StoreResult<bool>>> {
+    struct Rotation<'a> {
+        old: &'a SessionKey,
+        new: &'a SessionKey,
+        meta: &'a Meta,
+        meta_blob: &'a [u8],
+        now: Millis,
+        limits: &'a Limits,
+    }
+    let mut rotations = Vec::with_capacity(ops.len());
+    for op in ops {
+        let Op::Rotate {
+            old,
+            new,
+            meta,
+            meta_blob,
+            now,
+            limits,
+        } = op
+        else {
+            return Err(StoreError::backend(D::BACKEND, "not a rotation").into());
+        };
+        rotations.push(Rotation {
+            old,
+            new,
+            meta,
+            meta_blob,
+            now: *now,
+            limits,
+        });
+    }
+    fn user<'a>(r: &Rotation<'a>) -> Option<&'a str> {
+        r.meta.user_id.as_deref()
+    }
+    let clock = now_ms();
+    prune_set::<D>(
+        c,
+        rotations.iter().map(|r| key_col(r.new)).collect(),
+        rotations.iter().map(user).collect(),
+        clock,
+    )
+    .await?;
+    let revoked_at = revocations::<D>(c, rotations.iter().filter_map(user).collect()).await?;
+    let mut keys: Vec<&[u8]> = rotations
+        .iter()
+        .flat_map(|r| [key_col(r.old), key_col(r.new)])
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let sizes = read_sizes::<D>(c, keys, clock).await?;
+
+    let mut slots: HashMap<&SessionKey, Slot> = HashMap::with_capacity(2 * rotations.len());
+    fn slot<'a>(
+        slots: &HashMap<&SessionKey, Slot<'a>>,
+        sizes: &Sizes,
+        key: &'a SessionKey,
+    ) -> Slot<'a> {
+        match slots.get(key) {
+            Some(slot) => *slot,
+            None => Slot {
+                live: sizes.contains_key(key_col(key)),
+                attrs_of: key,
+                made_by: None,
+            },
+        }
+    }
+    let mut gone: Vec<&[u8]> = Vec::new();
+    let mut results = Vec::with_capacity(rotations.len());
+    for (i, r) in rotations.iter().enumerate() {
+        let from = slot(&slots, &sizes, r.old);
+        let attrs = match sizes.get(key_col(from.attrs_of)) {
+            Some((_, attrs)) if from.live => attrs,
+            _ => {
+                results.push(Err(StoreError::NotFound));
+                continue;
+            }
+        };
+        let to = slot(&slots, &sizes, r.new);
+        let revoked = user(r)
+            .and_then(|u| revoked_at.get(u))
+            .is_some_and(|&at| at >= r.now);
+        let refusal = if revoked {
+            Some(StoreError::Revoked)
+        } else {
+            common::check_size(
+                r.meta_blob.len(),
+                attrs.iter().map(|(n, l)| (n.len(), *l)),
+                r.limits,
+            )
+            .err()
+            .map(StoreError::Codec)
+        };
+        match refusal {
+            _ if to.live => {
+                results.push(Err(StoreError::Collision));
+                continue;
+            }
+            Some(refusal) => {
+                results.push(Err(refusal));
+                continue;
+            }
+            None => {}
+        }
+        if from.made_by.is_none() {
+            gone.push(key_col(r.old));
+        }
+        slots.insert(
+            r.old,
+            Slot {
+                live: false,
+                made_by: None,
+                ..from
+            },
+        );
+        slots.insert(
+            r.new,
+            Slot {
+                live: r.meta.idle_deadline(r.now) > clock,
+                attrs_of: from.attrs_of,
+                made_by: Some(i),
+            },
+        );
+        results.push(Ok(true));
+    }
+
+    // What the run leaves: the sessions it made that are still there, in queue order.
+    let mut made: Vec<(usize, &SessionKey, &SessionKey)> = slots
+        .iter()
+        .filter_map(|(key, slot)| slot.made_by.map(|i| (i, *key, slot.attrs_of)))
+        .collect();
+    made.sort_unstable_by_key(|(i, _, _)| *i);
+    let rows: Vec<NewRow> = made
+        .iter()
+        .map(|&(i, key, _)| NewRow {
+            key,
+            meta: rotations[i].meta,
+            meta_blob: rotations[i].meta_blob,
+            last_seen: rotations[i].now,
+        })
+        .collect();
+    insert_sessions::<D>(c, &rows, false).await?;
+    let (copies, sources): (Vec<&[u8]>, Vec<&[u8]>) = made
+        .iter()
+        .filter(|(_, _, from)| {
+            sizes
+                .get(key_col(from))
+                .is_some_and(|(_, attrs)| !attrs.is_empty())
+        })
+        .map(|(_, key, from)| (key_col(key), key_col(from)))
+        .unzip();
+    with_rows::<D>(
+        c,
+        "WITH t (n, o) AS ({rows})
+         INSERT INTO ratatoskr_session_attrs (session_key, name, value)
+         SELECT t.n, a.name, a.value
+         FROM t JOIN ratatoskr_session_attrs a ON a.session_key = t.o",
+        None,
+        vec![Col::Blob(copies), Col::Blob(sources)],
+    )
+    .await?;
+    gone.sort_unstable();
+    with_rows::<D>(
+        c,
+        "WITH t (k) AS ({rows})
+         DELETE FROM ratatoskr_sessions WHERE session_key IN (SELECT k FROM t)",
+        None,
+        vec![Col::Blob(gone)],
+    )
+    .await?;
+    Ok(results)
+}
+
+/// Journal appends in one statement however many (ids drawn in queue order, and in each
+/// append in its targets' order).
+async fn journal_append_run<D: Dialect>(
+    c: &mut D::Connection,
+    ops: &[&Op],
+) -> OpResult<Vec<StoreResult<bool>>> {
+    let (mut order, mut kinds, mut keys, mut users) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for op in ops {
+        let Op::JournalAppend(targets) = op else {
+            return Err(StoreError::backend(D::BACKEND, "not a journal append").into());
+        };
+        for target in targets {
+            let (kind, key, user) = crate::journal::columns(target);
+            order.push(order.len() as i64);
+            kinds.push(Some(kind));
+            keys.push(key);
+            users.push(user);
+        }
+    }
+    with_rows::<D>(
+        c,
+        "WITH t (n, k, s, u) AS ({rows})
+         INSERT INTO ratatoskr_redis_journal (at, kind, session_key, user_id)
+         SELECT $1, k, s, u FROM t ORDER BY n",
+        Some(now_ms()),
+        vec![
+            Col::Int(order),
+            Col::Text(kinds),
+            Col::OptBlob(keys),
+            Col::Text(users),
+        ],
+    )
+    .await?;
+    Ok(ops.iter().map(|_| Ok(true)).collect())
+}
+
+/// Journal acknowledgements in one statement however many.
+async fn journal_ack_run<D: Dialect>(
+    c: &mut D::Connection,
+    ops: &[&Op],
+) -> OpResult<Vec<StoreResult<bool>>> {
+    let mut ids = Vec::new();
+    for op in ops {
+        let Op::JournalAck(more) = op else {
+            return Err(StoreError::backend(D::BACKEND, "not a journal acknowledgement").into());
+        };
+        ids.extend_from_slice(more);
+    }
+    D::journal_ack(c, &ids).await?;
+    Ok(ops.iter().map(|_| Ok(true)).collect())
 }
 
 /// The database side of a store's writes: the pool, the writer turn, and the counters.
@@ -887,13 +1261,13 @@ impl<D: Dialect> Core<D> {
 
     /// One op that is one statement: no transaction around it.
     async fn autocommit(&self, op: &Op) -> StoreResult<bool> {
-        let result = async {
+        let (result, statements) = counting(async {
             let mut c = self.pool.acquire().await?;
             run_op::<D>(&mut c, op, false).await
-        }
+        })
         .await;
         if result.is_ok() {
-            self.stats.committed(1);
+            self.stats.committed(1, statements);
         }
         result.map_err(|f| f.into_store(D::BACKEND))
     }
@@ -904,40 +1278,44 @@ impl<D: Dialect> Core<D> {
             Ok(tx) => tx,
             Err(e) => return Attempt::Failed(e),
         };
-        let mut results: Vec<Option<StoreResult<bool>>> = ops.iter().map(|_| None).collect();
-        let mut failure = None;
-        let prelocked = ops.len() > 1;
-        if prelocked && let Err(e) = D::prelock(&mut tx, ops).await {
-            failure = Some(e);
-        }
-        // Every write of a batch was in flight at the same time as the others, so any order of
-        // them is a valid one: writes of one kind are made together, each kind's run in a few
-        // statements however long it is.
-        let mut order: Vec<usize> = (0..ops.len()).collect();
-        order.sort_by_key(|&i| ops[i].kind());
-        let mut rest = &order[..];
-        while failure.is_none() && !rest.is_empty() {
-            let (now, later) = rest.split_at(run_len(ops, rest).max(1));
-            rest = later;
-            let run: Vec<&Op> = now.iter().map(|&i| &ops[i]).collect();
-            match run_ops::<D>(&mut tx, &run, prelocked).await {
-                Ok(answers) => {
-                    for (&i, answer) in now.iter().zip(answers) {
-                        results[i] = Some(answer);
-                    }
-                }
-                Err(Fail::Refused(e)) => {
-                    // Runs answer per write and fail like this only on data they cannot
-                    // read: every write of the run fails.
-                    let message = e.to_string();
-                    results[now[0]] = Some(Err(e));
-                    for &i in &now[1..] {
-                        results[i] = Some(Err(StoreError::backend(D::BACKEND, &message)));
-                    }
-                }
-                Err(Fail::Db(e)) => failure = Some(e),
+        let ((results, failure), statements) = counting(async {
+            let mut results: Vec<Option<StoreResult<bool>>> = ops.iter().map(|_| None).collect();
+            let mut failure = None;
+            let prelocked = ops.len() > 1;
+            if prelocked && let Err(e) = D::prelock(&mut tx, ops).await {
+                failure = Some(e);
             }
-        }
+            // Every write of a batch was in flight at the same time as the others, so any
+            // order of them is a valid one: writes of one kind are made together, each kind's
+            // run in a few statements however long it is.
+            let mut order: Vec<usize> = (0..ops.len()).collect();
+            order.sort_by_key(|&i| ops[i].kind());
+            let mut rest = &order[..];
+            while failure.is_none() && !rest.is_empty() {
+                let (now, later) = rest.split_at(run_len(ops, rest).max(1));
+                rest = later;
+                let run: Vec<&Op> = now.iter().map(|&i| &ops[i]).collect();
+                match run_ops::<D>(&mut tx, &run, prelocked).await {
+                    Ok(answers) => {
+                        for (&i, answer) in now.iter().zip(answers) {
+                            results[i] = Some(answer);
+                        }
+                    }
+                    Err(Fail::Refused(e)) => {
+                        // Runs answer per write and fail like this only on data they cannot
+                        // read: every write of the run fails.
+                        let message = e.to_string();
+                        results[now[0]] = Some(Err(e));
+                        for &i in &now[1..] {
+                            results[i] = Some(Err(StoreError::backend(D::BACKEND, &message)));
+                        }
+                    }
+                    Err(Fail::Db(e)) => failure = Some(e),
+                }
+            }
+            (results, failure)
+        })
+        .await;
         if let Some(e) = failure {
             if let Err(rollback) = tx.rollback().await {
                 tracing::debug!(backend = D::BACKEND, error = %rollback, "rollback failed");
@@ -952,7 +1330,7 @@ impl<D: Dialect> Core<D> {
             .collect();
         match tx.commit().await {
             Ok(()) => {
-                self.stats.committed(ops.len());
+                self.stats.committed(ops.len(), statements);
                 Attempt::Done(results)
             }
             Err(e) => Attempt::commit_failed(D::BACKEND, results, &e),
@@ -986,3 +1364,7 @@ impl<D: Dialect> Batcher for Core<D> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "write_tests.rs"]
+mod tests;
