@@ -97,10 +97,11 @@ impl<S: Send + Sync> FromRequestParts<S> for SessionControl {
     type Rejection = SessionError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        // The layer's one extension is the session; its control shares the layer's state.
         parts
             .extensions
-            .get::<SessionControl>()
-            .cloned()
+            .get::<crate::Session>()
+            .map(crate::Session::control)
             .ok_or(SessionError::LayerMissing)
     }
 }

@@ -130,19 +130,48 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        // The clone that was polled ready handles this request.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        let layer = self.layer.clone();
-        Box::pin(async move { Ok(handle(layer, inner, req).await) })
+        let shared = self.layer.shared.clone();
+        let prepared = prepare(&shared, &req);
+        if prepared.checked {
+            // The CSRF checks come first and may read the body: the clone that was polled
+            // ready handles the request once they pass.
+            let clone = self.inner.clone();
+            let inner = std::mem::replace(&mut self.inner, clone);
+            let max_form_bytes = self.layer.max_form_bytes;
+            return Box::pin(async move {
+                Ok(checked(shared, max_form_bytes, inner, req, prepared).await)
+            });
+        }
+        // Nothing to check before the handler: the service polled ready takes the request at
+        // once, without a clone of it, and the future holds no CSRF state.
+        let Prepared { session, head, .. } = prepared;
+        let mut req = req;
+        req.extensions_mut().insert(session.clone());
+        let response = self.inner.call(req);
+        Box::pin(async move {
+            let Ok(response) = response.await;
+            Ok(respond(&shared, &session, head.as_deref(), response, false).await)
+        })
     }
 }
 
-async fn handle<S>(layer: SessionLayer, mut inner: S, mut req: Request) -> Response
-where
-    S: Service<Request, Response = Response, Error = Infallible>,
-{
-    let shared = layer.shared.clone();
+/// What the layer works out from a request before any store call or handler runs.
+struct Prepared {
+    session: Session,
+    /// Whether the CSRF checks apply (an unsafe method on a route that is not exempt).
+    checked: bool,
+    /// The presented cookie's handle, derived only for a checked request.
+    cookie_handle: Option<Handle>,
+    /// What a refusal responder is shown of the request (kept only when there is one: the
+    /// request itself is gone by the time the handler's response comes back).
+    /// Boxed, so that the request's future stays small when there is none.
+    head: Option<Box<Head>>,
+}
+
+/// A request's method, URI and headers.
+type Head = (Method, Uri, HeaderMap);
+
+fn prepare(shared: &Arc<Shared>, req: &Request) -> Prepared {
     let cookie = match find_session_cookie(
         req.headers()
             .get_all(header::COOKIE)
@@ -162,8 +191,8 @@ where
         }
     };
     let fp = (shared.config.fingerprint.policy != FingerprintPolicy::Off)
-        .then(|| fingerprint::of_request(&req, shared.config.fingerprint.ip));
-    let checked = is_unsafe(req.method()) && !is_exempt(&shared.config.csrf.exempt_routes, &req);
+        .then(|| fingerprint::of_request(req, shared.config.fingerprint.ip));
+    let checked = is_unsafe(req.method()) && !is_exempt(&shared.config.csrf.exempt_routes, req);
     // Only a checked request needs the handle: deriving it costs two SHA-256 runs, a fifth of a
     // warm read (docs/performance.md), and reads are most requests.
     let cookie_handle = if checked {
@@ -171,38 +200,73 @@ where
     } else {
         None
     };
-    let session = Session::new(shared.clone(), cookie, fp);
-
-    // What a refusal responder is shown of the request (kept only when there is one: the
-    // request itself is gone by the time the handler's response comes back).
     let head = shared.config.responder.as_ref().map(|_| {
-        (
+        Box::new((
             req.method().clone(),
             req.uri().clone(),
             req.headers().clone(),
-        )
+        ))
     });
-    if checked {
-        match csrf_check(&layer, &session, cookie_handle, req).await {
-            Ok(r) => req = r,
-            Err(refused) => {
-                let mut refused = restyle(&shared, refused, head.as_ref());
-                add_vary(refused.headers_mut());
-                return refused;
-            }
-        }
+    Prepared {
+        session: Session::new(shared.clone(), cookie, fp),
+        checked,
+        cookie_handle,
+        head,
     }
+}
 
+/// An unsafe request: the CSRF checks, then the handler.
+async fn checked<S>(
+    shared: Arc<Shared>,
+    max_form_bytes: usize,
+    mut inner: S,
+    req: Request,
+    prepared: Prepared,
+) -> Response
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    let Prepared {
+        session,
+        cookie_handle,
+        head,
+        ..
+    } = prepared;
+    let mut req = match csrf_check(&shared, max_form_bytes, &session, cookie_handle, req).await {
+        Ok(r) => r,
+        Err(refused) => {
+            let mut refused = restyle(&shared, refused, head.as_deref());
+            add_vary(refused.headers_mut());
+            return refused;
+        }
+    };
+    // The one extension the layer adds: the session (its `SessionControl` comes from it, so a
+    // request allocates one extension box, not two).
     req.extensions_mut().insert(session.clone());
-    req.extensions_mut().insert(SessionControl(shared.clone()));
-    let Ok(mut response) = inner.call(req).await;
+    let Ok(response) = inner.call(req).await;
+    respond(&shared, &session, head.as_deref(), response, true).await
+}
 
-    let outcome = session.finish(response.status().is_server_error()).await;
+/// After the handler: write the session's changes and set the cookie on the response.
+async fn respond(
+    shared: &Shared,
+    session: &Session,
+    head: Option<&Head>,
+    mut response: Response,
+    checked: bool,
+) -> Response {
+    let server_error = response.status().is_server_error();
+    let outcome = match session.finish_unchanged(server_error) {
+        Some(outcome) => outcome,
+        // Boxed: the write's state would otherwise make every request's future larger (one
+        // allocation per request, out of the allocator's fast size classes).
+        None => Box::pin(session.finish(server_error)).await,
+    };
     if let Some(err) = outcome.error {
         response = err.into_response();
     }
     // Refusals from the layer or from the handler's extractors, in the application's style.
-    let mut response = restyle(&shared, response, head.as_ref());
+    let mut response = restyle(shared, response, head);
     if let Some(set_cookie) = outcome.set_cookie {
         if let Ok(v) = HeaderValue::from_str(&set_cookie) {
             response.headers_mut().append(header::SET_COOKIE, v);
@@ -219,11 +283,7 @@ where
 }
 
 /// The responder's rendering of a refusal response, when the layer has a responder.
-fn restyle(
-    shared: &Shared,
-    response: Response,
-    head: Option<&(Method, Uri, HeaderMap)>,
-) -> Response {
+fn restyle(shared: &Shared, response: Response, head: Option<&Head>) -> Response {
     match (&shared.config.responder, head) {
         (Some(responder), Some((method, uri, headers))) => refusal::restyle(
             responder.as_ref(),
@@ -275,12 +335,12 @@ fn values<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Vec<&'a [u8]> {
 /// The CSRF checks for an unsafe request. Hands the request back (its body rebuilt if it was
 /// read for the form field) or the refusal response.
 async fn csrf_check(
-    layer: &SessionLayer,
+    shared: &Shared,
+    max_form_bytes: usize,
     session: &Session,
     cookie_handle: Option<Handle>,
     req: Request,
 ) -> Result<Request, Response> {
-    let shared = &layer.shared;
     let h = req.headers();
     let sec_fetch_site = HeaderName::from_static("sec-fetch-site");
     if let Err(refusal) = csrf::check_origin(
@@ -308,7 +368,7 @@ async fn csrf_check(
         [one] => (Some(one.to_vec()), req),
         [] if is_urlencoded_form(req.headers()) => {
             let (parts, body) = req.into_parts();
-            let bytes = match axum::body::to_bytes(body, layer.max_form_bytes).await {
+            let bytes = match axum::body::to_bytes(body, max_form_bytes).await {
                 Ok(b) => b,
                 Err(_) => {
                     let refusal = SessionRefusal::new(
@@ -392,4 +452,42 @@ async fn refuse(
         "unsafe request refused by CSRF defences"
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::routing::get;
+    use ratatoskr_core::{ManagerConfig, MemoryStore};
+
+    fn service() -> SessionService<Router> {
+        let manager =
+            SessionManager::new(Arc::new(MemoryStore::default()), ManagerConfig::default());
+        let layer = SessionLayer::new(manager, SessionConfig::default()).expect("valid config");
+        layer.layer(Router::new().route("/", get(|| async { "x" }).post(|| async { "y" })))
+    }
+
+    /// The future of a request is one allocation per request: a read's stays small (no CSRF
+    /// state, no write state inline), so that it comes from the allocator's fast size classes.
+    #[tokio::test]
+    async fn a_reads_future_is_small_and_answers() {
+        let mut svc = service();
+        let read = svc.call(Request::get("/").body(Body::empty()).unwrap());
+        let size = std::mem::size_of_val(&*read);
+        assert!(size <= 1024, "a read's future is {size} bytes");
+        let write = svc.call(
+            Request::post("/")
+                .header("sec-fetch-site", "cross-site")
+                .body(Body::empty())
+                .unwrap(),
+        );
+        assert!(
+            size < std::mem::size_of_val(&*write),
+            "the checked request's future holds more"
+        );
+        assert_eq!(read.await.unwrap().status(), StatusCode::OK);
+        // A cross-site unsafe request is refused by the CSRF checks.
+        assert_eq!(write.await.unwrap().status(), StatusCode::FORBIDDEN);
+    }
 }

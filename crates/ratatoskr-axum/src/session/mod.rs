@@ -17,6 +17,7 @@ use std::sync::Arc;
 use ratatoskr_core::{Handle, Millis, Record, SessionManager, Token};
 use tokio::sync::{Mutex, MutexGuard};
 
+use crate::control::SessionControl;
 use crate::csrf;
 use crate::error::SessionError;
 use crate::shared::Shared;
@@ -123,6 +124,32 @@ impl Session {
 
     fn shared(&self) -> &Shared {
         &self.0.shared
+    }
+
+    /// After the handler, without waiting, when the outcome needs no store call: nothing was
+    /// changed (or the response is a server error, whose changes are dropped) and no cookie is
+    /// due — the common read. `None` when [`finish`](Self::finish) must run (or the state is
+    /// locked by a clone the handler kept). The same outcome `finish` would give.
+    pub(crate) fn finish_unchanged(&self, server_error: bool) -> Option<persist::Outcome> {
+        let mut st = self.0.state.try_lock().ok()?;
+        if st.cookie != CookieAction::Keep {
+            return None;
+        }
+        if server_error {
+            // Never persist what a failed request half-did.
+            st.changes.clear();
+        } else if !st.changes.is_empty() {
+            return None;
+        }
+        Some(persist::Outcome {
+            error: None,
+            set_cookie: None,
+        })
+    }
+
+    /// Session administration through the same layer (the [`SessionControl`] extractor).
+    pub(crate) fn control(&self) -> SessionControl {
+        SessionControl(self.0.shared.clone())
     }
 
     fn manager(&self) -> &SessionManager {
