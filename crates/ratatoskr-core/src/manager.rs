@@ -954,6 +954,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_default_rotate_and_list_user_rotates_then_answers_the_users_list() {
+        let store = MemoryStore::default();
+        let m = SessionManager::new(Arc::new(MemoryStore::default()), ManagerConfig::default());
+        let (_, anon) = m.create(None, None).await.unwrap();
+        let (old, new, other) = (Token::generate(), Token::generate(), Token::generate());
+        store.create(&old.key(), &anon).await.unwrap();
+        let mut theirs = anon.clone();
+        theirs.meta.user_id = Some("u".into());
+        store.create(&other.key(), &theirs).await.unwrap();
+        let now = now_ms();
+        let listed = store
+            .rotate_and_list_user(&old.key(), &new.key(), &theirs.meta, now)
+            .await
+            .unwrap();
+        assert!(store.load(&old.key()).await.unwrap().is_none(), "rotated");
+        assert!(store.load(&new.key()).await.unwrap().is_some());
+        assert!(
+            listed.iter().any(|s| s.key == other.key()),
+            "the user's list"
+        );
+        // No user: rotated, nothing listed.
+        let newer = Token::generate();
+        let listed = store
+            .rotate_and_list_user(&new.key(), &newer.key(), &anon.meta, now)
+            .await
+            .unwrap();
+        assert!(listed.is_empty());
+        assert!(store.load(&newer.key()).await.unwrap().is_some());
+        // A failed rotation answers its error, not a list.
+        assert!(matches!(
+            store
+                .rotate_and_list_user(&old.key(), &Token::generate().key(), &theirs.meta, now)
+                .await,
+            Err(StoreError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
     async fn revoke_handle_only_touches_the_users_own_sessions() {
         let m = manager(5);
         let (a, _) = m.create(Some("a".into()), None).await.unwrap();
