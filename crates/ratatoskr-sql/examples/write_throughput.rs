@@ -2,7 +2,7 @@
 //!
 //! N concurrent writers (tasks) each apply deltas to a session of their own, as fast as the
 //! store answers, for a fixed time; then the same with group commit. Prints writes per second,
-//! latency percentiles and the mean number of writes per transaction.
+//! latency percentiles, and the mean numbers of writes and of statements per transaction.
 //!
 //! ```text
 //! cargo run --release -p ratatoskr-sql --example write_throughput -- \
@@ -324,12 +324,18 @@ fn report(mut o: Outcome) {
     } else {
         o.stats.operations as f64 / o.stats.transactions as f64
     };
+    let statements_per_tx = if o.stats.transactions == 0 {
+        0.0
+    } else {
+        o.stats.statements as f64 / o.stats.transactions as f64
+    };
     println!(
-        "{label:<28} {:>9.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms  {:>5.1} writes/tx  ({} writes, {} errors, {:.1} s)",
+        "{label:<28} {:>9.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms  {:>5.1} writes/tx  {:>4.1} statements/tx  ({} writes, {} errors, {:.1} s)",
         o.writes as f64 / o.elapsed.as_secs_f64(),
         percentile(&o.latencies, 0.50).as_secs_f64() * 1e3,
         percentile(&o.latencies, 0.99).as_secs_f64() * 1e3,
         per_tx,
+        statements_per_tx,
         o.writes,
         o.errors,
         o.elapsed.as_secs_f64(),

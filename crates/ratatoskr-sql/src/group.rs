@@ -158,10 +158,13 @@ pub enum Op {
 impl Op {
     /// Ops that are one statement, so that alone they need no explicit transaction.
     pub(crate) fn is_single_statement(&self) -> bool {
-        matches!(
-            self,
-            Op::Touch { .. } | Op::Destroy(_) | Op::JournalAppend(_) | Op::JournalAck(_)
-        )
+        match self {
+            // A journal append is one statement over its targets, unless there are so many
+            // that SQLite's parameter limit splits it (four parameters a target): then it
+            // needs its transaction to be all or nothing.
+            Op::JournalAppend(targets) => targets.len() <= 1_000,
+            _ => matches!(self, Op::Touch { .. } | Op::Destroy(_) | Op::JournalAck(_)),
+        }
     }
 
     /// The op's kind, as the order in which a batch makes its runs (any order is valid: the

@@ -278,6 +278,7 @@ both!(
     deltas_in_one_batch_are_refused_or_made_each_on_its_own,
     writes_of_every_kind_in_one_batch_are_answered_each_on_its_own,
     concurrent_deltas_on_one_session_lose_no_update_and_respect_the_limit,
+    rotations_in_one_batch_are_a_run_of_fixed_statements,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1319,4 +1320,95 @@ async fn concurrent_deltas_on_one_session_lose_no_update_and_respect_the_limit(d
         let size = ratatoskr_core::codec::record_size(meta_len, &r.attrs);
         assert!(size <= 8_192, "{size} bytes stored under an 8 KB limit");
     }
+}
+
+/// `n` logins' rotations in one batch through the public API, with the interacting cases
+/// beside them: two rotations of one old key (one made, one `NotFound`), a rotation and a
+/// destroy of one key (rotations come first: made, then the destroy finds nothing), a
+/// rotation into a key created in the same batch (creates come first: `Collision`). The
+/// statements the batch sent (`WriteStats::statements`, with the stuck delta's transaction).
+async fn rotation_batch_statements(db: &Db, n: usize) -> u64 {
+    let sql = db.store_opts(&one_lane()).await;
+    let store = sql.store();
+    let blocker = key();
+    store.create(&blocker, &record(None)).await.unwrap();
+    let mut olds = Vec::new();
+    for i in 0..n + 3 {
+        let k = key();
+        let mut r = record(Some(if i % 2 == 0 { "a" } else { "b" }));
+        r.attrs.insert("csrf".into(), vec![i as u8; 16]);
+        store.create(&k, &r).await.unwrap();
+        olds.push((k, r.meta));
+    }
+    let (twice, destroyed, blocked) = (olds[n].clone(), olds[n + 1].clone(), olds[n + 2].clone());
+    let created = key();
+    let before = write_stats(&sql);
+    let s = store.clone();
+    let results = db
+        .in_one_batch(&sql, blocker, move || {
+            let mut calls = Vec::new();
+            let mut rotate = |what: &'static str, old: SessionKey, new: SessionKey, meta| {
+                let s = s.clone();
+                calls.push(tokio::spawn(async move {
+                    (
+                        what,
+                        format!("{:?}", s.rotate(&old, &new, &meta, now_ms()).await),
+                    )
+                }));
+            };
+            for (old, meta) in olds.into_iter().take(n) {
+                rotate("rotate", old, key(), meta);
+            }
+            rotate("rotate twice", twice.0, key(), twice.1.clone());
+            rotate("rotate twice", twice.0, key(), twice.1);
+            rotate("rotate destroyed", destroyed.0, key(), destroyed.1);
+            rotate("rotate into created", blocked.0, created, blocked.1);
+            let s2 = s.clone();
+            calls.push(tokio::spawn(async move {
+                (
+                    "destroy rotated",
+                    format!("{:?}", s2.destroy(&destroyed.0).await),
+                )
+            }));
+            let s3 = s.clone();
+            calls.push(tokio::spawn(async move {
+                (
+                    "create",
+                    format!("{:?}", s3.create(&created, &record(None)).await),
+                )
+            }));
+            calls
+        })
+        .await;
+    let mut answers: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (what, answer) in results {
+        answers.entry(what).or_default().push(answer);
+    }
+    for list in answers.values_mut() {
+        list.sort();
+        list.dedup();
+    }
+    let expect: BTreeMap<&str, Vec<String>> = [
+        ("rotate", vec!["Ok(())"]),
+        ("rotate twice", vec!["Err(NotFound)", "Ok(())"]),
+        ("rotate destroyed", vec!["Ok(())"]),
+        ("destroy rotated", vec!["Ok(false)"]),
+        ("rotate into created", vec!["Err(Collision)"]),
+        ("create", vec!["Ok(())"]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.into_iter().map(String::from).collect()))
+    .collect();
+    assert_eq!(answers, expect);
+    assert!(store.load(&blocked.0).await.unwrap().is_some());
+    write_stats(&sql).statements - before.statements
+}
+
+/// A batch of rotations costs the same statements with 4 rotations as with 40: they are one
+/// run, not one rotation after another (each would add five statements, seven on
+/// PostgreSQL).
+async fn rotations_in_one_batch_are_a_run_of_fixed_statements(db: Db) {
+    let few = rotation_batch_statements(&db, 4).await;
+    let many = rotation_batch_statements(&db, 40).await;
+    assert_eq!(few, many, "statements per batch grew with the rotations");
 }
