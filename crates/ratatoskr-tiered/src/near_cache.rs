@@ -22,6 +22,7 @@
 //! the next read goes to Redis. See `docs/performance.md` for what that needs from Redis.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
 use ratatoskr_core::codec::record_size;
@@ -49,8 +50,34 @@ impl Default for NearCacheConfig {
     }
 }
 
+/// The map's hasher. A session key is a SHA-256 digest (uniform bytes), so its bytes folded
+/// into a word are as good a hash as SipHash of them, at a fraction of the cost; and only keys
+/// of sessions a store created (from tokens the server generated) enter the map, so a client
+/// cannot choose keys that collide.
+#[derive(Default, Clone, Copy)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(23) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    /// The length a slice or array hashes first: the same for every key, so it adds nothing.
+    fn write_usize(&mut self, _: usize) {}
+}
+
+type DigestMap<V> = HashMap<SessionKey, V, BuildHasherDefault<DigestHasher>>;
+
 struct Shard {
-    map: HashMap<SessionKey, (Record, usize)>,
+    map: DigestMap<(Record, usize)>,
     order: VecDeque<SessionKey>,
     bytes: usize,
     /// Moved by a clear (and a revoke-all's drop), for every key of the shard at once.
@@ -62,7 +89,7 @@ struct Shard {
 impl Default for Shard {
     fn default() -> Self {
         Shard {
-            map: HashMap::new(),
+            map: DigestMap::default(),
             order: VecDeque::new(),
             bytes: 0,
             generation: 0,
@@ -304,6 +331,32 @@ mod tests {
             "never served past its deadline"
         );
         assert_eq!(c.usage().0, 0, "and dropped");
+    }
+
+    #[test]
+    fn the_digest_hasher_spreads_session_keys_over_the_buckets() {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let build = BuildHasherDefault::<DigestHasher>::default();
+        let keys: Vec<SessionKey> = (0..4096).map(|_| Token::generate().key()).collect();
+        let hashes: std::collections::HashSet<u64> =
+            keys.iter().map(|k| build.hash_one(k)).collect();
+        assert_eq!(hashes.len(), keys.len(), "no two keys hash alike");
+        // hashbrown picks the bucket from the low bits and the tag from the top 7: both vary.
+        let low: std::collections::HashSet<u64> = hashes.iter().map(|h| h & 0xfff).collect();
+        let top: std::collections::HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+        assert!(low.len() > 2048, "{} of 4096 bucket indices", low.len());
+        assert_eq!(top.len(), 128, "every tag value");
+        // Every byte of the key counts.
+        let base = [9u8; 32];
+        for i in 0..32 {
+            let mut other = base;
+            other[i] ^= 1;
+            assert_ne!(
+                build.hash_one(SessionKey::from_bytes(base)),
+                build.hash_one(SessionKey::from_bytes(other)),
+                "byte {i}"
+            );
+        }
     }
 
     #[test]
