@@ -58,7 +58,13 @@
 //!   concerned, so a change to a tracked key is announced to this process exactly as one by
 //!   another instance. Creates and restores write keys this connection has not read (nothing
 //!   to announce, nothing cached).
-//! - Expiry and eviction are not writes of any connection: announced.
+//! - Expiry and eviction: announced — except an expiry that the tracked connection's own
+//!   command finds (Redis deletes an expired key lazily when it is accessed, and under
+//!   `NOLOOP` that deletion counts as the accessing connection's own change). That command
+//!   is a `load`, which then answers "absent" itself, or an `apply`, which then answers
+//!   `NotFound` (and the cache drops its copy); and a cache never serves a copy past its
+//!   deadline anyway. Active expiry and expiries found by any other connection are
+//!   announced.
 //!
 //! On a cluster each master has its own tracked connection (see `tracked.rs`); `apply` goes to
 //! the one of its key's slot, and the same rules hold per master.

@@ -92,6 +92,73 @@ async fn changes_on_every_master_are_announced_to_the_instance_that_read_them() 
     }
 }
 
+/// Whether a notice for `k` is queued once every notice sent before now, by every master,
+/// has arrived.
+async fn announced(
+    a: &RedisStore,
+    rx: &mut broadcast::Receiver<Invalidation>,
+    k: &SessionKey,
+) -> bool {
+    a.sync_invalidations().await.unwrap();
+    let mut seen = false;
+    loop {
+        match rx.try_recv() {
+            Ok(n) if n == Invalidation::Key(*k) => seen = true,
+            Ok(Invalidation::All) => panic!("an unexpected All"),
+            Ok(_) => {}
+            Err(broadcast::error::TryRecvError::Empty) => return seen,
+            Err(e) => panic!("the invalidation channel failed: {e}"),
+        }
+    }
+}
+
+/// On every master: A's own `apply` goes to that master's tracked connection (`NOLOOP`) and is
+/// not announced to A, while a later change by another client (B) still is — the script's
+/// read after its change keeps the key tracked there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_own_apply_is_not_announced_on_any_master_and_later_changes_by_others_are() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::shared)
+        .await
+        .unwrap();
+    let prefix = common::random_prefix();
+    let (a, mut rx) = RedisStore::connect_tracked(config(cluster, &prefix))
+        .await
+        .unwrap();
+    let b = RedisStore::connect(RedisConfig {
+        tracking: false,
+        ..config(cluster, &prefix)
+    })
+    .await
+    .unwrap();
+    let sessions = sessions_on_every_master(cluster, &b).await;
+    for (k, master) in &sessions {
+        assert!(a.load(k).await.unwrap().is_some());
+        a.sync_invalidations().await.unwrap();
+        while rx.try_recv().is_ok() {}
+        for n in 0..3 {
+            a.apply(k, &Delta::default().set("own", vec![b'0' + n]))
+                .await
+                .unwrap();
+            assert!(
+                !announced(&a, &mut rx, k).await,
+                "own apply announced on master {master}"
+            );
+        }
+        b.apply(k, &Delta::default().set("theirs", b"1".to_vec()))
+            .await
+            .unwrap();
+        assert!(
+            announced(&a, &mut rx, k).await,
+            "B's change after A's own apply not announced on master {master}"
+        );
+        let r = a.load(k).await.unwrap().unwrap();
+        assert_eq!(
+            (r.attrs["own"].as_slice(), r.attrs["theirs"].as_slice()),
+            (&b"2"[..], &b"1"[..])
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_flushes_the_caches_and_tracking_resumes_on_the_promoted_master() {
     let mut cluster = tokio::task::spawn_blocking(RedisCluster::start)
