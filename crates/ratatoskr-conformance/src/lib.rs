@@ -72,6 +72,7 @@ macro_rules! store_conformance {
             rotation_onto_an_existing_key_is_a_collision,
             destroy_is_final,
             list_user_returns_live_sessions_with_handles_oldest_first,
+            list_user_breaks_ties_in_creation_time_by_handle,
             destroy_user_destroys_every_session_of_that_user_only,
             destroy_user_can_spare_the_current_session,
             no_session_created_during_a_revoke_all_survives_it,
