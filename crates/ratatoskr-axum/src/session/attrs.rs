@@ -106,8 +106,11 @@ impl Session {
         } else {
             self.remove(REMEMBER_ATTR).await?;
         }
+        // An existing session's cookie is sent again with its new lifetime. Without a session
+        // there is nothing to re-send: remembering makes a pending change, and the session it
+        // creates at the end of the request sets its cookie anyway.
         let mut st = self.0.state.lock().await;
-        if st.live.is_some() || !st.changes.is_empty() {
+        if st.live.is_some() {
             st.cookie = CookieAction::Set;
         }
         Ok(())
