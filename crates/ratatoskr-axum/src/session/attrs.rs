@@ -66,12 +66,19 @@ impl Session {
 
     /// An attribute, deserialized from JSON.
     pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, SessionError> {
-        match self.get_raw(name).await? {
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(SessionError::Value),
-            None => Ok(None),
-        }
+        // Deserialized from the bytes where they are (a pending change, else the loaded
+        // record), under the state's lock: no copy of the attribute per read.
+        let st = self.loaded().await?;
+        let bytes = match st.changes.get(name) {
+            Some(change) => change.as_deref(),
+            None => st
+                .live
+                .as_ref()
+                .and_then(|l| l.record.attrs.get(name).map(Vec::as_slice)),
+        };
+        bytes
+            .map(|b| serde_json::from_slice(b).map_err(SessionError::Value))
+            .transpose()
     }
 
     /// Set an attribute to `value` serialized as JSON.
