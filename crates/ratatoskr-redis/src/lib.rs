@@ -254,7 +254,8 @@ impl RedisStore {
 
     /// A barrier for the invalidation channel (tracking mode; a no-op otherwise): when it
     /// returns `Ok`, the notice for every change Redis completed before this call — by any
-    /// client, e.g. a write another instance has seen return — is on the channel. It is one
+    /// client, e.g. a write another instance has seen return, but this store's own `apply`,
+    /// which is never announced to it — is on the channel. It is one
     /// `PING` round trip on the tracked connection, whose pushes arrive in order with its
     /// replies. For tests and for the rare read that must see another instance's write
     /// without waiting for the notice to arrive by itself (typically tens of µs later; see
