@@ -609,3 +609,82 @@ async fn expired_rows_are_replaced_on_both_backends() {
     let schema = PgSchema::new().await;
     expired_rows_are_replaced_not_collided(&schema.store().await).await;
 }
+
+/// A write waiting on one locked row (another transaction holds it) does not hold up writes to
+/// other users' sessions: each batch locks only the users and rows it names, so the next batch
+/// runs on another lane meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_a_write_stuck_on_a_locked_row_does_not_hold_up_another_users_writes() {
+    use ratatoskr_core::Delta;
+    let schema = PgSchema::new().await;
+    let store = Arc::new(schema.store().await);
+    let stuck = Token::generate().key();
+    let free = Token::generate().key();
+    store
+        .create(&stuck, &record(Some("stuck"), MINUTE))
+        .await
+        .unwrap();
+    store
+        .create(&free, &record(Some("free"), MINUTE))
+        .await
+        .unwrap();
+    let delta = |v: &[u8]| {
+        let mut d = Delta::default();
+        d.set.push(("n".into(), v.to_vec()));
+        d
+    };
+
+    // Another transaction holds the stuck session's row.
+    let pool = schema.pool().await;
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM ratatoskr_sessions WHERE session_key = $1 FOR UPDATE")
+        .bind(&stuck.as_bytes()[..])
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let xid: i64 = sqlx::query_scalar("SELECT txid_current()")
+        .fetch_one(&mut *blocker)
+        .await
+        .unwrap();
+    let waiting = {
+        let store = Arc::clone(&store);
+        let d = delta(b"1");
+        tokio::spawn(async move { store.apply(&stuck, &d).await })
+    };
+    // Wait (with a deadline) until the store's write is queued behind the blocker's lock.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks
+             WHERE locktype = 'transactionid' AND NOT granted AND transactionid::text = $1",
+        )
+        .bind(xid.to_string())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if n > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the write never waited on the locked row"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Meanwhile another user's write goes through.
+    tokio::time::timeout(Duration::from_secs(5), store.apply(&free, &delta(b"2")))
+        .await
+        .expect("another user's write waited for the stuck one")
+        .unwrap();
+    assert!(
+        !waiting.is_finished(),
+        "the stuck write cannot have finished"
+    );
+
+    // Released, the stuck write lands too.
+    blocker.commit().await.unwrap();
+    waiting.await.unwrap().unwrap();
+    let r = store.load(&stuck).await.unwrap().unwrap();
+    assert_eq!(r.attrs.get("n").map(Vec::as_slice), Some(&b"1"[..]));
+}
