@@ -230,9 +230,29 @@ async fn enable_wal(pool: &SqlitePool) -> StoreResult<()> {
 fn is_busy(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .and_then(|d| d.code())
-        .is_some_and(|code| {
-            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with or without an extended code.
-            code.parse::<i32>()
-                .is_ok_and(|c| c & 0xff == 5 || c & 0xff == 6)
-        })
+        .is_some_and(|code| is_busy_code(&code))
+}
+
+/// SQLITE_BUSY (5) and SQLITE_LOCKED (6), with or without an extended code in the high bits.
+fn is_busy_code(code: &str) -> bool {
+    code.parse::<i32>()
+        .is_ok_and(|c| c & 0xff == 5 || c & 0xff == 6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_busy_code;
+
+    #[test]
+    fn busy_and_locked_codes_are_retried_with_or_without_an_extended_code() {
+        // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_BUSY_RECOVERY (261), SQLITE_BUSY_SNAPSHOT (517),
+        // SQLITE_LOCKED_SHAREDCACHE (262).
+        for code in ["5", "6", "261", "517", "262"] {
+            assert!(is_busy_code(code), "{code}");
+        }
+        // SQLITE_ERROR, SQLITE_CONSTRAINT_UNIQUE (2067), SQLITE_READONLY, garbage.
+        for code in ["1", "2067", "8", "", "busy", "7"] {
+            assert!(!is_busy_code(code), "{code}");
+        }
+    }
 }
