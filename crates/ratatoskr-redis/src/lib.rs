@@ -737,6 +737,15 @@ mod tests {
         assert!(s.load(&key).await.unwrap().is_none());
     }
 
+    #[tokio::test]
+    async fn a_stores_debug_output_shows_its_configuration() {
+        let prefix = format!("dbg:{}:", ratatoskr_core::Token::generate().key().handle());
+        let store = store_with_prefix(&prefix).await;
+        let dbg = format!("{store:?}");
+        assert!(dbg.starts_with("RedisStore"), "{dbg}");
+        assert!(dbg.contains(&prefix), "{dbg}");
+    }
+
     #[test]
     fn urls_are_redacted_in_debug_output() {
         let c = RedisConfig::new("redis://:s3cret@example:6379/0");

@@ -725,3 +725,29 @@ async fn every_shape_of_user_id_is_indexed_touched_and_revoked() {
         Err(StoreError::Codec(CodecError::NameTooLong { .. }))
     ));
 }
+
+/// The user's index is only a pointer: a session it names that now belongs to another user (an
+/// entry left behind) is not listed for this user.
+#[tokio::test]
+async fn a_session_owned_by_another_user_is_not_listed_through_a_stale_index_entry() {
+    let store = common::store(&common::random_prefix()).await;
+    let mut con = common::raw_connection().await;
+    let k = key();
+    let r = record(Some("alice"), MINUTE, 10 * MINUTE);
+    store.create(&k, &r).await.unwrap();
+    // The positive control: listed while it is hers.
+    assert_eq!(store.list_user("alice").await.unwrap().len(), 1);
+    // Its stored fixed part now names bob; alice's index still names the key.
+    let mut meta = r.meta.clone();
+    meta.user_id = Some("bob".into());
+    let encoded = codec::encode_meta(&meta, &Limits::default()).unwrap();
+    let _: () = query(
+        &mut con,
+        cmd("HSET")
+            .arg(store.session_key_name(&k))
+            .arg(META_FIELD)
+            .arg(encoded),
+    )
+    .await;
+    assert!(store.list_user("alice").await.unwrap().is_empty());
+}

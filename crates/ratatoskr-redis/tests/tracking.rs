@@ -739,3 +739,42 @@ async fn tracking_table_memory_report() {
         (again - after) / N as i64
     );
 }
+
+/// A server's error reply (here `WRONGTYPE`, a key that is not a session hash) on the tracked
+/// connection leaves it in service: the next load works at once (a connection taken out of
+/// service fails its next call), and changes are still announced on it. (A failed load may
+/// flush the caches with `All`; that is allowed.)
+#[tokio::test]
+async fn an_error_reply_on_the_tracked_connection_keeps_it_in_service() {
+    let prefix = common::random_prefix();
+    let (store, mut rx) = tracked(common::config(&prefix)).await;
+    let mut con = common::raw_connection().await;
+    let good = key();
+    store.create(&good, &record(Some("u"))).await.unwrap();
+    let bad = key();
+    let _: () = redis::cmd("SET")
+        .arg(store.session_key_name(&bad))
+        .arg("not a hash")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(store.load(&bad).await.is_err(), "a string is no session");
+    assert!(store.load(&good).await.unwrap().is_some());
+    // Changes are still announced on the same connection.
+    store
+        .apply(&good, &Delta::default().set("x", b"1".to_vec()))
+        .await
+        .unwrap();
+    let other = common::store(&prefix).await;
+    other
+        .apply(&good, &Delta::default().set("x", b"2".to_vec()))
+        .await
+        .unwrap();
+    loop {
+        match next(&mut rx, NOTICE_WITHIN).await {
+            Some(Invalidation::Key(k)) if k == good => break,
+            Some(_) => {}
+            None => panic!("the other instance's change was not announced"),
+        }
+    }
+}

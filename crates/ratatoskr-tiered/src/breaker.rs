@@ -217,6 +217,36 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_replay_opens_the_breaker_again_and_a_replayed_journal_closes_it() {
+        let b = Breaker::recovering(Duration::from_secs(60));
+        assert_eq!(b.state(), BreakerState::Recovering);
+        b.recovery_failed();
+        assert_eq!(
+            b.state(),
+            BreakerState::Open,
+            "Redis is skipped until the window ends"
+        );
+        assert!(b.try_acquire().is_none());
+        let b = Breaker::recovering(Duration::from_secs(60));
+        b.recovered();
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn the_state_gauge_has_one_value_per_state() {
+        let values: Vec<f64> = [
+            BreakerState::Closed,
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+            BreakerState::Recovering,
+        ]
+        .into_iter()
+        .map(BreakerState::as_gauge)
+        .collect();
+        assert_eq!(values, [0.0, 1.0, 2.0, 3.0]);
+    }
+
+    #[test]
     fn an_open_breaker_skips_redis_for_the_whole_window() {
         // A window no scheduler delay can outlast: what is checked is the state, not a clock.
         let b = Breaker::new(Duration::from_secs(60));
