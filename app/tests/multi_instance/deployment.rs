@@ -180,18 +180,6 @@ impl Supervised {
         }
     }
 
-    /// Panic with the log if the process has exited.
-    fn assert_running(&mut self, what: &str) {
-        if let Some(c) = &mut self.child
-            && let Ok(Some(status)) = c.try_wait()
-        {
-            panic!(
-                "{what} exited ({status}):\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -318,17 +306,42 @@ pub struct Deployment {
 }
 
 async fn wait_ready(base: &str, process: &mut Supervised, what: &str) {
+    if let Err(log) = wait_ready_or_exit(base, process, what).await {
+        panic!("{what} exited:\n{log}");
+    }
+}
+
+/// The port picked for a process is free when picked (bound to port 0, then released), but
+/// another process on the machine may take it before ours binds: such a start is retried on a
+/// new port instead of failing the test.
+fn port_was_taken(log: &str) -> bool {
+    log.contains("Address already in use") || log.contains("cannot bind socket")
+}
+
+/// Wait until `base` answers `/readyz`; `Err(log)` if the process exited first.
+async fn wait_ready_or_exit(
+    base: &str,
+    process: &mut Supervised,
+    what: &str,
+) -> Result<(), String> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");
     let started = Instant::now();
     loop {
-        process.assert_running(what);
+        if let Some(c) = &mut process.child
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            return Err(format!(
+                "({status}) {}",
+                std::fs::read_to_string(&process.log).unwrap_or_default()
+            ));
+        }
         if let Ok(r) = http.get(format!("{base}/readyz")).send().await
             && r.status().as_u16() == 200
         {
-            return;
+            return Ok(());
         }
         assert!(
             started.elapsed() < START_DEADLINE,
@@ -366,33 +379,48 @@ impl Deployment {
         env.extend(redis.env());
         env.extend(options.env.into_iter().map(|(k, v)| (k.to_owned(), v)));
         // All three start at once, as after a deploy: migrations are serialized by the app.
-        let mut instances: Vec<Instance> = (1..=3)
-            .map(|i| {
-                let addr = format!("127.0.0.1:{}", free_port());
-                let mut cmd = Command::new(env!("CARGO_BIN_EXE_ratatoskr"));
-                cmd.arg("serve")
-                    .env_clear()
-                    .env("RATATOSKR_BIND", &addr)
-                    .envs(env.iter().map(|(k, v)| (k, v)));
-                let process = Supervised::spawn(
-                    cmd,
-                    dir.join(format!("app{i}.log")),
-                    "the ratatoskr binary runs",
-                );
-                Instance { addr, process }
-            })
-            .collect();
+        let spawn_instance = |i: usize| {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_ratatoskr"));
+            cmd.arg("serve")
+                .env_clear()
+                .env("RATATOSKR_BIND", &addr)
+                .envs(env.iter().map(|(k, v)| (k, v)));
+            let process = Supervised::spawn(
+                cmd,
+                dir.join(format!("app{i}.log")),
+                "the ratatoskr binary runs",
+            );
+            Instance { addr, process }
+        };
+        let mut instances: Vec<Instance> = (1..=3).map(spawn_instance).collect();
         for (i, instance) in instances.iter_mut().enumerate() {
-            let url = instance.url();
-            wait_ready(&url, &mut instance.process, &format!("app{}", i + 1)).await;
+            let what = format!("app{}", i + 1);
+            let mut attempt = 1;
+            loop {
+                match wait_ready_or_exit(&instance.url(), &mut instance.process, &what).await {
+                    Ok(()) => break,
+                    Err(log) if port_was_taken(&log) && attempt < 3 => {
+                        attempt += 1;
+                        *instance = spawn_instance(i + 1);
+                    }
+                    Err(log) => panic!("{what} exited:\n{log}"),
+                }
+            }
         }
-        let mut proxy = Proxy::start(
-            format!("127.0.0.1:{}", free_port()),
-            &instances,
-            dir.join("haproxy.log"),
-        );
-        let url = proxy.url();
-        wait_ready(&url, &mut proxy.process, "haproxy").await;
+        let mut attempt = 1;
+        let proxy = loop {
+            let mut proxy = Proxy::start(
+                format!("127.0.0.1:{}", free_port()),
+                &instances,
+                dir.join("haproxy.log"),
+            );
+            match wait_ready_or_exit(&proxy.url(), &mut proxy.process, "haproxy").await {
+                Ok(()) => break proxy,
+                Err(log) if port_was_taken(&log) && attempt < 3 => attempt += 1,
+                Err(log) => panic!("haproxy exited:\n{log}"),
+            }
+        };
         Deployment {
             proxy,
             instances,
