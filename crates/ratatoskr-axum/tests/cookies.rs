@@ -107,6 +107,19 @@ async fn cookie_name_and_value_stay_within_4096_bytes() {
         }
         other => panic!("expected CookieTooLarge, got {other}"),
     }
+    // The bound is exact: `name=token` of 4,096 bytes is allowed, one more byte is not.
+    let token = ratatoskr_core::token::TOKEN_CHARS;
+    let with_name_len = |len: usize| {
+        let mut cookie = CookieConfig::default();
+        cookie.name = format!("__Host-{}", "x".repeat(len - "__Host-".len()));
+        let m = SessionManager::new(Arc::new(MemoryStore::default()), ManagerConfig::default());
+        SessionLayer::new(m, SessionConfig::default().with_cookie(cookie))
+    };
+    assert!(with_name_len(4096 - 1 - token).is_ok());
+    assert!(matches!(
+        with_name_len(4096 - token),
+        Err(ConfigError::CookieTooLarge(4097))
+    ));
 }
 
 #[tokio::test]
