@@ -154,12 +154,19 @@ impl Load {
         }
     }
 
-    /// Stop the workers and collect what they tracked.
+    /// Stop the workers and collect what they tracked. Every store call has a deadline of
+    /// its own (a second at most here), so a worker that has not stopped 30 s after being told
+    /// is stuck in a call without one: that fails the test instead of hanging it.
     pub async fn stop(self) -> Model {
         self.stop.store(true, SeqCst);
         let mut all = Vec::new();
-        for w in self.workers {
-            all.extend(w.await.expect("worker"));
+        for (i, w) in self.workers.into_iter().enumerate() {
+            match tokio::time::timeout(std::time::Duration::from_secs(30), w).await {
+                Ok(done) => all.extend(done.expect("worker")),
+                Err(_) => {
+                    panic!("load worker {i} did not stop within 30 s: a store call never returned")
+                }
+            }
         }
         Model(all)
     }
