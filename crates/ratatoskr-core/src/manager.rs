@@ -293,7 +293,7 @@ impl SessionManager {
     }
 
     /// [`login_fresh`](Self::login_fresh) on a session that starts with `attrs` (one store
-    /// write). The user's sessions are listed for the limit while the session is created.
+    /// write). The user's sessions are listed for the limit once the session is created.
     pub async fn login_fresh_with(
         &self,
         user_id: &str,
@@ -302,9 +302,11 @@ impl SessionManager {
     ) -> StoreResult<Login> {
         let create = self.create_with(Some(user_id.to_owned()), fingerprint, attrs);
         let (token, record, sessions) = if self.config.max_sessions_per_user.is_some() {
-            let (created, listed) = tokio::join!(create, self.store.list_user(user_id));
-            let (token, record) = created?;
-            (token, record, listed?)
+            // Listed after the create landed, never beside it: a list read first would miss a
+            // login of the same user at the same moment, and both could stay under the limit.
+            let (token, record) = create.await?;
+            let listed = self.store.list_user(user_id).await?;
+            (token, record, listed)
         } else {
             let (token, record) = create.await?;
             (token, record, Vec::new())

@@ -145,8 +145,11 @@ pub trait SessionStore: Send + Sync + 'static {
     /// after the rotation landed, so it may hold `old`, `new`, both or neither; callers must not
     /// count on either. The list is only answered if the rotation succeeded.
     ///
-    /// The default sends both at once (two store calls, their waits overlapped). A store that
-    /// can do both in one round trip (one script, one transaction) should override it.
+    /// The default rotates, then lists (two store calls, one after the other). It does not
+    /// overlap them: a list read before the rotation landed misses logins of the same user
+    /// running at the same moment, and two such logins could each see room for themselves and
+    /// leave the user one session over the limit. A store that can do both in one round trip
+    /// (one script, one transaction, the list read after the rotation) should override it.
     async fn rotate_and_list_user(
         &self,
         old: &SessionKey,
@@ -158,10 +161,8 @@ pub trait SessionStore: Send + Sync + 'static {
             self.rotate(old, new, meta, now).await?;
             return Ok(Vec::new());
         };
-        let (rotated, listed) =
-            tokio::join!(self.rotate(old, new, meta, now), self.list_user(user_id));
-        rotated?;
-        listed
+        self.rotate(old, new, meta, now).await?;
+        self.list_user(user_id).await
     }
 
     /// Destroy a session. Returns whether it existed.
