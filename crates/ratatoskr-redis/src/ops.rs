@@ -164,9 +164,19 @@ impl RedisStore {
     ) -> StoreResult<i64> {
         codec::check_record(record, &self.config.limits)?;
         let meta = codec::encode_meta(&record.meta, &self.config.limits)?;
+        let attrs: Vec<(&[u8], &[u8])> = record
+            .attrs
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_slice()))
+            .collect();
         if let Some(user) = &record.meta.user_id {
             let expiry = record.meta.idle_deadline(record.last_seen);
             let cutoff = check_revocation.then_some(record.meta.created_at);
+            if !self.con.is_cluster() {
+                return self
+                    .write_new_one_server(op, key, record, user, &meta, &attrs, cutoff)
+                    .await;
+            }
             self.index_add(user, key.as_bytes(), expiry, cutoff, false)
                 .await?;
         }
@@ -175,11 +185,6 @@ impl RedisStore {
         } else {
             &SCRIPTS.restore
         };
-        let attrs: Vec<(&[u8], &[u8])> = record
-            .attrs
-            .iter()
-            .map(|(n, v)| (n.as_bytes(), v.as_slice()))
-            .collect();
         let reply = self
             .invoke_fenced(op, |arg| {
                 self.create_invocation(script, key, &meta, record.last_seen, &attrs, arg)
@@ -187,6 +192,157 @@ impl RedisStore {
             .await?;
         Ok(status(op, &reply)?.0)
     }
+
+    /// `write_new` of a user's session on one server: index entry and session in one script
+    /// (`one_create` / `one_restore`). `cutoff` is the revocation check of a create.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_new_one_server(
+        &self,
+        op: &'static str,
+        key: &SessionKey,
+        record: &Record,
+        user: &str,
+        meta: &[u8],
+        attrs: &[(&[u8], &[u8])],
+        cutoff: Option<Millis>,
+    ) -> StoreResult<i64> {
+        let script = if cutoff.is_some() {
+            &SCRIPTS.one_create
+        } else {
+            &SCRIPTS.one_restore
+        };
+        let name = self.session_key_name(key);
+        let fence = self.fence_key_name(&name);
+        let index = self.user_index_key_name(user);
+        let marker = self.revocation_key_name(user);
+        let expiry = score(record.meta.idle_deadline(record.last_seen));
+        let cutoff = cutoff.map(|c| c.to_string()).unwrap_or_default();
+        let reply = self
+            .invoke_fenced(op, |arg| {
+                let mut inv = script.prepare_invoke();
+                inv.key(name.as_slice())
+                    .key(fence.as_slice())
+                    .key(index.as_slice())
+                    .key(marker.as_slice())
+                    .arg(arg)
+                    .arg(meta)
+                    .arg(record.last_seen)
+                    .arg(key.as_bytes().as_slice())
+                    .arg(expiry)
+                    .arg(cutoff.as_str());
+                for &(name, value) in attrs {
+                    inv.arg(name).arg(value);
+                }
+                inv
+            })
+            .await?;
+        Ok(status(op, &reply)?.0)
+    }
+
+    /// A rotation on one server, the index entries with it, in one script (`one_rotate`);
+    /// with `list`, the new session's user's sessions as they are right after it. `None` when
+    /// no list was asked for, the session has no user, or the index is too long to walk in
+    /// one script.
+    async fn rotate_one_server(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        meta: &Meta,
+        now: Millis,
+        list: bool,
+    ) -> StoreResult<Option<Vec<SessionSummary>>> {
+        let encoded = codec::encode_meta(meta, &self.config.limits)?;
+        let (old_name, new_name) = (self.session_key_name(old), self.session_key_name(new));
+        let fence = self.fence_key_name(&new_name);
+        let user = meta.user_id.as_deref();
+        let user_keys = user.map(|u| (self.user_index_key_name(u), self.revocation_key_name(u)));
+        let reply = self
+            .invoke_fenced("rotate", |arg| {
+                let mut inv = SCRIPTS.one_rotate.prepare_invoke();
+                inv.key(old_name.as_slice())
+                    .key(new_name.as_slice())
+                    .key(fence.as_slice());
+                if let Some((index, marker)) = &user_keys {
+                    inv.key(index.as_slice()).key(marker.as_slice());
+                }
+                inv.arg(arg)
+                    .arg(&encoded)
+                    .arg(now)
+                    .arg(self.config.limits.max_record_bytes)
+                    .arg(self.prefix())
+                    .arg(old.as_bytes().as_slice())
+                    .arg(new.as_bytes().as_slice())
+                    .arg(score(meta.idle_deadline(now)))
+                    .arg(if list { "1" } else { "" });
+                inv
+            })
+            .await?;
+        match status("rotate", &reply)? {
+            (OK, _) => {}
+            (NOT_FOUND, _) => return Err(StoreError::NotFound),
+            (COLLISION, _) => return Err(StoreError::Collision),
+            (REVOKED, _) => return Err(StoreError::Revoked),
+            (TOO_LARGE, Some(size)) => return Err(self.too_large(size)),
+            _ => return Err(unexpected("rotate", &reply)),
+        }
+        match (&reply, user) {
+            (Value::Array(items), Some(user)) if items.get(2).and_then(as_int) == Some(1) => {
+                Ok(Some(self.summaries(user, &items[3..])?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The sessions of `user_id` in a one-server listing (`raw, meta, last_seen, expiry` per
+    /// session), oldest first: those the application's clock still considers live and that
+    /// name this user. An entry that does not parse is an unexpected reply; a fixed part that
+    /// does not decode is logged and skipped.
+    fn summaries(&self, user_id: &str, rows: &[Value]) -> StoreResult<Vec<SessionSummary>> {
+        let mut parsed = Vec::with_capacity(rows.len() / 4);
+        for row in rows.chunks(4) {
+            let fields = (|| {
+                let [raw, meta, seen, exp] = row else {
+                    return None;
+                };
+                let key = SessionKey::from_slice(as_bytes(raw)?)?;
+                Some((key, as_bytes(meta)?, as_bytes(seen)?, as_int(exp)?))
+            })();
+            parsed
+                .push(fields.ok_or_else(|| unexpected("list_user", &Value::Array(row.to_vec())))?);
+        }
+        Ok(summaries_of(user_id, parsed))
+    }
+}
+
+/// Decode and keep the live sessions of `user_id` among (key, fixed part, last_seen field,
+/// expiry) rows, oldest first (ties by handle).
+fn summaries_of<'a>(
+    user_id: &str,
+    rows: impl IntoIterator<Item = (SessionKey, &'a [u8], &'a [u8], i64)>,
+) -> Vec<SessionSummary> {
+    let now = now_ms();
+    let mut out = Vec::new();
+    for (key, meta, seen, expire_at) in rows {
+        let decoded = codec::decode_meta(meta)
+            .and_then(|meta| Ok((last_seen(&meta, Some(seen), expire_at)?, meta)));
+        match decoded {
+            Ok((last_seen, meta))
+                if meta.idle_deadline(last_seen) > now
+                    && meta.user_id.as_deref() == Some(user_id) =>
+            {
+                out.push(SessionSummary {
+                    key,
+                    handle: key.handle(),
+                    meta,
+                    last_seen,
+                });
+            }
+            Ok(_) => {}
+            Err(e) => log_undecodable(BACKEND, &key, &e),
+        }
+    }
+    out.sort_by_key(|s| (s.meta.created_at, s.handle));
+    out
 }
 
 #[async_trait]
@@ -325,6 +481,10 @@ impl SessionStore for RedisStore {
         meta: &Meta,
         now: Millis,
     ) -> StoreResult<()> {
+        if !self.con.is_cluster() {
+            self.rotate_one_server(old, new, meta, now, false).await?;
+            return Ok(());
+        }
         let encoded = codec::encode_meta(meta, &self.config.limits)?;
         if let Some(user) = &meta.user_id {
             self.index_add(
@@ -369,12 +529,40 @@ impl SessionStore for RedisStore {
         Ok(())
     }
 
+    /// On one server, the rotation and the list are one script: the list is read in the same
+    /// atomic step, after the rotation. On a cluster, the rotation's steps, then the list.
+    async fn rotate_and_list_user(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        meta: &Meta,
+        now: Millis,
+    ) -> StoreResult<Vec<SessionSummary>> {
+        if self.con.is_cluster() {
+            self.rotate(old, new, meta, now).await?;
+        } else if let Some(listed) = self.rotate_one_server(old, new, meta, now, true).await? {
+            return Ok(listed);
+        }
+        match &meta.user_id {
+            Some(user) => self.list_user(user).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
     async fn destroy(&self, key: &SessionKey) -> StoreResult<bool> {
-        let mut inv = SCRIPTS.destroy.prepare_invoke();
-        inv.key(self.session_key_name(key)).arg(self.script_arg());
         let mut con = self.con.clone();
+        let one_server = !self.con.is_cluster();
+        let mut inv = if one_server {
+            SCRIPTS.one_destroy.prepare_invoke()
+        } else {
+            SCRIPTS.destroy.prepare_invoke()
+        };
+        inv.key(self.session_key_name(key)).arg(self.script_arg());
+        if one_server {
+            inv.arg(self.prefix()).arg(key.as_bytes().as_slice());
+        }
         let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
-        if let Some(user) = reply_user(&reply) {
+        if !one_server && let Some(user) = reply_user(&reply) {
             self.index_del(&user, &[key.as_bytes()]).await?;
         }
         match status("destroy", &reply)?.0 {
@@ -387,6 +575,21 @@ impl SessionStore for RedisStore {
     /// The index (user slot), then each indexed session (its own slot). Entries whose session
     /// is missing are skipped, not removed: one may be a create between its two steps.
     async fn list_user(&self, user_id: &str) -> StoreResult<Vec<SessionSummary>> {
+        if !self.con.is_cluster() {
+            let mut inv = SCRIPTS.one_list.prepare_invoke();
+            inv.key(self.user_index_key_name(user_id))
+                .arg(self.script_arg())
+                .arg(self.prefix());
+            let mut con = self.con.clone();
+            let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+            match &reply {
+                Value::Array(items) if items.first().and_then(as_int) == Some(1) => {
+                    return self.summaries(user_id, &items[1..]);
+                }
+                Value::Array(items) if items.first().and_then(as_int) == Some(0) => {}
+                _ => return Err(unexpected("list_user", &reply)),
+            }
+        }
         let mut inv = SCRIPTS.index_list.prepare_invoke();
         inv.key(self.user_index_key_name(user_id))
             .arg(self.script_arg());
@@ -406,39 +609,21 @@ impl SessionStore for RedisStore {
                 inv
             }))
             .await?;
-        let now = now_ms();
-        let mut out = Vec::with_capacity(rows.len());
+        let mut parsed = Vec::with_capacity(rows.len());
         for (key, row) in keys.into_iter().zip(&rows) {
-            let parsed = match row {
+            let fields = match row {
                 Value::Array(f) if f.len() == 3 => {
                     (|| Some((as_bytes(&f[0])?, as_bytes(&f[1])?, as_int(&f[2])?)))()
                 }
                 Value::Nil | Value::Boolean(false) => continue,
                 _ => None,
             };
-            let Some((meta, seen, expire_at)) = parsed else {
+            let Some((meta, seen, expire_at)) = fields else {
                 return Err(unexpected("list_user", row));
             };
-            let decoded = codec::decode_meta(meta)
-                .and_then(|meta| Ok((last_seen(&meta, Some(seen), expire_at)?, meta)));
-            match decoded {
-                Ok((last_seen, meta))
-                    if meta.idle_deadline(last_seen) > now
-                        && meta.user_id.as_deref() == Some(user_id) =>
-                {
-                    out.push(SessionSummary {
-                        key,
-                        handle: key.handle(),
-                        meta,
-                        last_seen,
-                    });
-                }
-                Ok(_) => {}
-                Err(e) => log_undecodable(BACKEND, &key, &e),
-            }
+            parsed.push((key, meta, seen, expire_at));
         }
-        out.sort_by_key(|s| (s.meta.created_at, s.handle));
-        Ok(out)
+        Ok(summaries_of(user_id, parsed))
     }
 
     /// Three steps: raise the marker and read the index (user slot); end each indexed session

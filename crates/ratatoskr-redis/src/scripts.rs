@@ -160,16 +160,19 @@ const RESTORE_EXPIRY_CHECK: &str = r#"
 if math.min(tonumber(ARGV[3]) + meta.idle, meta.abs) <= NOW then return 0 end
 "#;
 
-/// The rest of `create` and `restore`: write the hash and its expiry. Returns 1.
+/// The rest of `create` and `restore`: write the hash and its expiry. The attributes start at
+/// `ARGV[A0]`.
 const CREATE_TAIL: &str = r#"
 local size = 0
-for i = 4, #ARGV, 2 do size = size + #ARGV[i] + #ARGV[i + 1] + 4 end
+for i = A0, #ARGV, 2 do size = size + #ARGV[i] + #ARGV[i + 1] + 4 end
 local fields = { META, ARGV[2], SIZE, int(size) }
-for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = A0, #ARGV do fields[#fields + 1] = ARGV[i] end
 batched('HSET', key, fields, 200)
 set_expiry(key, meta, tonumber(ARGV[3]), false)
-return 1
 "#;
+
+/// The attributes of the two-step `create` and `restore` start at `ARGV[4]`.
+const CREATE_ARGS: &str = "local A0 = 4\n";
 
 /// `index_add` (user slot): KEYS[1] the user's index, KEYS[2] the user's revocation marker,
 /// KEYS[3] the slot's fence; ARGV[2] raw session key, ARGV[3] its expiry in whole seconds
@@ -395,6 +398,123 @@ const TIDY: &str = r#"
 return tidy(KEYS[1])
 "#;
 
+/// Definitions of the one-server scripts (a single Redis or a Sentinel group's master: every
+/// key on one server, so one script may touch a session and its user's index). They build the
+/// names of keys they learn while running (a user's index, the sessions an index names) from
+/// the key prefix, as `RedisStore`'s key-name methods do; a cluster would refuse that, and uses
+/// the two-step scripts above instead.
+const ONE_PRELUDE: &str = r#"
+local function index_of(prefix, user) return prefix .. '{u:' .. user .. '}' end
+
+-- Take `raw` out of the index of `user` (if any) and tidy that index.
+local function unindex(prefix, user, raw)
+  if not user then return end
+  local ik = index_of(prefix, user)
+  redis.call('ZREM', ik, raw)
+  tidy(ik)
+end
+
+-- Append to `out` the live sessions the index `ik` names: raw key, fixed part, last_seen
+-- ('' when not stored), expiry (PEXPIRETIME). False, and nothing appended, when the index holds
+-- more entries than one script should walk while Redis waits (`LIST_MAX`): the caller lists in
+-- steps instead.
+local LIST_MAX = 256
+local function listing(prefix, ik, out)
+  tidy(ik)
+  if redis.call('ZCARD', ik) > LIST_MAX then return false end
+  for _, raw in ipairs(redis.call('ZRANGE', ik, 0, -1)) do
+    local key = prefix .. raw
+    local v = redis.call('HMGET', key, META, SEEN)
+    if v[1] then
+      out[#out + 1] = raw
+      out[#out + 1] = v[1]
+      out[#out + 1] = v[2] or ''
+      out[#out + 1] = redis.call('PEXPIRETIME', key)
+    end
+  end
+  return true
+end
+"#;
+
+/// `create` and `restore` of a user's session on one server: the index entry and the session
+/// in one step. KEYS[1] session key, KEYS[2] the fence, KEYS[3] the user's index, KEYS[4] its
+/// revocation marker; ARGV[2] encoded meta, ARGV[3] last_seen, ARGV[4] raw session key,
+/// ARGV[5] its index score, ARGV[6] the time a revocation must be older than (empty for a
+/// restore: no check), ARGV[7..] attribute name/value pairs. Replies as `create` / `restore`.
+const ONE_CREATE_ARGS: &str = "local A0 = 7\n";
+
+/// A one-server create's revocation check (after the checks of `CREATE_HEAD`), as `index_add`
+/// makes it.
+const ONE_CREATE_REVOKED: &str = r#"
+if ARGV[6] ~= '' then
+  local r = tonumber(redis.call('GET', KEYS[4]))
+  if r ~= nil and r >= tonumber(ARGV[6]) then return -3 end
+end
+"#;
+
+/// The end of a one-server create: the index entry, once the session is written.
+const ONE_CREATE_INDEX: &str = r#"
+redis.call('ZADD', KEYS[3], 'GT', ARGV[5], ARGV[4])
+tidy(KEYS[3])
+"#;
+
+/// `rotate` on one server, index entries included: KEYS[1] old key, KEYS[2] new key, KEYS[3]
+/// the fence, and for a session of a user KEYS[4] the user's index, KEYS[5] its revocation
+/// marker; ARGV[2] new encoded meta, ARGV[3] now, ARGV[4] size limit, ARGV[5] key prefix,
+/// ARGV[6] old raw key, ARGV[7] new raw key, ARGV[8] the new entry's index score, ARGV[9] `1`
+/// to list the user's sessions after the rotation. Returns {1, old user or false, listed (1 or
+/// 0), raw, meta, last_seen, expiry, …} or the refusals of `rotate` (and {-3} when the user's
+/// sessions were revoked at or after `now`, as `index_add` refuses).
+const ONE_ROTATE: &str = r#"
+local stale = stale_epoch(KEYS[3])
+if stale then return stale end
+local old, new, ik = KEYS[1], KEYS[2], KEYS[4]
+if ik then
+  local r = tonumber(redis.call('GET', KEYS[5]))
+  if r ~= nil and r >= tonumber(ARGV[3]) then return { -3 } end
+end
+local oldmeta = parse_meta(redis.call('HGET', old, META))
+if not oldmeta then return { -1 } end
+if redis.call('EXISTS', new) == 1 then
+  if redis.call('HEXISTS', new, TOMB) == 1 then return { -3 } end
+  return { -2 }
+end
+local meta = parse_meta(ARGV[2])
+if not meta then return redis.error_reply('ERR ratatoskr: the fixed part does not parse') end
+local size = #ARGV[2] + 12 + attrs_size(old)
+if size > tonumber(ARGV[4]) then return { -4, size } end
+redis.call('RENAME', old, new)
+redis.call('HSET', new, META, ARGV[2])
+set_expiry(new, meta, tonumber(ARGV[3]), true)
+unindex(ARGV[5], oldmeta.user, ARGV[6])
+if ik then
+  redis.call('ZADD', ik, 'GT', ARGV[8], ARGV[7])
+  tidy(ik)
+end
+local out = { 1, oldmeta.user, 0 }
+if ik and ARGV[9] == '1' and listing(ARGV[5], ik, out) then out[3] = 1 end
+return out
+"#;
+
+/// `destroy` on one server: KEYS[1] session key; ARGV[2] key prefix, ARGV[3] raw key. The
+/// session and its index entry in one step; replies as `destroy`.
+const ONE_DESTROY: &str = r#"
+local key = KEYS[1]
+local meta = parse_meta(redis.call('HGET', key, META))
+local deleted = redis.call('DEL', key)
+unindex(ARGV[2], meta and meta.user, ARGV[3])
+if deleted == 0 or not meta then return { 0, meta and meta.user } end
+return { 1, meta.user }
+"#;
+
+/// `list_user` on one server: KEYS[1] the user's index; ARGV[2] key prefix. Returns {listed
+/// (1 or 0), raw, meta, last_seen, expiry, …}; 0 when the index is too long for one step.
+const ONE_LIST: &str = r#"
+local out = { 0 }
+if listing(ARGV[2], KEYS[1], out) then out[1] = 1 end
+return out
+"#;
+
 /// The compiled scripts (SHA1 computed once per process).
 pub(crate) struct Scripts {
     pub create: Script,
@@ -412,19 +532,38 @@ pub(crate) struct Scripts {
     pub summary: Script,
     pub tidy: Script,
     pub discard: Script,
+    pub one_create: Script,
+    pub one_restore: Script,
+    pub one_rotate: Script,
+    pub one_destroy: Script,
+    pub one_list: Script,
 }
 
 fn script(body: &str) -> Script {
     Script::new(&format!("{PRELUDE}\n{body}"))
 }
 
+/// A one-server script: the shared definitions, the one-server ones, the body.
+fn one_server(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}\n{ONE_PRELUDE}\n{body}"))
+}
+
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     // create: refuses a collision (-2) or a revoke-all's tombstone (-3); else 1. The user's
     // revocation marker was checked by `index_add`, in the user's slot, just before.
-    create: script(&[CREATE_HEAD, CREATE_TAIL].concat()),
+    create: script(&[CREATE_ARGS, CREATE_HEAD, CREATE_TAIL, "return 1"].concat()),
     // restore: a record copied from another tier, already authoritative: refuses a collision
     // or a tombstone and writes nothing for an expired copy (0); else 1.
-    restore: script(&[CREATE_HEAD, RESTORE_EXPIRY_CHECK, CREATE_TAIL].concat()),
+    restore: script(
+        &[
+            CREATE_ARGS,
+            CREATE_HEAD,
+            RESTORE_EXPIRY_CHECK,
+            CREATE_TAIL,
+            "return 1",
+        ]
+        .concat(),
+    ),
     index_add: script(INDEX_ADD),
     index_del: script(INDEX_DEL),
     apply: script(APPLY),
@@ -438,4 +577,31 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     summary: script(SUMMARY),
     tidy: script(TIDY),
     discard: script(DISCARD),
+    // The one-server forms (see `ONE_PRELUDE`).
+    one_create: one_server(
+        &[
+            ONE_CREATE_ARGS,
+            CREATE_HEAD,
+            ONE_CREATE_REVOKED,
+            CREATE_TAIL,
+            ONE_CREATE_INDEX,
+            "return 1",
+        ]
+        .concat(),
+    ),
+    one_restore: one_server(
+        &[
+            ONE_CREATE_ARGS,
+            CREATE_HEAD,
+            ONE_CREATE_REVOKED,
+            RESTORE_EXPIRY_CHECK,
+            CREATE_TAIL,
+            ONE_CREATE_INDEX,
+            "return 1",
+        ]
+        .concat(),
+    ),
+    one_rotate: one_server(ONE_ROTATE),
+    one_destroy: one_server(ONE_DESTROY),
+    one_list: one_server(ONE_LIST),
 });
