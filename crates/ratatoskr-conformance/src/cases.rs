@@ -3,15 +3,18 @@
 //! Each function takes a fresh [`Harness`] and panics with a message naming the broken
 //! behaviour. Timing-based cases leave wide margins (at least 2x) around each deadline.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use futures::future::join_all;
 use ratatoskr_core::codec::CodecError;
+use ratatoskr_core::manager::Login;
 use ratatoskr_core::{
-    Delta, Record, SessionKey, SessionStore, StoreError, Token, now_ms, token::random_bytes,
+    Delta, Handle, ManagerConfig, Meta, Millis, Record, SessionKey, SessionManager, SessionStore,
+    SessionSummary, StoreError, StoreResult, Token, now_ms, token::random_bytes,
 };
 use tracing::instrument::WithSubscriber;
 
@@ -725,6 +728,561 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(1);
     while !check().await {
         assert!(std::time::Instant::now() < deadline, "{what} took over 1 s");
+        sleep(1).await;
+    }
+}
+
+/// A small seeded generator (xorshift64*) for the generated cases: no dependency, and the seed a
+/// failing run prints replays the same plan (the interleaving is the machine's).
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        // splitmix64 of the seed, so that every seed (0 too) gives a well-mixed, non-zero state.
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Rng((z ^ (z >> 31)) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// In `lo..=hi` (a modulo's bias does not matter here).
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next() % (hi - lo + 1) as u64) as usize
+    }
+
+    fn coin(&mut self) -> bool {
+        self.next() & 1 == 1
+    }
+}
+
+/// A whole number from the environment (`CONFORMANCE_SEED`, `CONFORMANCE_ROUNDS`), if set.
+fn env_number(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    Some(
+        value
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?} is not a whole number")),
+    )
+}
+
+/// How one generated login reaches its session.
+#[derive(Clone, Copy, Debug)]
+enum LoginKind {
+    /// `login` of an anonymous session carrying an attribute: created up front (before the
+    /// user's earlier sessions, so that the rotated session, which keeps its creation time, is
+    /// the user's oldest) or at the start of the login itself.
+    Rotate { early: bool },
+    /// `login_fresh`.
+    Fresh,
+    /// `login_fresh_with` an attribute.
+    FreshWith,
+}
+
+impl LoginKind {
+    fn generate(rng: &mut Rng) -> Self {
+        match rng.range(0, 2) {
+            0 => LoginKind::Rotate { early: rng.coin() },
+            1 => LoginKind::Fresh,
+            _ => LoginKind::FreshWith,
+        }
+    }
+}
+
+/// One planned login: how, through which of the two managers, after how many yields.
+#[derive(Clone, Copy, Debug)]
+struct PlannedLogin {
+    kind: LoginKind,
+    on_b: bool,
+    yields: usize,
+}
+
+impl std::fmt::Display for PlannedLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            LoginKind::Rotate { early: true } => "login(early anonymous)",
+            LoginKind::Rotate { early: false } => "login",
+            LoginKind::Fresh => "login_fresh",
+            LoginKind::FreshWith => "login_fresh_with",
+        };
+        let on = if self.on_b { 'b' } else { 'a' };
+        write!(f, "{kind}@{on}+{}", self.yields)
+    }
+}
+
+/// A store that yields to the scheduler a random 0..=3 times before each call it passes on, so
+/// that the logins' store calls interleave even over a store that answers without waiting (the
+/// in-memory one). Every call goes to the inner store's own method, overrides included.
+struct Jittered(Arc<dyn SessionStore>);
+
+impl Jittered {
+    async fn jitter(&self) {
+        for _ in 0..random_bytes::<1>()[0] % 4 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for Jittered {
+    fn backend_name(&self) -> &'static str {
+        self.0.backend_name()
+    }
+    async fn create(&self, key: &SessionKey, record: &Record) -> StoreResult<()> {
+        self.jitter().await;
+        self.0.create(key, record).await
+    }
+    async fn load(&self, key: &SessionKey) -> StoreResult<Option<Record>> {
+        self.jitter().await;
+        self.0.load(key).await
+    }
+    async fn apply(&self, key: &SessionKey, delta: &Delta) -> StoreResult<()> {
+        self.jitter().await;
+        self.0.apply(key, delta).await
+    }
+    async fn touch(&self, key: &SessionKey, meta: &Meta, last_seen: Millis) -> StoreResult<bool> {
+        self.jitter().await;
+        self.0.touch(key, meta, last_seen).await
+    }
+    async fn touch_with_deadline(
+        &self,
+        key: &SessionKey,
+        meta: &Meta,
+        last_seen: Millis,
+        expires_at: Millis,
+    ) -> StoreResult<bool> {
+        self.jitter().await;
+        self.0
+            .touch_with_deadline(key, meta, last_seen, expires_at)
+            .await
+    }
+    async fn touch_many(&self, touches: &[(SessionKey, Meta, Millis)]) -> StoreResult<()> {
+        self.jitter().await;
+        self.0.touch_many(touches).await
+    }
+    async fn restore(&self, key: &SessionKey, record: &Record) -> StoreResult<bool> {
+        self.jitter().await;
+        self.0.restore(key, record).await
+    }
+    async fn rotate(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        meta: &Meta,
+        now: Millis,
+    ) -> StoreResult<()> {
+        self.jitter().await;
+        self.0.rotate(old, new, meta, now).await
+    }
+    async fn rotate_and_list_user(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        meta: &Meta,
+        now: Millis,
+    ) -> StoreResult<Vec<SessionSummary>> {
+        self.jitter().await;
+        self.0.rotate_and_list_user(old, new, meta, now).await
+    }
+    async fn destroy(&self, key: &SessionKey) -> StoreResult<bool> {
+        self.jitter().await;
+        self.0.destroy(key).await
+    }
+    async fn list_user(&self, user_id: &str) -> StoreResult<Vec<SessionSummary>> {
+        self.jitter().await;
+        self.0.list_user(user_id).await
+    }
+    async fn destroy_user(&self, user_id: &str, except: Option<&SessionKey>) -> StoreResult<u64> {
+        self.jitter().await;
+        self.0.destroy_user(user_id, except).await
+    }
+    async fn count(&self) -> StoreResult<u64> {
+        self.0.count().await
+    }
+    async fn reap(&self) -> StoreResult<u64> {
+        self.0.reap().await
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        self.0.ping().await
+    }
+    async fn begin_epoch(&self) -> StoreResult<bool> {
+        self.0.begin_epoch().await
+    }
+}
+
+/// A login as it ran: the pre-login session it rotated (if any), what it answered, and the
+/// attributes its session must hold.
+struct RanLogin {
+    plan: PlannedLogin,
+    pre_login: Option<SessionKey>,
+    login: Login,
+    attrs: BTreeMap<String, Vec<u8>>,
+}
+
+/// One of the user's sessions in a round, as the model knows it.
+struct KnownSession {
+    key: SessionKey,
+    /// The list order: creation time, then handle.
+    order: (i64, Handle),
+    attrs: BTreeMap<String, Vec<u8>>,
+    what: String,
+}
+
+/// Run one planned login: the anonymous session of a `login` is `anon` if it was created up
+/// front, else created here.
+async fn run_login(
+    m: SessionManager,
+    user: String,
+    i: usize,
+    plan: PlannedLogin,
+    anon: Option<Token>,
+    start: Arc<tokio::sync::Barrier>,
+) -> RanLogin {
+    let attr = |name: &str| -> BTreeMap<String, Vec<u8>> {
+        [(name.to_owned(), format!("login-{i}").into_bytes())].into()
+    };
+    start.wait().await;
+    for _ in 0..plan.yields {
+        tokio::task::yield_now().await;
+    }
+    match plan.kind {
+        LoginKind::Rotate { .. } => {
+            let token = match anon {
+                Some(t) => t,
+                None => {
+                    m.create_with(None, None, attr("cart"))
+                        .await
+                        .expect("create")
+                        .0
+                }
+            };
+            let login = m.login(&token, &user).await.expect("login");
+            RanLogin {
+                plan,
+                pre_login: Some(token.key()),
+                login,
+                attrs: attr("cart"),
+            }
+        }
+        LoginKind::Fresh => RanLogin {
+            plan,
+            pre_login: None,
+            login: m.login_fresh(&user, None).await.expect("login_fresh"),
+            attrs: BTreeMap::new(),
+        },
+        LoginKind::FreshWith => RanLogin {
+            plan,
+            pre_login: None,
+            login: m
+                .login_fresh_with(&user, Some([7; 8]), attr("from"))
+                .await
+                .expect("login_fresh_with"),
+            attrs: attr("from"),
+        },
+    }
+}
+
+/// Concurrent logins of one user, through two application instances, never leave the user over
+/// the session limit, and every session that ends is reported by exactly one login.
+///
+/// Each generated round (seeded: `CONFORMANCE_SEED` replays a plan, `CONFORMANCE_ROUNDS` sets how
+/// many) gives a fresh user 0..=limit earlier sessions, then starts 2..=6 logins of that user at
+/// once, each a `login` (rotation of an anonymous session), `login_fresh` or `login_fresh_with`
+/// through either instance's manager, with a limit of 2 or 3. Once all have answered, it checks
+/// only what holds for every interleaving, since each login lists the user's sessions after its
+/// own write landed and evicts the oldest of the others beyond the limit:
+///
+/// - the user has at most `limit` sessions (the login that listed last saw every session the
+///   round wrote and left at most `limit` of them);
+/// - the user's sessions are exactly those of the round that no login reported evicted, no
+///   handle is reported twice, each login reports oldest first, and every reported session is
+///   gone on both instances (nothing ends unreported);
+/// - the `limit - 1` newest sessions of the round survive (each is among the newest
+///   `limit - 1` of whatever list it appears in, which no login evicts), so at least one does;
+/// - each surviving session is the user's and holds its login's attributes; each rotated
+///   pre-login session is gone;
+/// - a login started after all of them had answered leaves exactly `min(limit, n + 1)` sessions,
+///   its own among them, evicting exactly the oldest of the `n` there were.
+pub async fn concurrent_logins_of_one_user_never_exceed_the_limit(h: &impl Harness) {
+    let (store_a, store_b) = (h.store(), h.other_instance().await);
+    let seed = env_number("CONFORMANCE_SEED").unwrap_or_else(|| u64::from_le_bytes(random_bytes()));
+    let rounds = env_number("CONFORMANCE_ROUNDS").unwrap_or(24) as usize;
+    // Shown by the test runner if the case fails; the interleaving itself is not replayable.
+    eprintln!("concurrent logins: CONFORMANCE_SEED={seed} CONFORMANCE_ROUNDS={rounds}");
+    let mut rng = Rng::new(seed);
+
+    // Bystanders: another user's session and an anonymous one, never to be touched.
+    let (other_user, _) = create(&*store_a, Some("bystander"), MINUTE, 10 * MINUTE).await;
+    let (anonymous, _) = create(&*store_a, None, MINUTE, 10 * MINUTE).await;
+
+    for round in 0..rounds {
+        let limit = rng.range(2, 3);
+        let config = ManagerConfig {
+            max_sessions_per_user: Some(limit),
+            ..ManagerConfig::default()
+        };
+        let managers = [
+            SessionManager::new(Arc::new(Jittered(Arc::clone(&store_a))), config.clone()),
+            SessionManager::new(Arc::new(Jittered(Arc::clone(&store_b))), config),
+        ];
+        let user = format!("crowd-{round}");
+        let earlier = rng.range(0, limit);
+        let plans: Vec<PlannedLogin> = (0..rng.range(2, 6))
+            .map(|_| PlannedLogin {
+                kind: LoginKind::generate(&mut rng),
+                on_b: rng.coin(),
+                yields: rng.range(0, 3),
+            })
+            .collect();
+        let final_kind = LoginKind::generate(&mut rng);
+        let shown: Vec<String> = plans.iter().map(ToString::to_string).collect();
+        let ctx = format!(
+            "seed {seed}, round {round}: limit {limit}, {earlier} earlier session(s), \
+             logins [{}]",
+            shown.join(", ")
+        );
+        let m = |on_b: bool| &managers[usize::from(on_b)];
+
+        // Anonymous sessions created up front are no newer than the user's earlier sessions.
+        let mut anons: Vec<Option<Token>> = Vec::new();
+        for (i, p) in plans.iter().enumerate() {
+            anons.push(match p.kind {
+                LoginKind::Rotate { early: true } => {
+                    let attrs = [("cart".to_owned(), format!("login-{i}").into_bytes())].into();
+                    Some(m(p.on_b).create_with(None, None, attrs).await.unwrap().0)
+                }
+                _ => None,
+            });
+        }
+        let mut known: Vec<KnownSession> = Vec::new();
+        for e in 0..earlier {
+            let (t, r) = m(rng.coin())
+                .create(Some(user.clone()), None)
+                .await
+                .unwrap();
+            known.push(KnownSession {
+                key: t.key(),
+                order: (r.meta.created_at, t.key().handle()),
+                attrs: BTreeMap::new(),
+                what: format!("earlier session {e}"),
+            });
+        }
+
+        let start = Arc::new(tokio::sync::Barrier::new(plans.len()));
+        let tasks = plans.iter().zip(anons).enumerate().map(|(i, (p, anon))| {
+            tokio::spawn(run_login(
+                m(p.on_b).clone(),
+                user.clone(),
+                i,
+                *p,
+                anon,
+                Arc::clone(&start),
+            ))
+        });
+        let ran: Vec<RanLogin> = join_all(tasks)
+            .await
+            .into_iter()
+            .map(|r| r.expect("login task"))
+            .collect();
+
+        for (i, r) in ran.iter().enumerate() {
+            let key = r.login.token.key();
+            known.push(KnownSession {
+                key,
+                order: (r.login.record.meta.created_at, key.handle()),
+                attrs: r.attrs.clone(),
+                what: format!("login {i} ({})", r.plan),
+            });
+        }
+        let order_of = |h: &Handle| known.iter().find(|k| &k.key.handle() == h).map(|k| k.order);
+
+        // What the logins reported: each handle once, a session of this round's user, oldest
+        // first within a login, never the login's own.
+        let mut evicted: HashSet<Handle> = HashSet::new();
+        for (i, r) in ran.iter().enumerate() {
+            let mut previous = None;
+            for h in &r.login.evicted {
+                assert!(evicted.insert(*h), "{ctx}: {h} reported evicted twice");
+                let order = order_of(h)
+                    .unwrap_or_else(|| panic!("{ctx}: login {i} evicted {h}, not the user's"));
+                assert_ne!(
+                    *h,
+                    r.login.token.key().handle(),
+                    "{ctx}: login {i} evicted itself"
+                );
+                assert!(
+                    previous < Some(order),
+                    "{ctx}: login {i} reported its evictions out of order: {:?}",
+                    r.login.evicted
+                );
+                previous = Some(order);
+            }
+        }
+
+        // The user's sessions are exactly the round's sessions no login reported evicted.
+        let listed = store_a.list_user(&user).await.unwrap();
+        let live: HashSet<Handle> = listed.iter().map(|s| s.handle).collect();
+        assert!(
+            listed.len() <= limit,
+            "{ctx}: the user has {} sessions, over the limit",
+            listed.len()
+        );
+        for k in &known {
+            let h = k.key.handle();
+            assert!(
+                live.contains(&h) || evicted.contains(&h),
+                "{ctx}: {} ({h}) ended without any login reporting it",
+                k.what
+            );
+            assert!(
+                !(live.contains(&h) && evicted.contains(&h)),
+                "{ctx}: {} ({h}) was reported evicted but is still listed",
+                k.what
+            );
+        }
+        for h in &live {
+            assert!(
+                order_of(h).is_some(),
+                "{ctx}: listed {h} is no session of the round"
+            );
+        }
+        let listed_b: HashSet<Handle> = store_b
+            .list_user(&user)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.handle)
+            .collect();
+        assert_eq!(
+            listed_b, live,
+            "{ctx}: the two instances list different sessions"
+        );
+
+        // The newest `limit - 1` of the round are among the newest of any list they are in.
+        let mut newest: Vec<&KnownSession> = known.iter().collect();
+        newest.sort_by_key(|k| std::cmp::Reverse(k.order));
+        for k in newest.iter().take(limit - 1) {
+            assert!(
+                live.contains(&k.key.handle()),
+                "{ctx}: {} is among the {} newest sessions but did not survive",
+                k.what,
+                limit - 1
+            );
+        }
+
+        // Survivors load as the user's, with their attributes; the ended are gone everywhere.
+        for k in &known {
+            if live.contains(&k.key.handle()) {
+                let r = store_a.load(&k.key).await.unwrap();
+                let r =
+                    r.unwrap_or_else(|| panic!("{ctx}: {} is listed but does not load", k.what));
+                assert_eq!(
+                    r.meta.user_id.as_deref(),
+                    Some(user.as_str()),
+                    "{ctx}: {}",
+                    k.what
+                );
+                assert_eq!(r.attrs, k.attrs, "{ctx}: {} lost its attributes", k.what);
+            } else {
+                gone_on_both(
+                    &*store_a,
+                    &*store_b,
+                    &k.key,
+                    &format!("{ctx}: {}, reported evicted and no longer listed,", k.what),
+                )
+                .await;
+            }
+        }
+        for (i, r) in ran.iter().enumerate() {
+            if let Some(pre) = &r.pre_login {
+                let what = format!("{ctx}: login {i}'s pre-login session, rotated,");
+                gone_on_both(&*store_a, &*store_b, pre, &what).await;
+            }
+        }
+
+        // A login after all of them: exactly the oldest beyond the limit go, its own stays.
+        listed_in_order_check(&listed, &ctx);
+        let before: Vec<Handle> = listed.iter().map(|s| s.handle).collect();
+        let last = run_login(
+            m(false).clone(),
+            user.clone(),
+            plans.len(),
+            PlannedLogin {
+                kind: final_kind,
+                on_b: false,
+                yields: 0,
+            },
+            None,
+            Arc::new(tokio::sync::Barrier::new(1)),
+        )
+        .await;
+        let excess = (before.len() + 1).saturating_sub(limit);
+        assert_eq!(
+            last.login.evicted,
+            before[..excess],
+            "{ctx}: a later {final_kind:?} login over {} sessions",
+            before.len()
+        );
+        let mut want: HashSet<Handle> = before[excess..].iter().copied().collect();
+        want.insert(last.login.token.key().handle());
+        let after: HashSet<Handle> = store_a
+            .list_user(&user)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.handle)
+            .collect();
+        assert_eq!(after, want, "{ctx}: after a later {final_kind:?} login");
+        assert_eq!(after.len(), limit.min(before.len() + 1), "{ctx}");
+    }
+
+    assert!(
+        store_a.load(&other_user).await.unwrap().is_some(),
+        "another user's session"
+    );
+    assert!(
+        store_a.load(&anonymous).await.unwrap().is_some(),
+        "an anonymous session"
+    );
+    assert_eq!(store_a.list_user("bystander").await.unwrap().len(), 1);
+}
+
+/// The list is oldest first (creation time, then handle): the evictions rely on it.
+fn listed_in_order_check(listed: &[SessionSummary], ctx: &str) {
+    let order: Vec<(i64, Handle)> = listed
+        .iter()
+        .map(|s| (s.meta.created_at, s.handle))
+        .collect();
+    assert!(
+        order.is_sorted(),
+        "{ctx}: list_user is not oldest first: {order:?}"
+    );
+}
+
+/// `key` does not load on either instance (within a second: a near cache hears of another
+/// instance's destroy by a notice).
+async fn gone_on_both(a: &dyn SessionStore, b: &dyn SessionStore, key: &SessionKey, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        let on_a = a.load(key).await.unwrap().is_some();
+        let on_b = b.load(key).await.unwrap().is_some();
+        if !on_a && !on_b {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} ({}) still loads 1 s later (on instance a: {on_a}, on instance b: {on_b})",
+            key.handle()
+        );
         sleep(1).await;
     }
 }

@@ -83,6 +83,7 @@ macro_rules! store_conformance {
             oversized_records_are_a_typed_error_and_change_nothing,
             undecodable_records_are_absent_and_logged_by_handle,
             a_second_instance_sees_the_same_sessions,
+            concurrent_logins_of_one_user_never_exceed_the_limit,
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {
