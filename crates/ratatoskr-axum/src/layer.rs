@@ -160,8 +160,6 @@ struct Prepared {
     session: Session,
     /// Whether the CSRF checks apply (an unsafe method on a route that is not exempt).
     checked: bool,
-    /// The presented cookie's handle, derived only for a checked request.
-    cookie_handle: Option<Handle>,
     /// What a refusal responder is shown of the request (kept only when there is one: the
     /// request itself is gone by the time the handler's response comes back).
     /// Boxed, so that the request's future stays small when there is none.
@@ -193,13 +191,6 @@ fn prepare(shared: &Arc<Shared>, req: &Request) -> Prepared {
     let fp = (shared.config.fingerprint.policy != FingerprintPolicy::Off)
         .then(|| fingerprint::of_request(req, shared.config.fingerprint.ip));
     let checked = is_unsafe(req.method()) && !is_exempt(&shared.config.csrf.exempt_routes, req);
-    // Only a checked request needs the handle: deriving it costs two SHA-256 runs, a fifth of a
-    // warm read (docs/performance.md), and reads are most requests.
-    let cookie_handle = if checked {
-        cookie.as_ref().map(|t| t.key().handle())
-    } else {
-        None
-    };
     let head = shared.config.responder.as_ref().map(|_| {
         Box::new((
             req.method().clone(),
@@ -210,7 +201,6 @@ fn prepare(shared: &Arc<Shared>, req: &Request) -> Prepared {
     Prepared {
         session: Session::new(shared.clone(), cookie, fp),
         checked,
-        cookie_handle,
         head,
     }
 }
@@ -226,13 +216,8 @@ async fn checked<S>(
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
-    let Prepared {
-        session,
-        cookie_handle,
-        head,
-        ..
-    } = prepared;
-    let mut req = match csrf_check(&shared, max_form_bytes, &session, cookie_handle, req).await {
+    let Prepared { session, head, .. } = prepared;
+    let mut req = match csrf_check(&shared, max_form_bytes, &session, req).await {
         Ok(r) => r,
         Err(refused) => {
             let mut refused = restyle(&shared, refused, head.as_deref());
@@ -324,36 +309,68 @@ fn add_vary(headers: &mut HeaderMap) {
     );
 }
 
-fn values<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Vec<&'a [u8]> {
-    headers
-        .get_all(name)
-        .iter()
-        .map(HeaderValue::as_bytes)
-        .collect()
+/// Every value of a header, raw: inline for the usual none or one (or two), so that the checks
+/// of a request allocate nothing.
+enum Values<'a> {
+    Few(usize, [&'a [u8]; 2]),
+    Many(Vec<&'a [u8]>),
 }
+
+impl<'a> std::ops::Deref for Values<'a> {
+    type Target = [&'a [u8]];
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Values::Few(n, few) => &few[..*n],
+            Values::Many(all) => all,
+        }
+    }
+}
+
+fn values<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Values<'a> {
+    let mut all = headers.get_all(name).iter().map(HeaderValue::as_bytes);
+    let mut few: [&[u8]; 2] = [&[], &[]];
+    let mut n = 0;
+    while let Some(v) = all.next() {
+        if n == few.len() {
+            let mut many = few.to_vec();
+            many.push(v);
+            many.extend(all);
+            return Values::Many(many);
+        }
+        few[n] = v;
+        n += 1;
+    }
+    Values::Few(n, few)
+}
+
+const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+const CSRF_HEADER_NAME: HeaderName = HeaderName::from_static(CSRF_HEADER);
 
 /// The CSRF checks for an unsafe request. Hands the request back (its body rebuilt if it was
 /// read for the form field) or the refusal response.
+///
+/// The session's handle (two SHA-256 runs) and user id are worked out only for a refusal, which
+/// names them; a request that passes needs neither.
 async fn csrf_check(
     shared: &Shared,
     max_form_bytes: usize,
     session: &Session,
-    cookie_handle: Option<Handle>,
     req: Request,
 ) -> Result<Request, Response> {
     let h = req.headers();
-    let sec_fetch_site = HeaderName::from_static("sec-fetch-site");
     if let Err(refusal) = csrf::check_origin(
-        &values(h, &sec_fetch_site),
+        &values(h, &SEC_FETCH_SITE),
         &values(h, &header::ORIGIN),
         &values(h, &header::HOST),
         &shared.origin,
     ) {
         // The handle of the presented cookie, if any, correlates the refusal without a store call.
         let response = csrf_refusal(refusal, &req);
-        return Err(refuse(shared, refusal, cookie_handle, None, response).await);
+        let handle = session.cookie_handle();
+        return Err(refuse(shared, refusal, handle, None, response).await);
     }
-    if cookie_handle.is_none() {
+    if !session.has_cookie() {
         // Anonymous: nothing to forge but the login itself, which the checks above cover.
         return Ok(req);
     }
@@ -362,11 +379,17 @@ async fn csrf_check(
         Ok(None) => return Ok(req),
         Err(e) => return Err(e.into_response()),
     };
-    let (secret, handle, user) = secret;
-    let header_values = values(req.headers(), &HeaderName::from_static(CSRF_HEADER));
-    let (presented, req) = match header_values.as_slice() {
-        [one] => (Some(one.to_vec()), req),
-        [] if is_urlencoded_form(req.headers()) => {
+    // Whether the token presented verifies (`None`: none presented), checked where it lies —
+    // in the header, or in the form body, which is then put back for the handler.
+    let in_header = match &*values(req.headers(), &CSRF_HEADER_NAME) {
+        [] => None,
+        [one] => Some(csrf::verify_token(one, &secret)),
+        // Several tokens: ambiguous, so invalid.
+        _ => Some(false),
+    };
+    let (verified, req) = match in_header {
+        Some(ok) => (Some(ok), req),
+        None if is_urlencoded_form(req.headers()) => {
             let (parts, body) = req.into_parts();
             let bytes = match axum::body::to_bytes(body, max_form_bytes).await {
                 Ok(b) => b,
@@ -384,32 +407,19 @@ async fn csrf_check(
                     }));
                 }
             };
-            let token = csrf::form_token(&bytes).map(String::into_bytes);
-            (token, Request::from_parts(parts, Body::from(bytes)))
+            let ok = csrf::form_token(&bytes).map(|t| csrf::verify_token(t.as_bytes(), &secret));
+            (ok, Request::from_parts(parts, Body::from(bytes)))
         }
-        [] => (None, req),
-        // Several tokens: ambiguous, so invalid.
-        _ => (Some(Vec::new()), req),
+        None => (None, req),
     };
-    match presented {
-        None => Err(refuse(
-            shared,
-            Refusal::TokenMissing,
-            Some(handle),
-            Some(&user),
-            csrf_refusal(Refusal::TokenMissing, &req),
-        )
-        .await),
-        Some(t) if !csrf::verify_token(&t, &secret) => Err(refuse(
-            shared,
-            Refusal::TokenInvalid,
-            Some(handle),
-            Some(&user),
-            csrf_refusal(Refusal::TokenInvalid, &req),
-        )
-        .await),
-        Some(_) => Ok(req),
-    }
+    let refusal = match verified {
+        None => Refusal::TokenMissing,
+        Some(false) => Refusal::TokenInvalid,
+        Some(true) => return Ok(req),
+    };
+    let (handle, user) = session.authenticated_subject().await;
+    let response = csrf_refusal(refusal, &req);
+    Err(refuse(shared, refusal, handle, user.as_deref(), response).await)
 }
 
 fn is_urlencoded_form(h: &HeaderMap) -> bool {

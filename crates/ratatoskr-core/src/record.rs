@@ -143,12 +143,35 @@ impl Record {
     }
 
     /// Apply a delta in place (what every store does, in its own way, on the stored copy).
+    /// An attribute that is already there keeps its name and its buffer (overwritten in
+    /// place): only new attributes allocate.
     pub fn apply(&mut self, delta: &Delta) {
         for name in &delta.remove {
             self.attrs.remove(name);
         }
         for (name, value) in &delta.set {
-            self.attrs.insert(name.clone(), value.clone());
+            match self.attrs.get_mut(name) {
+                Some(stored) => stored.clone_from(value),
+                None => {
+                    self.attrs.insert(name.clone(), value.clone());
+                }
+            }
+        }
+    }
+
+    /// [`apply`](Self::apply) a delta that is no longer needed: its names and values move
+    /// into the record instead of being copied.
+    pub fn apply_owned(&mut self, delta: Delta) {
+        for name in &delta.remove {
+            self.attrs.remove(name);
+        }
+        for (name, value) in delta.set {
+            match self.attrs.get_mut(&name) {
+                Some(stored) => *stored = value,
+                None => {
+                    self.attrs.insert(name, value);
+                }
+            }
         }
     }
 }

@@ -26,6 +26,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -48,8 +49,24 @@ pub enum TokenError {
 /// The secret in the cookie. 256 bits from the operating system's CSPRNG.
 ///
 /// Never stored, never logged: `Debug` prints `Token(<redacted>)`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token([u8; 32]);
+///
+/// Its [`key`](Self::key) is derived on first use and kept: a request asks for it several
+/// times (the load, the CSRF check's refusal, the write), and each SHA-256 run is a fifth of a
+/// warm read's instructions (`docs/performance.md`).
+#[derive(Clone)]
+pub struct Token {
+    bytes: [u8; 32],
+    key: OnceLock<SessionKey>,
+}
+
+impl PartialEq for Token {
+    fn eq(&self, other: &Self) -> bool {
+        // The key is a function of the bytes: whether it was derived yet says nothing.
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for Token {}
 
 impl Token {
     /// A fresh token from the OS CSPRNG.
@@ -60,7 +77,14 @@ impl Token {
     pub fn generate() -> Self {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).expect("the OS random number generator is unavailable");
-        Token(bytes)
+        Token::from_secret(bytes)
+    }
+
+    fn from_secret(bytes: [u8; 32]) -> Self {
+        Token {
+            bytes,
+            key: OnceLock::new(),
+        }
     }
 
     /// Parse a cookie value. Checks length and alphabet before decoding, so no store is ever asked
@@ -78,19 +102,22 @@ impl Token {
         let mut bytes = [0u8; 32];
         // The engine rejects non-canonical trailing bits, so each token has exactly one spelling.
         match URL_SAFE_NO_PAD.decode_slice(value, &mut bytes) {
-            Ok(32) => Ok(Token(bytes)),
+            Ok(32) => Ok(Token::from_secret(bytes)),
             _ => Err(TokenError::Alphabet),
         }
     }
 
     /// The cookie form: 43 base64url characters, no padding.
     pub fn as_cookie_value(&self) -> String {
-        URL_SAFE_NO_PAD.encode(self.0)
+        URL_SAFE_NO_PAD.encode(self.bytes)
     }
 
-    /// The storage key for this token.
+    /// The storage key for this token: SHA-256 of it, derived once per `Token` value (a clone
+    /// made after the first call keeps it).
     pub fn key(&self) -> SessionKey {
-        SessionKey(Sha256::digest(self.0).into())
+        *self
+            .key
+            .get_or_init(|| SessionKey(Sha256::digest(self.bytes).into()))
     }
 
     /// Derive a per-token secret for a named purpose (for example a signing key), without
@@ -100,7 +127,7 @@ impl Token {
         h.update(b"ratatoskr.derive.v1\0");
         h.update(purpose.as_bytes());
         h.update([0]);
-        h.update(self.0);
+        h.update(self.bytes);
         h.finalize().into()
     }
 }
@@ -334,6 +361,24 @@ mod tests {
             t.key().as_bytes(),
             &<[u8; 32]>::from(Sha256::digest([0u8; 32]))
         );
+    }
+
+    #[test]
+    fn the_key_is_derived_once_and_equality_ignores_whether_it_was() {
+        let t = Token::parse(&"A".repeat(43)).unwrap();
+        let fresh = t.clone();
+        let want = SessionKey(Sha256::digest([0u8; 32]).into());
+        assert_eq!(t.key(), want);
+        assert_eq!(t.key.get(), Some(&want), "kept after the first call");
+        assert_eq!(t.key(), want, "and answered from there");
+        assert!(fresh.key.get().is_none(), "a clone made before has its own");
+        assert_eq!(t, fresh, "equal whether derived or not");
+        assert_eq!(
+            t.clone().key.get(),
+            Some(&want),
+            "a clone made after keeps it"
+        );
+        assert_ne!(t, Token::parse(&format!("{}E", "A".repeat(42))).unwrap());
     }
 
     #[test]

@@ -199,13 +199,33 @@ impl Session {
     }
 
     /// The CSRF secret if the session is authenticated (the layer's token check).
-    pub(crate) async fn authenticated_csrf_secret(
-        &self,
-    ) -> Result<Option<([u8; 16], Handle, String)>, SessionError> {
+    pub(crate) async fn authenticated_csrf_secret(&self) -> Result<Option<[u8; 16]>, SessionError> {
         let st = self.loaded().await?;
-        Ok(st.live.as_ref().and_then(|l| {
-            l.user()
-                .map(|u| (l.record.meta.csrf_secret, l.handle(), u.to_owned()))
-        }))
+        Ok(st
+            .live
+            .as_ref()
+            .filter(|l| l.user().is_some())
+            .map(|l| l.record.meta.csrf_secret))
+    }
+
+    /// Whether the request presented a well-formed session cookie.
+    pub(crate) fn has_cookie(&self) -> bool {
+        self.0.cookie.is_some()
+    }
+
+    /// The handle of the presented cookie's token, if any (no store call), for a refusal to
+    /// name.
+    pub(crate) fn cookie_handle(&self) -> Option<Handle> {
+        self.0.cookie.as_ref().map(|t| t.key().handle())
+    }
+
+    /// The loaded session's handle and user, for a CSRF refusal of an authenticated session
+    /// to name (worked out only then: the handle is a SHA-256 run).
+    pub(crate) async fn authenticated_subject(&self) -> (Option<Handle>, Option<String>) {
+        let st = self.0.state.lock().await;
+        match &st.live {
+            Some(l) => (Some(l.handle()), l.user().map(str::to_owned)),
+            None => (None, None),
+        }
     }
 }

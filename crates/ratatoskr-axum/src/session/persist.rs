@@ -110,20 +110,28 @@ impl Session {
             st.changes.clear();
             return Ok(());
         };
+        // The pending changes move into the delta, and from there into the loaded record once
+        // written (no copy of a name or a value); a failed write puts them back, so that a
+        // later `save` sends them again.
         let mut delta = Delta::default();
-        for (name, change) in &st.changes {
+        for (name, change) in std::mem::take(&mut st.changes) {
             match change {
-                Some(v) => delta.set.push((name.clone(), v.clone())),
-                None => delta.remove.push(name.clone()),
+                Some(v) => delta.set.push((name, v)),
+                None => delta.remove.push(name),
             }
         }
-        self.manager()
-            .apply(&live.token.key(), &delta)
-            .await
-            .inspect_err(|_| metrics::save("error"))?;
+        if let Err(e) = self.manager().apply(&live.token.key(), &delta).await {
+            metrics::save("error");
+            for (name, v) in delta.set {
+                st.changes.insert(name, Some(v));
+            }
+            for name in delta.remove {
+                st.changes.insert(name, None);
+            }
+            return Err(e.into());
+        }
         metrics::save("ok");
-        live.record.apply(&delta);
-        st.changes.clear();
+        live.record.apply_owned(delta);
         Ok(())
     }
 
