@@ -39,6 +39,9 @@ struct Inner {
     sessions: HashMap<SessionKey, Vec<u8>>,
     by_user: HashMap<String, BTreeMap<SessionKey, ()>>,
     revoked_at: HashMap<String, Millis>,
+    /// Keys whose copy was discarded while absent ([`SessionStore::discard_copy`]), with the
+    /// time until which a create or restore of them is refused.
+    tombstones: HashMap<SessionKey, Millis>,
 }
 
 impl Inner {
@@ -152,6 +155,9 @@ impl SessionStore for MemoryStore {
         if g.live(key, now).is_some() {
             return Err(StoreError::Collision);
         }
+        if g.tombstones.get(key).is_some_and(|&until| until > now) {
+            return Err(StoreError::Revoked);
+        }
         g.check_revoked(&record.meta, record.meta.created_at)?;
         g.remove(key);
         g.insert(*key, record, &self.limits)
@@ -209,6 +215,21 @@ impl SessionStore for MemoryStore {
         let mut g = self.lock();
         let live = g.live(key, now_ms()).is_some();
         g.remove(key);
+        Ok(live)
+    }
+
+    /// `destroy`; where no live session was there, a create or restore of `key` is refused for
+    /// a minute after (as Redis does for a tiered store: the tiered tests use this store as
+    /// their fast tier).
+    async fn discard_copy(&self, key: &SessionKey) -> StoreResult<bool> {
+        let mut g = self.lock();
+        let now = now_ms();
+        let live = g.live(key, now).is_some();
+        g.remove(key);
+        g.tombstones.retain(|_, until| *until > now);
+        if !live {
+            g.tombstones.insert(*key, now + 60_000);
+        }
         Ok(live)
     }
 

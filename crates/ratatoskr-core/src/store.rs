@@ -168,6 +168,17 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Destroy a session. Returns whether it existed.
     async fn destroy(&self, key: &SessionKey) -> StoreResult<bool>;
 
+    /// For a store used as a cache in front of another (Redis in a tiered store): remove the
+    /// copy of `key` as [`destroy`](Self::destroy) does, and keep a copy of it whose write is
+    /// still in flight — a create or restore that the other store took before this removal —
+    /// from landing afterwards, for a while. A tiered store writes its cache after its
+    /// database, so without this a removal (a logout, a login's eviction) can overtake the
+    /// copy's write and leave a session that the database no longer has alive in the cache.
+    /// The default is `destroy`: right for stores that are never written after another one.
+    async fn discard_copy(&self, key: &SessionKey) -> StoreResult<bool> {
+        self.destroy(key).await
+    }
+
     /// A user's live sessions, oldest first.
     async fn list_user(&self, user_id: &str) -> StoreResult<Vec<SessionSummary>>;
 

@@ -293,6 +293,31 @@ impl RedisStore {
         }
     }
 
+    /// `destroy`; where no live session is found, a tombstone for `tombstone_ms` (0: none).
+    async fn destroy_leaving(&self, key: &SessionKey, tombstone_ms: u64) -> StoreResult<bool> {
+        let mut con = self.con.clone();
+        let one_server = !self.con.is_cluster();
+        let mut inv = if one_server {
+            SCRIPTS.one_destroy.prepare_invoke()
+        } else {
+            SCRIPTS.destroy.prepare_invoke()
+        };
+        inv.key(self.session_key_name(key)).arg(self.script_arg());
+        if one_server {
+            inv.arg(self.prefix()).arg(key.as_bytes().as_slice());
+        }
+        inv.arg(tombstone_ms);
+        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
+        if !one_server && let Some(user) = reply_user(&reply) {
+            self.index_del(&user, &[key.as_bytes()]).await?;
+        }
+        match status("destroy", &reply)?.0 {
+            1 => Ok(true),
+            0 => Ok(false),
+            _ => Err(unexpected("destroy", &reply)),
+        }
+    }
+
     /// The sessions of `user_id` in a one-server listing (`raw, meta, last_seen, expiry` per
     /// session), oldest first: those the application's clock still considers live and that
     /// name this user. An entry that does not parse is an unexpected reply; a fixed part that
@@ -550,26 +575,18 @@ impl SessionStore for RedisStore {
     }
 
     async fn destroy(&self, key: &SessionKey) -> StoreResult<bool> {
-        let mut con = self.con.clone();
-        let one_server = !self.con.is_cluster();
-        let mut inv = if one_server {
-            SCRIPTS.one_destroy.prepare_invoke()
-        } else {
-            SCRIPTS.destroy.prepare_invoke()
-        };
-        inv.key(self.session_key_name(key)).arg(self.script_arg());
-        if one_server {
-            inv.arg(self.prefix()).arg(key.as_bytes().as_slice());
-        }
-        let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
-        if !one_server && let Some(user) = reply_user(&reply) {
-            self.index_del(&user, &[key.as_bytes()]).await?;
-        }
-        match status("destroy", &reply)?.0 {
-            1 => Ok(true),
-            0 => Ok(false),
-            _ => Err(unexpected("destroy", &reply)),
-        }
+        self.destroy_leaving(key, 0).await
+    }
+
+    /// `destroy`, and where no live copy was found a tombstone for a while, so that a copy
+    /// whose write is still in flight (a tier writes Redis after its database) cannot land
+    /// after this removal: `create` and `restore` refuse a tombstone. It lasts ten response
+    /// timeouts, at least a minute: a write later than that met a Redis that did not answer
+    /// for so long that the tiered store saw an outage, and writes from before an outage are
+    /// refused by the write epoch that the recovery begins.
+    async fn discard_copy(&self, key: &SessionKey) -> StoreResult<bool> {
+        let ttl = (self.config.response_timeout * 10).max(std::time::Duration::from_secs(60));
+        self.destroy_leaving(key, duration_ms(ttl)).await
     }
 
     /// The index (user slot), then each indexed session (its own slot). Entries whose session

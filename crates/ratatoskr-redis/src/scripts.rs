@@ -28,17 +28,49 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Definitions every script starts with.
-const PRELUDE: &str = r#"
+/// Definitions every script starts with; `apply`, the one script on the path of every
+/// request that changes a session, has these alone (`PRELUDE` adds the server clock and the
+/// helpers that need it or are not needed there: every definition costs each call).
+const BASE: &str = r#"
 local EPOCH = ARGV[1]
 local META = '\255'
 local SEEN = '\254'
 local SIZE = '\253'
 local TOMB = '\252'
-local t = redis.call('TIME')
-local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local function int(x) return string.format('%.0f', x) end
+
+-- Whether a hash field is reserved for the store: one byte that is not valid UTF-8 on its own.
+local function reserved(f) return #f == 1 and f:byte(1) >= 128 end
+
+-- The size codec::record_size counts for the attributes stored under `key`: the running size
+-- kept in the SIZE field, or, for a hash written before it was kept, a walk over every field.
+local function attrs_size(key)
+  local kept = tonumber(redis.call('HGET', key, SIZE))
+  if kept then return kept end
+  local size = 0
+  for _, f in ipairs(redis.call('HKEYS', key)) do
+    if not reserved(f) then
+      size = size + #f + redis.call('HSTRLEN', key, f) + 4
+    end
+  end
+  return size
+end
+
+-- HSET/HDEL/ZREM with any number of arguments, in batches that Lua's unpack accepts.
+local function batched(cmd, key, list, step)
+  for i = 1, #list, step do
+    local args = { cmd, key }
+    for j = i, math.min(i + step - 1, #list) do args[#args + 1] = list[j] end
+    redis.call(unpack(args))
+  end
+end
+"#;
+
+/// The rest of the definitions of every script but `apply`.
+const PRELUDE: &str = r#"
+local t = redis.call('TIME')
+local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- Index scores are expiries in whole seconds since 2025-01-01 (SCORE_EPOCH), rounded up: a
 -- 32-bit integer in a listpack until 2093. An entry whose second has begun is gone (its
 -- session expired at or before that second's start).
@@ -78,32 +110,6 @@ local function parse_meta(m)
   end
   if pos - 1 ~= #m then return nil end
   return { user = user, created = f[2], idle = f[3], abs = f[2] + f[4] }
-end
-
--- Whether a hash field is reserved for the store: one byte that is not valid UTF-8 on its own.
-local function reserved(f) return #f == 1 and f:byte(1) >= 128 end
-
--- The size codec::record_size counts for the attributes stored under `key`: the running size
--- kept in the SIZE field, or, for a hash written before it was kept, a walk over every field.
-local function attrs_size(key)
-  local kept = tonumber(redis.call('HGET', key, SIZE))
-  if kept then return kept end
-  local size = 0
-  for _, f in ipairs(redis.call('HKEYS', key)) do
-    if not reserved(f) then
-      size = size + #f + redis.call('HSTRLEN', key, f) + 4
-    end
-  end
-  return size
-end
-
--- HSET/HDEL/ZREM with any number of arguments, in batches that Lua's unpack accepts.
-local function batched(cmd, key, list, step)
-  for i = 1, #list, step do
-    local args = { cmd, key }
-    for j = i, math.min(i + step - 1, #list) do args[#args + 1] = list[j] end
-    redis.call(unpack(args))
-  end
 end
 
 -- Write a session's expiry and, when it is capped by the absolute deadline, its last_seen
@@ -216,21 +222,36 @@ return tidy(KEYS[1])
 /// (`HLEN`) after changing it; the refusals change nothing and have read it (`HMGET`).
 const APPLY: &str = r#"
 local key = KEYS[1]
-local v = redis.call('HMGET', key, META, SIZE)
+local nrem = tonumber(ARGV[3])
+-- The final change per name: false when removed, the new value's length when set.
+local change, names = {}, {}
+for i = 4, 3 + nrem do change[ARGV[i]] = false end
+for i = 4 + nrem, #ARGV, 2 do change[ARGV[i]] = #ARGV[i + 1] end
+for f in pairs(change) do names[#names + 1] = f end
+-- The fixed part, the running size and the old values of the names changed, in one read
+-- (a delta of very many names reads their lengths one by one: unpack's limit).
+local q = { 'HMGET', key, META, SIZE }
+local few = #names <= 200
+if few then
+  for i = 1, #names do q[#q + 1] = names[i] end
+end
+local v = redis.call(unpack(q))
 local m = v[1]
 -- Present, and a fixed part of a format this script knows (its first byte): no more parsing,
 -- the client holds the session it writes to.
 if not m or string.byte(m, 1) ~= 1 then return { -1 } end
-local nrem = tonumber(ARGV[3])
--- The final change per name: false when removed, the new value's length when set.
-local change = {}
-for i = 4, 3 + nrem do change[ARGV[i]] = false end
-for i = 4 + nrem, #ARGV, 2 do change[ARGV[i]] = #ARGV[i + 1] end
 local size = tonumber(v[2]) or attrs_size(key)
-for f, len in pairs(change) do
-  local old = redis.call('HSTRLEN', key, f)
-  if old > 0 or redis.call('HEXISTS', key, f) == 1 then size = size - (#f + old + 4) end
-  if len then size = size + #f + len + 4 end
+for i, f in ipairs(names) do
+  local old
+  if few then
+    old = v[i + 2]
+    old = old and #old
+  else
+    old = redis.call('HSTRLEN', key, f)
+    if old == 0 and redis.call('HEXISTS', key, f) == 0 then old = nil end
+  end
+  if old then size = size - (#f + old + 4) end
+  if change[f] then size = size + #f + change[f] + 4 end
 end
 -- Removals alone can only shrink the record: the size is checked when something is set.
 if #ARGV > 3 + nrem and #m + 12 + size > tonumber(ARGV[2]) then
@@ -315,13 +336,35 @@ redis.call('DEL', old)
 return out
 "#;
 
-/// `destroy` (session slot): KEYS[1] session key. Returns {1 or 0, user or false}: 1 if a
-/// live, decodable session was destroyed. Its index entry is removed after.
+/// `destroy` (session slot): KEYS[1] session key; ARGV[2] how long (ms) to keep a tombstone
+/// when there is no live session to end (0: none, see `entomb`). Returns {1 or 0, user or
+/// false}: 1 if a live, decodable session was destroyed. Its index entry is removed after.
 const DESTROY: &str = r#"
 local key = KEYS[1]
 local meta = parse_meta(redis.call('HGET', key, META))
-if redis.call('DEL', key) == 0 or not meta then return { 0, meta and meta.user } end
-return { 1, meta.user }
+if meta then
+  redis.call('DEL', key)
+  return { 1, meta.user }
+end
+entomb(key, tonumber(ARGV[2]))
+return { 0, false }
+"#;
+
+/// The end of `destroy` when no live session was there: an undecodable hash is deleted; with
+/// `ttl` > 0 (a copy discarded by a tiered store, `discard_copy`) a tombstone is left for
+/// `ttl` ms (or kept, if one is there for longer), which `create` and `restore` refuse. A tier
+/// writes its copy after the database took the session: a removal that finds no copy may
+/// have overtaken that copy's write, which must not land afterwards.
+const ENTOMB: &str = r#"
+local function entomb(key, ttl)
+  local keep = -1
+  if redis.call('HEXISTS', key, TOMB) == 1 then keep = redis.call('PTTL', key) end
+  redis.call('DEL', key)
+  if ttl > 0 or keep > 0 then
+    redis.call('HSET', key, TOMB, '1')
+    redis.call('PEXPIRE', key, int(math.max(ttl, keep)))
+  end
+end
 "#;
 
 /// `revoke_mark` (user slot): KEYS[1] the user's index, KEYS[2] its revocation marker;
@@ -496,15 +539,19 @@ if ik and ARGV[9] == '1' and listing(ARGV[5], ik, out) then out[3] = 1 end
 return out
 "#;
 
-/// `destroy` on one server: KEYS[1] session key; ARGV[2] key prefix, ARGV[3] raw key. The
-/// session and its index entry in one step; replies as `destroy`.
+/// `destroy` on one server: KEYS[1] session key; ARGV[2] key prefix, ARGV[3] raw key, ARGV[4]
+/// tombstone ms as for `destroy`. The session and its index entry in one step; replies as
+/// `destroy`.
 const ONE_DESTROY: &str = r#"
 local key = KEYS[1]
 local meta = parse_meta(redis.call('HGET', key, META))
-local deleted = redis.call('DEL', key)
-unindex(ARGV[2], meta and meta.user, ARGV[3])
-if deleted == 0 or not meta then return { 0, meta and meta.user } end
-return { 1, meta.user }
+if meta then
+  redis.call('DEL', key)
+  unindex(ARGV[2], meta.user, ARGV[3])
+  return { 1, meta.user }
+end
+entomb(key, tonumber(ARGV[4]))
+return { 0, false }
 "#;
 
 /// `list_user` on one server: KEYS[1] the user's index; ARGV[2] key prefix. Returns {listed
@@ -540,12 +587,12 @@ pub(crate) struct Scripts {
 }
 
 fn script(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}\n{body}"))
+    Script::new(&format!("{BASE}\n{PRELUDE}\n{body}"))
 }
 
 /// A one-server script: the shared definitions, the one-server ones, the body.
 fn one_server(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}\n{ONE_PRELUDE}\n{body}"))
+    Script::new(&format!("{BASE}\n{PRELUDE}\n{ONE_PRELUDE}\n{body}"))
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -566,11 +613,11 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     ),
     index_add: script(INDEX_ADD),
     index_del: script(INDEX_DEL),
-    apply: script(APPLY),
+    apply: Script::new(&format!("{BASE}\n{APPLY}")),
     touch: script(TOUCH),
     rotate: script(ROTATE),
     take: script(TAKE),
-    destroy: script(DESTROY),
+    destroy: script(&[ENTOMB, DESTROY].concat()),
     revoke_mark: script(REVOKE_MARK),
     revoke_one: script(REVOKE_ONE),
     index_list: script(INDEX_LIST),
@@ -602,6 +649,6 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         .concat(),
     ),
     one_rotate: one_server(ONE_ROTATE),
-    one_destroy: one_server(ONE_DESTROY),
+    one_destroy: one_server(&[ENTOMB, ONE_DESTROY].concat()),
     one_list: one_server(ONE_LIST),
 });

@@ -190,8 +190,26 @@ impl SessionStore for NearCachedStore {
         result
     }
 
+    async fn rotate_and_list_user(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        meta: &Meta,
+        now: Millis,
+    ) -> StoreResult<Vec<SessionSummary>> {
+        let result = self.inner.rotate_and_list_user(old, new, meta, now).await;
+        self.cache.invalidate(old);
+        result
+    }
+
     async fn destroy(&self, key: &SessionKey) -> StoreResult<bool> {
         let result = self.inner.destroy(key).await;
+        self.cache.invalidate(key);
+        result
+    }
+
+    async fn discard_copy(&self, key: &SessionKey) -> StoreResult<bool> {
+        let result = self.inner.discard_copy(key).await;
         self.cache.invalidate(key);
         result
     }

@@ -148,7 +148,7 @@ pub(crate) async fn delete_in_redis(
     target: &JournalTarget,
 ) -> StoreResult<()> {
     match target {
-        JournalTarget::Session(key) => fast.destroy(key).await.map(|_| ()),
+        JournalTarget::Session(key) => fast.discard_copy(key).await.map(|_| ()),
         JournalTarget::User(user) => fast.destroy_user(user, None).await.map(|_| ()),
     }
 }

@@ -63,7 +63,7 @@ impl TieredStore {
     pub(crate) async fn drop_copy(&self, key: &SessionKey) {
         self.forget(key);
         match self
-            .via_redis(false, "destroy", self.0.fast.destroy(key))
+            .via_redis(false, "destroy", self.0.fast.discard_copy(key))
             .await
         {
             FastOutcome::Answered(Ok(_)) => {}

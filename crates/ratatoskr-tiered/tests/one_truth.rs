@@ -487,3 +487,41 @@ async fn a_rotation_never_copies_attributes_redis_holds_older_than_the_database(
     );
     assert!(t.redis.load(&old).await.unwrap().is_none());
 }
+
+/// Found by the concurrent-logins conformance case: a create writes the database, then its
+/// Redis copy. Another instance's login listed the user in between, saw the new session and
+/// evicted it (database row and Redis copy — there was none yet); the copy's write then landed
+/// and the evicted session went on loading from Redis. The eviction's removal now leaves a
+/// tombstone that the late copy (a create, or a read's restore) cannot land on.
+#[tokio::test]
+async fn a_copy_written_after_its_session_was_evicted_never_lands() {
+    let _clock = frozen().await;
+    let t = tiers().await;
+    let b = second_instance(&t).await;
+    for late in ["create", "restore"] {
+        let key = Token::generate().key();
+        let r = record(Some("zed"));
+        // Instance a's create: the database took it; its Redis write is still on the way.
+        t.sql.store().create(&key, &r).await.unwrap();
+        // Instance b's login evicts it: the database row, and the copy Redis does not hold yet.
+        assert!(b.destroy(&key).await.unwrap(), "{late}: evicted");
+        // The late copy.
+        let landed = match late {
+            "create" => t.redis.create(&key, &r).await.is_ok(),
+            _ => t.redis.restore(&key, &r).await.unwrap(),
+        };
+        assert!(!landed, "the late {late} landed on an evicted session");
+        assert!(t.redis.load(&key).await.unwrap().is_none());
+        assert!(
+            t.tiered.load(&key).await.unwrap().is_none(),
+            "{late}: a loads it"
+        );
+        assert!(b.load(&key).await.unwrap().is_none(), "{late}: b loads it");
+    }
+    // The positive control: without the eviction the same write lands.
+    let key = Token::generate().key();
+    let r = record(Some("zed"));
+    t.sql.store().create(&key, &r).await.unwrap();
+    t.redis.create(&key, &r).await.unwrap();
+    assert!(b.load(&key).await.unwrap().is_some());
+}
