@@ -80,21 +80,22 @@ local function score_ms(s) return (tonumber(s) + SCORE_EPOCH) * 1000 end
 
 -- The fixed part as codec::encode_meta writes it (format 1), or nil if it does not parse:
 -- format, flags, varints version, created, idle, absolute offset, 16 csrf, [8 fp],
--- [varint length, user]. The header (at most 76 bytes) is read with one string.byte call.
+-- [varint length, user]. Bytes are read one at a time, only those of the varints (a table of
+-- the whole header cost a sixth more per parse).
 local function parse_meta(m)
   if type(m) ~= 'string' or #m < 2 then return nil end
-  local b = { string.byte(m, 1, 90) }
-  if b[1] ~= 1 or b[2] > 3 then return nil end
-  local flags, pos, f = b[2], 3, {}
-  for i = 1, 5 do
-    if i == 5 then
-      pos = pos + 16
-      if flags >= 2 then pos = pos + 8 end
-      if flags % 2 == 0 then break end
-    end
+  local byte = string.byte
+  local fmt, flags = byte(m, 1, 2)
+  if fmt ~= 1 or flags > 3 then return nil end
+  local has_user = flags % 2 == 1
+  local skip = 16
+  if flags >= 2 then skip = 24 end
+  local pos, f = 3, { 0, 0, 0, 0, 0 }
+  for i = 1, has_user and 5 or 4 do
+    if i == 5 then pos = pos + skip end
     local v, mul = 0, 1
     repeat
-      local x = b[pos]
+      local x = byte(m, pos)
       if not x or mul > 2^63 then return nil end
       pos = pos + 1
       v = v + (x % 128) * mul
@@ -103,10 +104,12 @@ local function parse_meta(m)
     f[i] = v
   end
   local user = false
-  if flags % 2 == 1 then
+  if has_user then
     user = m:sub(pos, pos + f[5] - 1)
     if #user ~= f[5] then return nil end
     pos = pos + f[5]
+  else
+    pos = pos + skip
   end
   if pos - 1 ~= #m then return nil end
   return { user = user, created = f[2], idle = f[3], abs = f[2] + f[4] }
