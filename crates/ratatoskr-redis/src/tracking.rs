@@ -273,9 +273,13 @@ impl Tracking {
             }
             Ok(())
         };
+        // No response timeout of the client's own: every request on this connection is
+        // bounded by ours (`attempt`, the setup below, the heartbeat), which also takes the
+        // connection out of service when it fires; a second timer per request would only
+        // cost a timer-wheel entry on every write and load.
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.response_timeout))
+            .set_response_timeout(None)
             .set_push_sender(on_push);
         let setup = async {
             let mut con = self
@@ -311,12 +315,12 @@ impl Tracking {
         Ok(Tracked { con, lost })
     }
 
-    /// Take a connection out of service after it failed: `All` now, and the next call
-    /// reconnects (this call already reported the failure).
-    fn fail(&self, t: &Tracked) {
-        lose(&self.tx, &t.lost);
+    /// Take a connection (named by its `lost` flag) out of service after it failed: `All`
+    /// now, and the next call reconnects (this call already reported the failure).
+    fn fail(&self, lost: &Arc<AtomicBool>) {
+        lose(&self.tx, lost);
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(&s.lost, &t.lost)) {
+        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(&s.lost, lost)) {
             *slot = None;
         }
     }
@@ -340,22 +344,30 @@ impl Tracking {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let started = Instant::now();
-        let t = match tokio::time::timeout(limit, self.connection()).await {
-            Ok(Ok(t)) => t,
-            Ok(Err(e)) => return Err(Failure::not_run(e)),
-            Err(_) => {
-                return Err(Failure::not_run(backend(format_args!(
-                    "no tracking connection within {limit:?}"
-                ))));
+        // The live connection, without a wait (nor a clock read) when there is one — every
+        // call but the first after a (re)connection.
+        let (Tracked { con, lost }, left) = match self.current() {
+            Ok(Some(t)) => (t, limit),
+            Err(e) => return Err(Failure::not_run(e)),
+            Ok(None) => {
+                let started = Instant::now();
+                let t = match tokio::time::timeout(limit, self.connection()).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => return Err(Failure::not_run(e)),
+                    Err(_) => {
+                        return Err(Failure::not_run(backend(format_args!(
+                            "no tracking connection within {limit:?}"
+                        ))));
+                    }
+                };
+                (t, limit.saturating_sub(started.elapsed()))
             }
         };
-        let left = limit.saturating_sub(started.elapsed());
-        match tokio::time::timeout(left, request(t.con.clone())).await {
+        match tokio::time::timeout(left, request(con)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 if !connection_survives(&e) {
-                    self.fail(&t);
+                    self.fail(&lost);
                 }
                 let ran = !refused_before_running(&e);
                 Err(Failure {
@@ -366,7 +378,7 @@ impl Tracking {
             Err(_) => {
                 // A reply that does not come in time may be stuck behind a dead link, and so
                 // may pushes.
-                self.fail(&t);
+                self.fail(&lost);
                 Err(Failure {
                     error: backend(format_args!("no answer within {limit:?}")),
                     not_run: false,
