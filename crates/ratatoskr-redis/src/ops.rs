@@ -1,6 +1,7 @@
-//! [`SessionStore`] for [`RedisStore`]: each operation as the scripts of `scripts.rs` in the
-//! order the two-slot layout needs (the user's index first when a session is added, last when
-//! one goes; see `docs/redis.md`, "Two slots, two steps").
+//! [`SessionStore`] for [`RedisStore`]: each operation as the scripts of `scripts.rs` — on a
+//! cluster in the order the two-slot layout needs (the user's index first when a session is
+//! added, last when one goes; see `docs/redis.md`, "Two slots, two steps"), on one server as
+//! one script ("On one server, one step").
 
 use std::collections::BTreeMap;
 

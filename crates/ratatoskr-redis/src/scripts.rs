@@ -3,9 +3,10 @@
 //! Each script runs atomically on the server (Redis executes one script at a time) and touches
 //! keys of **one hash slot** only, all declared in `KEYS`: the session's own slot (the session
 //! hash, and the write fence of that slot) or the user's slot (the user's index, revocation
-//! marker, and the fence of that slot). Operations that concern both a session and its user are
-//! two scripts, ordered so that a crash between them never leaves a live session out of its
-//! user's index (see `docs/redis.md`, "Two slots, two steps"). They are sent once with
+//! marker, and the fence of that slot). On a cluster, operations that concern both a session
+//! and its user are two scripts, ordered so that a crash between them never leaves a live
+//! session out of its user's index (see `docs/redis.md`, "Two slots, two steps"); on one server
+//! the `one_*` scripts do both in one step ("On one server, one step"). They are sent once with
 //! `SCRIPT LOAD` (to every node on a cluster) and then called by SHA1 (`EVALSHA`); `redis::Script`
 //! reloads them transparently after a Redis restart (`NOSCRIPT`).
 //!
