@@ -165,6 +165,14 @@ pub trait SessionStore: Send + Sync + 'static {
         self.list_user(user_id).await
     }
 
+    /// [`create`](Self::create), and whether this process may keep `record` as its near-cache
+    /// copy of the new session: `true` only from a store that will announce every later change
+    /// of the session to this process (a Redis store in tracking mode that wrote it on its
+    /// tracked connection). The default creates and answers `false`.
+    async fn create_cacheable(&self, key: &SessionKey, record: &Record) -> StoreResult<bool> {
+        self.create(key, record).await.map(|()| false)
+    }
+
     /// Destroy a session. Returns whether it existed.
     async fn destroy(&self, key: &SessionKey) -> StoreResult<bool>;
 

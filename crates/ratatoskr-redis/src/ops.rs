@@ -17,8 +17,8 @@ use redis::Value;
 
 use crate::scripts::SCRIPTS;
 use crate::{
-    BACKEND, COLLISION, NOT_FOUND, OK, REVOKED, RedisStore, TOO_LARGE, as_bytes, as_int, backend,
-    decode_hash, duration_ms, hash_pairs, key_slot, last_seen, status, unexpected,
+    BACKEND, COLLISION, NOT_FOUND, OK, REVOKED, RedisStore, STALE_EPOCH, TOO_LARGE, as_bytes,
+    as_int, backend, decode_hash, duration_ms, hash_pairs, key_slot, last_seen, status, unexpected,
 };
 
 /// Index scores count seconds from here (2025-01-01), see `scripts.rs`.
@@ -154,6 +154,21 @@ impl RedisStore {
         }
     }
 
+    /// `create`, on the tracked connection if `tracked`; whether it ran there.
+    async fn create_sent(
+        &self,
+        key: &SessionKey,
+        record: &Record,
+        tracked: bool,
+    ) -> StoreResult<bool> {
+        match self.write_new("create", key, record, true, tracked).await? {
+            (OK, on_tracked) => Ok(on_tracked),
+            (COLLISION, _) => Err(StoreError::Collision),
+            (REVOKED, _) => Err(StoreError::Revoked),
+            (other, _) => Err(backend(format_args!("unexpected reply to create: {other}"))),
+        }
+    }
+
     /// `create` and `restore`: the user's index entry first (with the revocation check for a
     /// create), then the session.
     async fn write_new(
@@ -162,7 +177,8 @@ impl RedisStore {
         key: &SessionKey,
         record: &Record,
         check_revocation: bool,
-    ) -> StoreResult<i64> {
+        tracked: bool,
+    ) -> StoreResult<(i64, bool)> {
         codec::check_record(record, &self.config.limits)?;
         let meta = codec::encode_meta(&record.meta, &self.config.limits)?;
         let attrs: Vec<(&[u8], &[u8])> = record
@@ -175,7 +191,7 @@ impl RedisStore {
             let cutoff = check_revocation.then_some(record.meta.created_at);
             if !self.con.is_cluster() {
                 return self
-                    .write_new_one_server(op, key, record, user, &meta, &attrs, cutoff)
+                    .write_new_one_server(op, key, record, user, &meta, &attrs, cutoff, tracked)
                     .await;
             }
             self.index_add(user, key.as_bytes(), expiry, cutoff, false)
@@ -186,12 +202,55 @@ impl RedisStore {
         } else {
             &SCRIPTS.restore
         };
-        let reply = self
-            .invoke_fenced(op, |arg| {
+        let name = self.session_key_name(key);
+        let (reply, on_tracked) = self
+            .send_fenced(op, tracked.then_some(name.as_slice()), |arg| {
                 self.create_invocation(script, key, &meta, record.last_seen, &attrs, arg)
             })
             .await?;
-        Ok(status(op, &reply)?.0)
+        Ok((status(op, &reply)?.0, on_tracked))
+    }
+
+    /// [`invoke_fenced`](RedisStore::invoke_fenced), sent on the tracked connection serving
+    /// `tracked` (a full key name) when there is one: a script that ends with a read of that
+    /// key then leaves it tracked, its own change not announced back (`NOLOOP`). Returns the
+    /// reply and whether the tracked connection ran it; one it certainly did not run (no
+    /// connection, `MOVED`…) is sent on the write connection instead.
+    async fn send_fenced(
+        &self,
+        op: &'static str,
+        tracked: Option<&[u8]>,
+        build: impl Fn(Vec<u8>) -> redis::ScriptInvocation<'static>,
+    ) -> StoreResult<(Value, bool)> {
+        let (Some(t), Some(name)) = (&self.tracking, tracked) else {
+            return Ok((self.invoke_fenced(op, build).await?, false));
+        };
+        let started = std::time::Instant::now();
+        let limit = self.config.response_timeout;
+        for _ in 0..3 {
+            let inv = build(self.script_arg());
+            let left = limit.saturating_sub(started.elapsed());
+            let sent = t
+                .attempt_for(name, left, move |mut c| async move {
+                    inv.invoke_async::<Value>(&mut c).await
+                })
+                .await;
+            let reply = match sent {
+                Ok(reply) => reply,
+                Err(f) if !f.not_run => return Err(f.into_error()),
+                Err(_) => return Ok((self.invoke_fenced(op, build).await?, false)),
+            };
+            match status(op, &reply) {
+                Ok((STALE_EPOCH, Some(epoch))) => self.epoch.store(
+                    u64::try_from(epoch).unwrap_or(0),
+                    std::sync::atomic::Ordering::Release,
+                ),
+                _ => return Ok((reply, true)),
+            }
+        }
+        Err(backend(format_args!(
+            "{op}: the write epoch kept changing under three attempts"
+        )))
     }
 
     /// `write_new` of a user's session on one server: index entry and session in one script
@@ -206,7 +265,8 @@ impl RedisStore {
         meta: &[u8],
         attrs: &[(&[u8], &[u8])],
         cutoff: Option<Millis>,
-    ) -> StoreResult<i64> {
+        tracked: bool,
+    ) -> StoreResult<(i64, bool)> {
         let script = if cutoff.is_some() {
             &SCRIPTS.one_create
         } else {
@@ -218,8 +278,8 @@ impl RedisStore {
         let marker = self.revocation_key_name(user);
         let expiry = score(record.meta.idle_deadline(record.last_seen));
         let cutoff = cutoff.map(|c| c.to_string()).unwrap_or_default();
-        let reply = self
-            .invoke_fenced(op, |arg| {
+        let (reply, on_tracked) = self
+            .send_fenced(op, tracked.then_some(name.as_slice()), |arg| {
                 let mut inv = script.prepare_invoke();
                 inv.key(name.as_slice())
                     .key(fence.as_slice())
@@ -237,7 +297,7 @@ impl RedisStore {
                 inv
             })
             .await?;
-        Ok(status(op, &reply)?.0)
+        Ok((status(op, &reply)?.0, on_tracked))
     }
 
     /// A rotation on one server, the index entries with it, in one script (`one_rotate`);
@@ -378,18 +438,25 @@ impl SessionStore for RedisStore {
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> StoreResult<()> {
-        match self.write_new("create", key, record, true).await? {
-            OK => Ok(()),
-            COLLISION => Err(StoreError::Collision),
-            REVOKED => Err(StoreError::Revoked),
-            other => Err(backend(format_args!("unexpected reply to create: {other}"))),
-        }
+        self.create_sent(key, record, false).await.map(|_| ())
+    }
+
+    /// In tracking mode the session is written on the tracked connection and read after (the
+    /// script's last step), so the key is tracked from its first moment: `true` when the
+    /// tracked connection ran it. A create it certainly did not run goes through the write
+    /// connection: written, but untracked (`false`).
+    async fn create_cacheable(&self, key: &SessionKey, record: &Record) -> StoreResult<bool> {
+        self.create_sent(key, record, true).await
     }
 
     /// Like `create` without the revocation check: written only if the key is absent and the
     /// copy has not expired by the server's clock, with the same index entry as `create`.
     async fn restore(&self, key: &SessionKey, record: &Record) -> StoreResult<bool> {
-        match self.write_new("restore", key, record, false).await? {
+        match self
+            .write_new("restore", key, record, false, false)
+            .await?
+            .0
+        {
             OK => Ok(true),
             0 | COLLISION | REVOKED => Ok(false),
             other => Err(backend(format_args!(

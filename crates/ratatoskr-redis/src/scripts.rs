@@ -179,6 +179,9 @@ local fields = { META, ARGV[2], SIZE, int(size) }
 for i = A0, #ARGV do fields[#fields + 1] = ARGV[i] end
 batched('HSET', key, fields, 200)
 set_expiry(key, meta, tonumber(ARGV[3]), false)
+-- A read after the change: sent on the tracked connection (`create_cacheable`), it tracks the
+-- new key, so that the next change by anyone else is announced (see `APPLY`).
+redis.call('HLEN', key)
 "#;
 
 /// The attributes of the two-step `create` and `restore` start at `ARGV[4]`.

@@ -15,7 +15,12 @@ pub(crate) struct Node {
     args: Vec<String>,
     child: Option<Child>,
     frozen: bool,
+    /// The last lines of the log of a start that did not take (for the failure message).
+    last_log: String,
 }
+
+/// How many times [`Node::start`] picks new ports before it gives up.
+const ATTEMPTS: usize = 8;
 
 impl Node {
     /// A new node on a free port in a fresh directory `ratatoskr-<what>-<port>-<pid>`; `args`
@@ -29,6 +34,7 @@ impl Node {
             args: Vec::new(),
             child: None,
             frozen: false,
+            last_log: String::new(),
         }
     }
 
@@ -38,14 +44,18 @@ impl Node {
     /// topology starting at the same moment) can take one before this server binds it. The
     /// server answering on the port must be this node's own child; when it is not, and the
     /// arguments name the ports (`--port`, `--cluster-port`), new ones are picked and the node
-    /// starts again (at most three times).
+    /// starts again (at most eight times: a loaded machine running many topologies at once
+    /// has been seen to lose three races in a row). A node that never starts fails the test
+    /// with the tail of its last log, which says why.
     pub(crate) fn start(&mut self, args: Vec<String>) {
         self.args = args;
-        for _ in 0..3 {
+        for _ in 0..ATTEMPTS {
             self.spawn_child();
             if self.owns_its_port() {
                 return;
             }
+            let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+            self.last_log = log.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
             let named = self.args.iter().any(|a| a == "--port");
             self.discard_child();
             assert!(
@@ -65,7 +75,11 @@ impl Node {
             }
             self.args = args;
         }
-        panic!("redis-server did not start on a port of its own in three attempts");
+        panic!(
+            "redis-server did not start on a port of its own in {ATTEMPTS} attempts; its last \
+             log, newest line first: {}",
+            self.last_log
+        );
     }
 
     fn spawn_child(&mut self) {

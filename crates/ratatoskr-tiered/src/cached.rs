@@ -107,8 +107,18 @@ impl SessionStore for NearCachedStore {
         self.inner.backend_name()
     }
 
+    /// A new session is kept in the near cache at once when the store wrote it so that it
+    /// announces later changes (`create_cacheable`: in tracking mode, on the tracked
+    /// connection), unless a notice or a reset arrived meanwhile: the next request on it (a
+    /// login after the login page's visit) needs no round trip.
     async fn create(&self, key: &SessionKey, record: &Record) -> StoreResult<()> {
-        self.inner.create(key, record).await
+        self.drain();
+        let epoch = self.cache.epoch(key);
+        let cacheable = self.inner.create_cacheable(key, record).await?;
+        if cacheable && !self.drain() && self.caching() {
+            self.cache.insert(*key, record.clone(), epoch);
+        }
+        Ok(())
     }
 
     async fn load(&self, key: &SessionKey) -> StoreResult<Option<Record>> {

@@ -24,9 +24,24 @@ impl SessionStore for TieredStore {
         // that deleted it there; if that revoke-all's Redis part ran before this write, the
         // marker keeps the copy out. A failure needs no journal entry: a new key cannot be in
         // any old Redis data, and reads fall through to the database and repopulate.
-        let _ = self
-            .via_redis(false, "create", self.0.fast.create(key, record))
+        // Written on the tracked connection (tracking mode), the copy is announced from its
+        // first moment and goes into the near cache at once, unless a notice or a reset came
+        // meanwhile: the next request on the session (a login after the login page's visit)
+        // needs no round trip.
+        let i = &self.0;
+        let epoch = i.cache.as_ref().map(|c| c.epoch(key));
+        let created = self
+            .via_redis(false, "create", i.fast.create_cacheable(key, record))
             .await;
+        if let (FastOutcome::Answered(Ok(true)), Some(cache), Some(epoch)) =
+            (created, &i.cache, epoch)
+        {
+            if i.drain() {
+                self.spawn_replay();
+            } else {
+                cache.insert(*key, record.clone(), epoch);
+            }
+        }
         Ok(())
     }
 

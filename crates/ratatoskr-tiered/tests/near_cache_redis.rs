@@ -248,14 +248,16 @@ async fn a_warm_read_makes_no_redis_round_trip() {
     let durable = Arc::new(MemoryStore::default());
     let journal = Arc::new(MemoryJournal::default());
     let (store, _) = instance(&server, "rt:", &durable, &journal).await;
+    let (other, _) = instance(&server, "rt:", &durable, &journal).await;
 
     let k = Token::generate().key();
     store.create(&k, &record("u")).await.unwrap();
+    // Created by another instance: this one has never read it.
     let cold = Token::generate().key();
-    store.create(&cold, &record("u")).await.unwrap();
+    other.create(&cold, &record("u")).await.unwrap();
     assert!(
         store.load(&k).await.unwrap().is_some(),
-        "read from Redis, cached"
+        "created here, cached"
     );
 
     server.cli(&["CONFIG", "RESETSTAT"]);

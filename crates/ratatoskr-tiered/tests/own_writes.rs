@@ -185,9 +185,11 @@ async fn reads_after_own_writes(kind: Kind) {
          the near cache"
     );
 
-    // Positive control: the counting sees a read that does go to Redis.
+    // Positive control: the counting sees a read that does go to Redis (a session another
+    // instance created).
+    let b = instance(kind, &server, "own:", &durable).await;
     let cold = Token::generate().key();
-    a.store.create(&cold, &record()).await.unwrap();
+    b.store.create(&cold, &record()).await.unwrap();
     let before = reads(&server);
     assert!(a.store.load(&cold).await.unwrap().is_some());
     assert_eq!(reads(&server), before + 1, "a cold read is counted");
@@ -253,4 +255,67 @@ async fn a_write_racing_another_instances_write_never_leaves_a_stale_copy_near_c
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_racing_another_instances_write_never_leaves_a_stale_copy_tiered() {
     racing_writes(Kind::Tiered).await;
+}
+
+/// A session this instance creates is in its near cache at once (the Redis store writes it on
+/// the tracked connection and reads it after, so the key is tracked from its first moment):
+/// its first read costs no Redis round trip. And a change another instance makes right after
+/// the create reaches that copy: once every notice Redis sent before a marker change has
+/// arrived, the read shows the other instance's change — 300 rounds.
+async fn new_sessions_are_cached_and_stay_correct(kind: Kind) {
+    let server = RedisProcess::start();
+    let durable = Arc::new(MemoryStore::default());
+    let mut a = instance(kind, &server, "new:", &durable).await;
+    let b = instance(kind, &server, "new:", &durable).await;
+    let marker = Token::generate().key();
+    a.store.create(&marker, &record()).await.unwrap();
+
+    const ROUNDS: u64 = 300;
+    let mut served_from_cache = 0;
+    for round in 1..=ROUNDS {
+        let k = Token::generate().key();
+        // A user's session and an anonymous one (different scripts: an anonymous create
+        // touches only the session key) in turn.
+        let mut r = record();
+        if round % 2 == 0 {
+            r.meta.user_id = None;
+        }
+        a.store.create(&k, &r).await.unwrap();
+        let before = reads(&server);
+        assert!(a.store.load(&k).await.unwrap().is_some());
+        if reads(&server) == before {
+            served_from_cache += 1;
+        }
+        // B changes it; the marker (tracked by A) is changed after, so its notice comes after
+        // the change's.
+        assert!(a.store.load(&marker).await.unwrap().is_some());
+        b.store.apply(&k, &set("b", round)).await.unwrap();
+        b.store.apply(&marker, &set("m", round)).await.unwrap();
+        notice_for(&mut a.spy, &marker).await;
+        let seen = a.store.load(&k).await.unwrap().expect("alive");
+        assert_eq!(
+            attr(&seen, "b"),
+            Some(round.to_string()),
+            "round {round}: A serves its created copy without B's change"
+        );
+    }
+    println!(
+        "{kind:?}: {served_from_cache} of {ROUNDS} first reads of a session just created \
+         served from the near cache; every later read showed the other instance's change"
+    );
+    assert!(
+        served_from_cache >= 290,
+        "{kind:?}: only {served_from_cache} of {ROUNDS} first reads after a create were served \
+         from the near cache"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_session_is_served_from_the_near_cache_and_others_changes_reach_it_near_cached() {
+    new_sessions_are_cached_and_stay_correct(Kind::NearCached).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_session_is_served_from_the_near_cache_and_others_changes_reach_it_tiered() {
+    new_sessions_are_cached_and_stay_correct(Kind::Tiered).await;
 }
