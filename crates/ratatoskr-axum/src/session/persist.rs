@@ -38,13 +38,16 @@ impl Session {
             metrics::load("miss");
             // Strict mode: the token is not adopted. It names no live session: it expired, was
             // ended, or was never issued; stores cannot tell these apart once a session is gone.
-            self.shared()
-                .audit(
+            // (Boxed, as the mismatch below: the audit's future would otherwise make every
+            // load's future, and so every request's, larger.)
+            Box::pin(
+                self.shared().audit(
                     AuditEvent::new(AuditKind::Expired)
                         .handle(token.key().handle())
                         .detail("cookie names no live session (expired, ended or never issued)"),
-                )
-                .await;
+                ),
+            )
+            .await;
             return Ok(());
         };
         metrics::load("hit");
@@ -52,21 +55,23 @@ impl Session {
             token: token.clone(),
             record,
         };
-        if self.fingerprint_kept(&live).await? {
+        if self.fingerprint_matches(&live) || Box::pin(self.fingerprint_mismatch(&live)).await? {
             st.live = Some(live);
         }
         Ok(())
     }
 
-    /// Compare the stored fingerprint with this request's; on a mismatch, audit it and, under
-    /// the `Revoke` policy, destroy the session. `false` when the session is gone.
-    async fn fingerprint_kept(&self, live: &Live) -> Result<bool, SessionError> {
-        let (Some(stored), Some(now)) = (live.record.meta.fingerprint, self.0.fingerprint) else {
-            return Ok(true);
-        };
-        if stored == now {
-            return Ok(true);
+    /// Whether the stored fingerprint and this request's agree (or either is absent).
+    fn fingerprint_matches(&self, live: &Live) -> bool {
+        match (live.record.meta.fingerprint, self.0.fingerprint) {
+            (Some(stored), Some(now)) => stored == now,
+            _ => true,
         }
+    }
+
+    /// A fingerprint mismatch: audit it and, under the `Revoke` policy, destroy the session.
+    /// `false` when the session is gone.
+    async fn fingerprint_mismatch(&self, live: &Live) -> Result<bool, SessionError> {
         let revoke = self.shared().config.fingerprint.policy == FingerprintPolicy::Revoke;
         metrics::fingerprint_mismatch(if revoke { "revoke" } else { "log" });
         let event = AuditEvent::new(AuditKind::FingerprintMismatch)
