@@ -161,7 +161,10 @@ impl RedisStore {
         record: &Record,
         tracked: bool,
     ) -> StoreResult<bool> {
-        match self.write_new("create", key, record, true, tracked).await? {
+        // Boxed: the nested futures of a create (write_new, the one-server script, the fenced
+        // send) are otherwise deep enough that a clean build of this crate overflows rustc's
+        // query depth computing their layout.
+        match Box::pin(self.write_new("create", key, record, true, tracked)).await? {
             (OK, on_tracked) => Ok(on_tracked),
             (COLLISION, _) => Err(StoreError::Collision),
             (REVOKED, _) => Err(StoreError::Revoked),
@@ -452,8 +455,7 @@ impl SessionStore for RedisStore {
     /// Like `create` without the revocation check: written only if the key is absent and the
     /// copy has not expired by the server's clock, with the same index entry as `create`.
     async fn restore(&self, key: &SessionKey, record: &Record) -> StoreResult<bool> {
-        match self
-            .write_new("restore", key, record, false, false)
+        match Box::pin(self.write_new("restore", key, record, false, false))
             .await?
             .0
         {

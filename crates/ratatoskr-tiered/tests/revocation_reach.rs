@@ -293,11 +293,28 @@ async fn a_revocation_through_one_instance_reaches_the_other_under_cpu_load() {
             !s.served_after_notice,
             "B served a revoked session after its notice was on the channel: {s:?}"
         );
-        assert!(
-            s.refused < BOUND,
-            "B served a revoked session past {BOUND:?}: {s:?}"
-        );
+        // The bound is the notice path's: a revocation whose Redis delete A journalled instead
+        // (A's breaker was open — a machine loaded enough that A's Redis calls timed out) sends
+        // no notice; it reaches B through B's own fallback or the journal poll, which this
+        // test makes rare on purpose, and is only required to reach B (within 10 s, above).
+        if !s.journalled {
+            assert!(
+                s.refused < BOUND,
+                "B served a revoked session past {BOUND:?}: {s:?}"
+            );
+        }
     }
+    // What the test measures must have happened: most revocations took the notice path.
+    let notified = quiet
+        .iter()
+        .chain(&loaded)
+        .filter(|s| !s.journalled)
+        .count();
+    assert!(
+        notified * 2 >= quiet.len() + loaded.len(),
+        "only {notified} of {} revocations reached Redis: the notice path was hardly measured",
+        quiet.len() + loaded.len()
+    );
 }
 
 /// Run one command on the private Redis with `redis-cli`; its output.

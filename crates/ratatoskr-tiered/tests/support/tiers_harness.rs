@@ -89,6 +89,8 @@ impl Harness for Tiers {
             )
             .await
             .expect("corrupt the Redis copy");
+        // The notice barrier (see `support::corrupt_redis_meta`).
+        self.redis.ping().await.expect("the notice barrier");
         sqlx::query("UPDATE ratatoskr_sessions SET meta = X'01FFFF' WHERE session_key = ?1")
             .bind(&key.as_bytes()[..])
             .execute(self.sql.pool())
