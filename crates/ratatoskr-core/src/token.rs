@@ -143,14 +143,10 @@ impl Token {
         if value.len() != TOKEN_CHARS {
             return Err(TokenError::Length(value.len()));
         }
-        if !value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(TokenError::Alphabet);
-        }
         let mut bytes = [0u8; 32];
-        // The engine rejects non-canonical trailing bits, so each token has exactly one spelling.
+        // The engine is the alphabet check: it refuses every byte outside base64url (`+`, `/`,
+        // `=` padding, anything not ASCII — a separate pass over the value first cost a quarter
+        // of the parse), and non-canonical trailing bits, so each token has exactly one spelling.
         match URL_SAFE_NO_PAD.decode_slice(value, &mut bytes) {
             Ok(32) => Ok(Token::from_secret(bytes)),
             _ => Err(TokenError::Alphabet),
@@ -380,6 +376,25 @@ mod tests {
         }
         for c in ['+', '/', '.', ' ', '\0', '~', '%'] {
             let s = format!("{}{c}A", "A".repeat(41));
+            assert_eq!(Token::parse(&s), Err(TokenError::Alphabet), "{c:?}");
+        }
+        // Every ASCII byte outside the alphabet, at the start, the middle and the end (where
+        // the padding `=` would go); and non-ASCII characters of a 43-byte value.
+        for b in (0u8..128).filter(|b| !b.is_ascii_alphanumeric() && *b != b'-' && *b != b'_') {
+            for at in [0, 21, 42] {
+                let mut v = vec![b'A'; 43];
+                v[at] = b;
+                let s = String::from_utf8(v).unwrap();
+                assert_eq!(
+                    Token::parse(&s),
+                    Err(TokenError::Alphabet),
+                    "{b:#x} at {at}"
+                );
+            }
+        }
+        for c in ['é', 'ß', 'Ā'] {
+            let s = format!("{}{c}", "A".repeat(41));
+            assert_eq!(s.len(), 43);
             assert_eq!(Token::parse(&s), Err(TokenError::Alphabet), "{c:?}");
         }
     }
