@@ -51,8 +51,17 @@
 //!   write connection: another client, announced if the key is tracked. It is not tracked only
 //!   when the connection that tracked it was lost or replaced, or the cluster's slot map
 //!   changed — each announced with `All`, which keeps the writer's install out.
-//! - **Every other write** — `create`, `restore`, `touch`, `rotate` (both keys), `destroy`,
-//!   `destroy_user` (`revoke_one`), the index scripts, and the maintenance paths (`discard`
+//! - **`create` through a near cache** (`create_cacheable`) on the tracked connection: the
+//!   same as `apply` — not announced, and its script's last command reads the key, so the new
+//!   key is tracked from its first moment and the cache keeps the record it created. Note that
+//!   Redis 7.0 tracks, on any read inside a script, **every key the script declares**: a
+//!   user's one-server create also tracks that user's index, marker and the fence (their
+//!   notices name no session and are dropped). One the tracked connection certainly did not
+//!   run goes through the write connection and is not cached (checked: `ratatoskr-tiered`'s
+//!   `own_writes.rs`, `a_new_session_is_served_from_the_near_cache_and_others_changes_reach_it_*`).
+//! - **Every other write** — `create` without a near cache, `restore`, `touch`, `rotate`
+//!   (both keys), `destroy`, `destroy_user` (`revoke_one`), the index scripts, and the
+//!   maintenance paths (`discard`
 //!   on a new epoch or after an outage, `reap`) — runs on the write connection (on a cluster,
 //!   the cluster client's connection to the master): another client as far as Redis is
 //!   concerned, so a change to a tracked key is announced to this process exactly as one by
