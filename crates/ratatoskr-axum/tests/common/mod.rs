@@ -6,6 +6,8 @@ mod app;
 mod http;
 mod store;
 
+// Not every test binary uses the test application (`save_retry.rs` builds its own).
+#[allow(unused_imports)]
 pub use app::*;
 pub use http::*;
 // Not every test binary uses the store directly.
