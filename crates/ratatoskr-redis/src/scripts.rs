@@ -344,16 +344,24 @@ return out
 "#;
 
 /// `destroy` (session slot): KEYS[1] session key; ARGV[2] how long (ms) to keep a tombstone
-/// when there is no live session to end (0: none, see `entomb`). Returns {1 or 0, user or
+/// when there is no live session to end (0: none, see `ENTOMB`). Returns {1 or 0, user or
 /// false}: 1 if a live, decodable session was destroyed. Its index entry is removed after.
+const DESTROY_ARGS: &str = r#"
+local TTL = tonumber(ARGV[2])
+local function destroyed(user) end
+"#;
+
+/// The body of `destroy` and `one_destroy`: `TTL` and `destroyed(user)` (what else goes with a
+/// live session) are defined before it.
 const DESTROY: &str = r#"
 local key = KEYS[1]
 local meta = parse_meta(redis.call('HGET', key, META))
 if meta then
   redis.call('DEL', key)
+  destroyed(meta.user)
   return { 1, meta.user }
 end
-entomb(key, tonumber(ARGV[2]))
+entomb(key, TTL)
 return { 0, false }
 "#;
 
@@ -549,16 +557,9 @@ return out
 /// `destroy` on one server: KEYS[1] session key; ARGV[2] key prefix, ARGV[3] raw key, ARGV[4]
 /// tombstone ms as for `destroy`. The session and its index entry in one step; replies as
 /// `destroy`.
-const ONE_DESTROY: &str = r#"
-local key = KEYS[1]
-local meta = parse_meta(redis.call('HGET', key, META))
-if meta then
-  redis.call('DEL', key)
-  unindex(ARGV[2], meta.user, ARGV[3])
-  return { 1, meta.user }
-end
-entomb(key, tonumber(ARGV[4]))
-return { 0, false }
+const ONE_DESTROY_ARGS: &str = r#"
+local TTL = tonumber(ARGV[4])
+local function destroyed(user) unindex(ARGV[2], user, ARGV[3]) end
 "#;
 
 /// `list_user` on one server: KEYS[1] the user's index; ARGV[2] key prefix. Returns {listed
@@ -624,7 +625,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     touch: script(TOUCH),
     rotate: script(ROTATE),
     take: script(TAKE),
-    destroy: script(&[ENTOMB, DESTROY].concat()),
+    destroy: script(&[ENTOMB, DESTROY_ARGS, DESTROY].concat()),
     revoke_mark: script(REVOKE_MARK),
     revoke_one: script(REVOKE_ONE),
     index_list: script(INDEX_LIST),
@@ -656,6 +657,6 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         .concat(),
     ),
     one_rotate: one_server(ONE_ROTATE),
-    one_destroy: one_server(&[ENTOMB, ONE_DESTROY].concat()),
+    one_destroy: one_server(&[ENTOMB, ONE_DESTROY_ARGS, DESTROY].concat()),
     one_list: one_server(ONE_LIST),
 });
