@@ -300,10 +300,16 @@ return 1
 /// ARGV[4] size limit. Returns {1, old user or false}, {-1} (old missing), {-2} (new exists),
 /// {-3} (new is a tombstone) or {-4, size}. The new user's index entry was added before, the
 /// old one is removed after.
-const ROTATE: &str = r#"
+const ROTATE_HEAD: &str = r#"
 local stale = stale_epoch(KEYS[3])
 if stale then return stale end
 local old, new = KEYS[1], KEYS[2]
+"#;
+
+/// The rotation itself, shared by `rotate` and `one_rotate` (`old`, `new` set before): the
+/// checks (the old session, the new key, the size), then one atomic step — the attributes move
+/// with the key, the old key is gone. Leaves `oldmeta` for what follows.
+const ROTATE_CORE: &str = r#"
 local oldmeta = parse_meta(redis.call('HGET', old, META))
 if not oldmeta then return { -1 } end
 if redis.call('EXISTS', new) == 1 then
@@ -314,11 +320,9 @@ local meta = parse_meta(ARGV[2])
 if not meta then return redis.error_reply('ERR ratatoskr: the fixed part does not parse') end
 local size = #ARGV[2] + 12 + attrs_size(old)
 if size > tonumber(ARGV[4]) then return { -4, size } end
--- One atomic step: the attributes move with the key, the old key is gone.
 redis.call('RENAME', old, new)
 redis.call('HSET', new, META, ARGV[2])
 set_expiry(new, meta, tonumber(ARGV[3]), true)
-return { 1, oldmeta.user }
 "#;
 
 /// `take` (old key's slot, rotation across slots): KEYS[1] old key; ARGV[2] new meta length,
@@ -523,27 +527,16 @@ tidy(KEYS[3])
 /// to list the user's sessions after the rotation. Returns {1, old user or false, listed (1 or
 /// 0), raw, meta, last_seen, expiry, …} or the refusals of `rotate` (and {-3} when the user's
 /// sessions were revoked at or after `now`, as `index_add` refuses).
-const ONE_ROTATE: &str = r#"
-local stale = stale_epoch(KEYS[3])
-if stale then return stale end
-local old, new, ik = KEYS[1], KEYS[2], KEYS[4]
+const ONE_ROTATE_HEAD: &str = r#"
+local ik = KEYS[4]
 if ik then
   local r = tonumber(redis.call('GET', KEYS[5]))
   if r ~= nil and r >= tonumber(ARGV[3]) then return { -3 } end
 end
-local oldmeta = parse_meta(redis.call('HGET', old, META))
-if not oldmeta then return { -1 } end
-if redis.call('EXISTS', new) == 1 then
-  if redis.call('HEXISTS', new, TOMB) == 1 then return { -3 } end
-  return { -2 }
-end
-local meta = parse_meta(ARGV[2])
-if not meta then return redis.error_reply('ERR ratatoskr: the fixed part does not parse') end
-local size = #ARGV[2] + 12 + attrs_size(old)
-if size > tonumber(ARGV[4]) then return { -4, size } end
-redis.call('RENAME', old, new)
-redis.call('HSET', new, META, ARGV[2])
-set_expiry(new, meta, tonumber(ARGV[3]), true)
+"#;
+
+/// The end of `one_rotate`, after `ROTATE_CORE`: the index entries, and the list.
+const ONE_ROTATE_TAIL: &str = r#"
 unindex(ARGV[5], oldmeta.user, ARGV[6])
 if ik then
   redis.call('ZADD', ik, 'GT', ARGV[8], ARGV[7])
@@ -623,7 +616,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     index_del: script(INDEX_DEL),
     apply: Script::new(&format!("{BASE}\n{APPLY}")),
     touch: script(TOUCH),
-    rotate: script(ROTATE),
+    rotate: script(&[ROTATE_HEAD, ROTATE_CORE, "return { 1, oldmeta.user }"].concat()),
     take: script(TAKE),
     destroy: script(&[ENTOMB, DESTROY_ARGS, DESTROY].concat()),
     revoke_mark: script(REVOKE_MARK),
@@ -656,7 +649,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         ]
         .concat(),
     ),
-    one_rotate: one_server(ONE_ROTATE),
+    one_rotate: one_server(&[ROTATE_HEAD, ONE_ROTATE_HEAD, ROTATE_CORE, ONE_ROTATE_TAIL].concat()),
     one_destroy: one_server(&[ENTOMB, ONE_DESTROY_ARGS, DESTROY].concat()),
     one_list: one_server(ONE_LIST),
 });
