@@ -781,3 +781,78 @@ async fn an_error_reply_on_the_tracked_connection_keeps_it_in_service() {
         }
     }
 }
+
+/// A create through a near cache (`create_cacheable`) runs on the tracked connection: it
+/// answers `true`, and like every write it is refused once when another instance began a new
+/// write epoch meanwhile and sent again with the epoch Redis named — for an anonymous session
+/// (`create`) and a user's (`one_create`).
+#[tokio::test]
+async fn a_cacheable_create_from_an_old_write_epoch_is_sent_again_on_the_tracked_connection() {
+    let redis = start_own();
+    redis.wait_ready().await;
+    let config = own_config(&redis, Duration::from_secs(2));
+    let (a, _rx) = tracked(config.clone()).await;
+    let b = RedisStore::connect(config).await.unwrap();
+    for user in [None, Some("u")] {
+        a.begin_epoch().await.unwrap();
+        // Another instance recovers from an outage: a new epoch `a` has not seen.
+        b.begin_epoch().await.unwrap();
+        let k = key();
+        assert!(
+            a.create_cacheable(&k, &record(user)).await.unwrap(),
+            "{user:?}: run on the tracked connection"
+        );
+        assert!(a.load(&k).await.unwrap().is_some(), "{user:?}");
+    }
+}
+
+/// The tracked connection lost (killed by the server): a create through a near cache goes
+/// through the write connection instead — written, but answered `false` (not cacheable: that
+/// connection's write tracks nothing) — and the loss was announced with `All`.
+#[tokio::test]
+async fn a_cacheable_create_without_a_tracked_connection_is_written_but_not_cacheable() {
+    let redis = start_own();
+    redis.wait_ready().await;
+    let config = own_config(&redis, Duration::from_secs(2));
+    let (a, mut rx) = tracked(config).await;
+    // Connect the tracked connection (a load does), then kill it from the server's side.
+    assert!(a.load(&key()).await.unwrap().is_none());
+    let mut raw = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let tracking_ids: Vec<&str> = clients
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .any(|f| f.starts_with("flags=") && f.contains('t'))
+        })
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .collect();
+    assert_eq!(tracking_ids.len(), 1, "one tracked connection:\n{clients}");
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(tracking_ids[0])
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    assert!(
+        all_notice(&mut rx, NOTICE_WITHIN).await,
+        "the loss is announced"
+    );
+    let k = key();
+    let cacheable = a.create_cacheable(&k, &record(Some("u"))).await.unwrap();
+    assert!(
+        !cacheable,
+        "a create on the write connection is not cacheable"
+    );
+    assert!(a.load(&k).await.unwrap().is_some(), "but it was written");
+}
