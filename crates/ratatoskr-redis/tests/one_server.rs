@@ -234,3 +234,64 @@ async fn a_user_with_very_many_sessions_is_listed_in_steps_and_completely() {
     assert_eq!(listed.len(), 301);
     assert!(listed.iter().any(|s| s.key == new));
 }
+
+/// The tombstone a tier's `discard_copy` leaves where no live copy was found lasts ten response
+/// timeouts, at least a minute, and refuses a late `create` and `restore` of the key; a plain
+/// `destroy` (Redis alone) leaves none.
+#[tokio::test]
+async fn a_discarded_absent_copy_leaves_a_tombstone_for_ten_response_timeouts_at_least_a_minute() {
+    for (timeout, want_s) in [(Duration::from_secs(2), 60), (Duration::from_secs(10), 100)] {
+        let redis = OwnRedis::start(closed_port());
+        redis.wait_ready().await;
+        let config = RedisConfig {
+            url: redis.url(),
+            response_timeout: timeout,
+            connect_timeout: Duration::from_secs(5),
+            ..RedisConfig::default()
+        };
+        let store = RedisStore::connect(config).await.unwrap();
+        let mut con = redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let pttl = async |con: &mut redis::aio::MultiplexedConnection, k: &SessionKey| -> i64 {
+            redis::cmd("PTTL")
+                .arg(store.session_key_name(k))
+                .query_async(con)
+                .await
+                .unwrap()
+        };
+
+        let k = key();
+        assert!(
+            !store.discard_copy(&k).await.unwrap(),
+            "nothing live was there"
+        );
+        let left = pttl(&mut con, &k).await;
+        assert!(
+            left > (want_s - 5) * 1000 && left <= want_s * 1000,
+            "{timeout:?}: the tombstone lasts {left} ms, want about {want_s} s"
+        );
+        assert!(matches!(
+            store.create(&k, &record(Some("u"))).await,
+            Err(StoreError::Revoked)
+        ));
+        assert!(!store.restore(&k, &record(None)).await.unwrap());
+        assert!(store.load(&k).await.unwrap().is_none());
+
+        // A live copy is simply removed; a plain destroy of an absent key leaves nothing.
+        let live = key();
+        store.create(&live, &record(None)).await.unwrap();
+        assert!(store.discard_copy(&live).await.unwrap());
+        assert_eq!(pttl(&mut con, &live).await, -2, "no key left");
+        let absent = key();
+        assert!(!store.destroy(&absent).await.unwrap());
+        assert_eq!(
+            pttl(&mut con, &absent).await,
+            -2,
+            "destroy leaves no tombstone"
+        );
+        store.create(&absent, &record(None)).await.unwrap();
+    }
+}
