@@ -293,3 +293,60 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::Token;
+    use std::time::Duration;
+
+    fn record() -> Record {
+        Record::new(
+            Some("u".into()),
+            now_ms(),
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+        )
+    }
+
+    /// As Redis does for a tiered store: a copy discarded while absent cannot be written
+    /// afterwards by a create or restore still in flight; a live copy is simply removed, and a
+    /// plain `destroy` leaves nothing behind.
+    #[tokio::test]
+    async fn a_discarded_absent_copy_refuses_a_late_create_and_restore_for_a_minute() {
+        let store = MemoryStore::default();
+        let absent = Token::generate().key();
+        assert!(!store.discard_copy(&absent).await.unwrap());
+        assert!(matches!(
+            store.create(&absent, &record()).await,
+            Err(StoreError::Revoked)
+        ));
+        assert!(!store.restore(&absent, &record()).await.unwrap());
+        assert!(store.load(&absent).await.unwrap().is_none());
+        let until = store.lock().tombstones[&absent];
+        let left = until - now_ms();
+        assert!((59_000..=60_000).contains(&left), "{left} ms");
+
+        let live = Token::generate().key();
+        store.create(&live, &record()).await.unwrap();
+        assert!(store.discard_copy(&live).await.unwrap());
+        assert!(!store.lock().tombstones.contains_key(&live));
+        store.create(&live, &record()).await.unwrap();
+
+        let destroyed = Token::generate().key();
+        assert!(!store.destroy(&destroyed).await.unwrap());
+        store.create(&destroyed, &record()).await.unwrap();
+    }
+
+    /// Tombstones past their time are dropped, and no longer refuse anything.
+    #[tokio::test]
+    async fn an_expired_tombstone_refuses_nothing_and_is_dropped() {
+        let store = MemoryStore::default();
+        let old = Token::generate().key();
+        store.lock().tombstones.insert(old, now_ms() - 1);
+        store.create(&old, &record()).await.unwrap();
+        assert!(store.discard_copy(&Token::generate().key()).await.is_ok());
+        assert!(!store.lock().tombstones.contains_key(&old), "pruned");
+        assert_eq!(store.lock().tombstones.len(), 1);
+    }
+}
