@@ -319,3 +319,72 @@ async fn a_new_session_is_served_from_the_near_cache_and_others_changes_reach_it
 async fn a_new_session_is_served_from_the_near_cache_and_others_changes_reach_it_tiered() {
     new_sessions_are_cached_and_stay_correct(Kind::Tiered).await;
 }
+
+/// A create the tracked connection did not run (it was lost: killed by the server) goes through
+/// the write connection, which tracks nothing: that session must not be near-cached, or a later
+/// change by another instance would never reach this one. B changes it; A's next successful read
+/// shows the change.
+async fn an_untracked_create_is_not_cached(kind: Kind) {
+    let server = RedisProcess::start();
+    let durable = Arc::new(MemoryStore::default());
+    let mut a = instance(kind, &server, "lost:", &durable).await;
+    let b = instance(kind, &server, "lost:", &durable).await;
+    // Both instances' tracked connections (A has read through its own); the server kills
+    // them all — A's is the one that matters, B's loss only costs B a reconnect.
+    assert!(
+        a.store
+            .load(&Token::generate().key())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let tracked: Vec<String> = cli(&server, &["CLIENT", "LIST"])
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .any(|f| f.starts_with("flags=") && f.contains('t'))
+        })
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(tracked.len(), 2, "two tracked connections (A's and B's)");
+    for id in &tracked {
+        cli(&server, &["CLIENT", "KILL", "ID", id]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, a.spy.recv()).await {
+            Ok(Ok(Invalidation::All)) => break,
+            Ok(Ok(_)) => {}
+            other => panic!("no All after the kill: {other:?}"),
+        }
+    }
+    let k = Token::generate().key();
+    a.store.create(&k, &record()).await.unwrap();
+    b.store.apply(&k, &set("b", 1)).await.unwrap();
+    // The first call on a lost tracked connection may report the loss; then it reconnects.
+    let mut seen = None;
+    for _ in 0..5 {
+        if let Ok(r) = a.store.load(&k).await {
+            seen = r;
+            break;
+        }
+    }
+    let seen = seen.expect("A reads the session");
+    assert_eq!(
+        attr(&seen, "b").as_deref(),
+        Some("1"),
+        "{kind:?}: A served a copy of its untracked create without B's change"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untracked_create_is_not_cached_near_cached() {
+    an_untracked_create_is_not_cached(Kind::NearCached).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untracked_create_is_not_cached_tiered() {
+    an_untracked_create_is_not_cached(Kind::Tiered).await;
+}
