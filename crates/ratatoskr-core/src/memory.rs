@@ -326,6 +326,12 @@ mod tests {
         let until = store.lock().tombstones[&absent];
         let left = until - now_ms();
         assert!((59_000..=60_000).contains(&left), "{left} ms");
+        // Another key's discard keeps this tombstone (only expired ones are pruned).
+        assert!(!store.discard_copy(&Token::generate().key()).await.unwrap());
+        assert!(matches!(
+            store.create(&absent, &record()).await,
+            Err(StoreError::Revoked)
+        ));
 
         let live = Token::generate().key();
         store.create(&live, &record()).await.unwrap();
