@@ -508,19 +508,26 @@ impl RedisStore {
         for _ in 0..3 {
             let inv = build(self.script_arg());
             let reply: Value = self.call(inv.invoke_async(&mut con)).await?;
-            match status(op, &reply) {
-                Ok((STALE_EPOCH, Some(epoch))) => {
-                    self.epoch.store(
-                        u64::try_from(epoch).unwrap_or(0),
-                        std::sync::atomic::Ordering::Release,
-                    );
-                }
-                _ => return Ok(reply),
+            if !self.took_newer_epoch(op, &reply) {
+                return Ok(reply);
             }
         }
-        Err(backend(format_args!(
-            "{op}: the write epoch kept changing under three attempts"
-        )))
+        Err(epoch_kept_changing(op))
+    }
+
+    /// Whether `reply` refused a write for an old write epoch; if so, the epoch Redis named is
+    /// taken on, so that the write can be sent again (the step every fenced send shares).
+    pub(crate) fn took_newer_epoch(&self, op: &str, reply: &Value) -> bool {
+        match status(op, reply) {
+            Ok((STALE_EPOCH, Some(epoch))) => {
+                self.epoch.store(
+                    u64::try_from(epoch).unwrap_or(0),
+                    std::sync::atomic::Ordering::Release,
+                );
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Run a script that changes the session hash `name` — and reads it after the change —
@@ -561,6 +568,13 @@ impl RedisStore {
             limit: self.config.limits.max_record_bytes,
         })
     }
+}
+
+/// A fenced write that met a newer write epoch at every one of its three attempts.
+pub(crate) fn epoch_kept_changing(op: &str) -> StoreError {
+    backend(format_args!(
+        "{op}: the write epoch kept changing under three attempts"
+    ))
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ use redis::Value;
 
 use crate::scripts::SCRIPTS;
 use crate::{
-    BACKEND, COLLISION, NOT_FOUND, OK, REVOKED, RedisStore, STALE_EPOCH, TOO_LARGE, as_bytes,
-    as_int, backend, decode_hash, duration_ms, hash_pairs, key_slot, last_seen, status, unexpected,
+    BACKEND, COLLISION, NOT_FOUND, OK, REVOKED, RedisStore, TOO_LARGE, as_bytes, as_int, backend,
+    decode_hash, duration_ms, hash_pairs, key_slot, last_seen, status, unexpected,
 };
 
 /// Index scores count seconds from here (2025-01-01), see `scripts.rs`.
@@ -243,17 +243,11 @@ impl RedisStore {
                 Err(f) if !f.not_run => return Err(f.into_error()),
                 Err(_) => return Ok((self.invoke_fenced(op, build).await?, false)),
             };
-            match status(op, &reply) {
-                Ok((STALE_EPOCH, Some(epoch))) => self.epoch.store(
-                    u64::try_from(epoch).unwrap_or(0),
-                    std::sync::atomic::Ordering::Release,
-                ),
-                _ => return Ok((reply, true)),
+            if !self.took_newer_epoch(op, &reply) {
+                return Ok((reply, true));
             }
         }
-        Err(backend(format_args!(
-            "{op}: the write epoch kept changing under three attempts"
-        )))
+        Err(crate::epoch_kept_changing(op))
     }
 
     /// `write_new` of a user's session on one server: index entry and session in one script
