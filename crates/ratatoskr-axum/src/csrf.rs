@@ -2,8 +2,10 @@
 //! checks. The functions here are pure; the layer applies them (see the crate documentation for
 //! the order) and the fuzz target calls [`verify_token`] directly.
 //!
-//! **The token.** Each session has a 16-byte secret (`record.meta.csrf_secret`, rotated by the
-//! manager at login and on every rotation). A response never carries the secret itself but
+//! **The token.** Each session has a 16-byte secret derived from its session token
+//! ([`Token::csrf_secret`](ratatoskr_core::Token::csrf_secret)): no store holds it, and every
+//! rotation (login included) gives a new token and so a new secret. A response never carries
+//! the secret itself but
 //! `base64url(pad || pad XOR secret)` with a fresh 16-byte one-time pad, so the token differs in
 //! every response and a compression oracle (BREACH) learns nothing from repeated responses.
 //! Every masked form of the current secret verifies; the comparison is constant time.

@@ -7,8 +7,9 @@
 //! under `crates/ratatoskr-core/tests/fixtures/` that the test suite decodes.
 //!
 //! Nothing that can be derived is stored: no token (never stored), no key (it is the lookup), no
-//! handle (derived from the key), no idle deadline (`last_seen + idle_timeout`), and the absolute
-//! deadline as an offset from creation. Integers are LEB128 varints.
+//! handle (derived from the key), no CSRF secret (derived from the token, since meta format 2), no
+//! idle deadline (`last_seen + idle_timeout`), and the absolute deadline as an offset from
+//! creation. Integers are LEB128 varints.
 //!
 //! ```
 //! use std::time::Duration;
@@ -25,10 +26,13 @@ use std::collections::BTreeMap;
 
 use crate::record::{Meta, Millis, Record};
 
-/// The meta format version this build writes.
-pub const META_FORMAT: u8 = 1;
-/// The whole-record format version this build writes.
+/// The meta format version this build writes. Format 1 (0.1.0) also held a 16-byte CSRF secret;
+/// it is still read (the secret skipped: it is derived from the token now).
+pub const META_FORMAT: u8 = 2;
+/// The whole-record format version this build writes (its meta, inline, carries its own format).
 pub const RECORD_FORMAT: u8 = 1;
+/// The bytes meta format 1 spent on the CSRF secret it stored.
+const V1_CSRF_BYTES: usize = 16;
 
 const FLAG_USER: u8 = 1;
 const FLAG_FINGERPRINT: u8 = 2;
@@ -117,7 +121,6 @@ fn write_meta(out: &mut Vec<u8>, meta: &Meta, limits: &Limits) -> Result<(), Cod
     put_varint(out, to_u64(meta.created_at)?);
     put_varint(out, to_u64(meta.idle_timeout)?);
     put_varint(out, to_u64(meta.absolute_deadline - meta.created_at)?);
-    out.extend_from_slice(&meta.csrf_secret);
     if let Some(fp) = &meta.fingerprint {
         out.extend_from_slice(fp);
     }
@@ -137,7 +140,7 @@ pub fn decode_meta(blob: &[u8]) -> Result<Meta, CodecError> {
 
 fn read_meta(r: &mut Reader<'_>) -> Result<Meta, CodecError> {
     let format = r.byte()?;
-    if format != 1 {
+    if format != 1 && format != META_FORMAT {
         return Err(CodecError::UnknownFormat(format));
     }
     let flags = r.byte()?;
@@ -150,7 +153,9 @@ fn read_meta(r: &mut Reader<'_>) -> Result<Meta, CodecError> {
     let absolute_deadline = created_at
         .checked_add(from_u64(r.varint()?)?)
         .ok_or(CodecError::Malformed("deadline out of range"))?;
-    let csrf_secret = r.array::<16>()?;
+    if format == 1 {
+        r.take(V1_CSRF_BYTES)?;
+    }
     let fingerprint = if flags & FLAG_FINGERPRINT != 0 {
         Some(r.array::<8>()?)
     } else {
@@ -172,7 +177,6 @@ fn read_meta(r: &mut Reader<'_>) -> Result<Meta, CodecError> {
         absolute_deadline,
         version,
         fingerprint,
-        csrf_secret,
     })
 }
 
@@ -373,8 +377,8 @@ mod tests {
         let r = sample();
         let blob = encode_meta(&r.meta, &Limits::default()).unwrap();
         // 2 header + 1 version + 6 created (ms) + 4 idle (7.2e6 ms) + 4 absolute offset
-        // (8.64e7 ms) + 16 csrf + 8 fingerprint + 1 + 7 user id
-        assert_eq!(blob.len(), 49);
+        // (8.64e7 ms) + 8 fingerprint + 1 + 7 user id; no CSRF secret (format 1 had 16 more)
+        assert_eq!(blob.len(), 33);
     }
 
     #[test]
@@ -395,7 +399,8 @@ mod tests {
         );
         blob[0] = 9;
         assert_eq!(decode_record(&blob), Err(CodecError::UnknownFormat(9)));
-        assert_eq!(decode_meta(&[2, 0]), Err(CodecError::UnknownFormat(2)));
+        assert_eq!(decode_meta(&[3, 0]), Err(CodecError::UnknownFormat(3)));
+        assert_eq!(decode_meta(&[0, 0]), Err(CodecError::UnknownFormat(0)));
         assert_eq!(
             decode_meta(&[1, 0x80]),
             Err(CodecError::Malformed("unknown flags"))
@@ -482,7 +487,7 @@ mod tests {
                     mutated.push(m);
                 }
             }
-            for _ in 0..2_000 {
+            for _ in 0..3_000 {
                 let mut m = blob.clone();
                 for _ in 0..1 + xorshift(&mut state) % 4 {
                     let at = (xorshift(&mut state) as usize) % m.len();
@@ -507,7 +512,7 @@ mod tests {
                         err += 1;
                         if m[0] != RECORD_FORMAT {
                             assert_eq!(e, CodecError::UnknownFormat(m[0]));
-                        } else if m[1] != META_FORMAT {
+                        } else if !matches!(m[1], 1 | META_FORMAT) {
                             assert_eq!(e, CodecError::UnknownFormat(m[1]));
                         } else if m[2] & !KNOWN_FLAGS != 0 {
                             assert_eq!(e, CodecError::Malformed("unknown flags"));
@@ -524,7 +529,7 @@ mod tests {
                         let again = encode_meta(&decoded, &Limits::default()).unwrap();
                         assert_eq!(decode_meta(&again), Ok(decoded));
                     }
-                    Err(e) if part[0] != META_FORMAT => {
+                    Err(e) if !matches!(part[0], 1 | META_FORMAT) => {
                         assert_eq!(e, CodecError::UnknownFormat(part[0]));
                     }
                     Err(e) if part[1] & !KNOWN_FLAGS != 0 => {
@@ -620,10 +625,9 @@ mod tests {
             absolute_deadline: 310,
             version: 129,
             fingerprint: Some([9; 8]),
-            csrf_secret: [7; 16],
         };
         let mut want = vec![
-            1,
+            2,
             FLAG_USER | FLAG_FINGERPRINT,
             0x81,
             0x01,
@@ -632,7 +636,6 @@ mod tests {
             2,
             10,
         ];
-        want.extend([7; 16]);
         want.extend([9; 8]);
         want.extend([2, b'a', b'b']);
         assert_eq!(encode_meta(&meta, &Limits::default()).unwrap(), want);
@@ -652,7 +655,7 @@ mod tests {
                 ..meta.clone()
             })
         );
-        let mut user_only = want[..8 + 16].to_vec();
+        let mut user_only = want[..8].to_vec();
         user_only[1] = FLAG_USER;
         user_only.extend([2, b'a', b'b']);
         assert_eq!(
@@ -673,17 +676,57 @@ mod tests {
         }
     }
 
+    /// Meta format 1 (0.1.0) stored a 16-byte CSRF secret after the varints. It still decodes, to
+    /// the same meta as format 2 without those bytes; its secret is not kept (the secret is
+    /// derived from the token now), and a record holding it is written back as format 2.
+    #[test]
+    fn a_format_1_meta_is_read_with_its_stored_csrf_secret_skipped() {
+        let meta = Meta {
+            user_id: Some("ab".into()),
+            created_at: 300,
+            idle_timeout: 2,
+            absolute_deadline: 310,
+            version: 129,
+            fingerprint: Some([9; 8]),
+        };
+        let v2 = encode_meta(&meta, &Limits::default()).unwrap();
+        assert_eq!(v2[0], 2);
+        let mut v1 = vec![1];
+        v1.extend(&v2[1..8]);
+        v1.extend([0x5a; 16]);
+        v1.extend(&v2[8..]);
+        assert_eq!(v1.len(), v2.len() + 16);
+        assert_eq!(decode_meta(&v1), Ok(meta.clone()));
+        // One byte of the secret missing, or one too many: an error, not a shifted decode.
+        let mut short = v1.clone();
+        short.remove(8);
+        assert!(decode_meta(&short).is_err());
+        assert!(decode_meta(&v1[..8 + 15]).is_err());
+        // Format 2 bytes labelled format 1 lack the secret: refused.
+        let mut mislabelled = v2.clone();
+        mislabelled[0] = 1;
+        assert!(decode_meta(&mislabelled).is_err());
+        // Inside a whole record (record format 1 around meta format 1).
+        let mut record = vec![RECORD_FORMAT];
+        record.extend(&v1);
+        record.extend([5, 0]);
+        let r = decode_record(&record).unwrap();
+        assert_eq!((r.meta, r.last_seen), (meta.clone(), 305));
+        assert_eq!(
+            encode_meta(&decode_meta(&v1).unwrap(), &Limits::default()).unwrap(),
+            v2
+        );
+    }
+
     /// The anonymous record the byte-layout tests spell out: created at 1000, idle 5 ms,
-    /// absolute 7 ms, CSRF secret all 3s.
+    /// absolute 7 ms.
     fn layout_record() -> Record {
-        let mut r = Record::new(
+        Record::new(
             None,
             1_000,
             Duration::from_millis(5),
             Duration::from_millis(7),
-        );
-        r.meta.csrf_secret = [3; 16];
-        r
+        )
     }
 
     #[test]
@@ -692,8 +735,7 @@ mod tests {
         r.last_seen = 1_002;
         r.attrs.insert("b".into(), vec![0xee]);
         r.attrs.insert("a".into(), vec![]);
-        let mut want = vec![1, 1, 0, 1, 0xe8, 0x07, 5, 7];
-        want.extend([3; 16]);
+        let mut want = vec![1, 2, 0, 1, 0xe8, 0x07, 5, 7];
         want.extend([2, 2, 1, b'a', 0, 1, b'b', 1, 0xee]);
         assert_eq!(encode_record(&r, &Limits::default()).unwrap(), want);
         assert_eq!(decode_record(&want), Ok(r));
@@ -762,7 +804,7 @@ mod tests {
         assert_eq!(
             decode_meta(&[1, 0, 0, 0, 0, 0]),
             Err(CodecError::Truncated),
-            "the CSRF secret is missing"
+            "format 1: the CSRF secret is missing"
         );
     }
 

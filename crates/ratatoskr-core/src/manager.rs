@@ -28,7 +28,7 @@ use std::time::Duration;
 use crate::codec::Limits;
 use crate::record::{Delta, Millis, Record, SessionSummary, duration_ms, now_ms};
 use crate::store::{SessionStore, StoreError, StoreResult};
-use crate::token::{Handle, SessionKey, Token, random_bytes};
+use crate::token::{Handle, SessionKey, Token};
 
 /// Timeouts and limits. The defaults follow the contract: 2 h idle, 24 h absolute, 5 per user.
 #[derive(Clone, Debug)]
@@ -208,7 +208,6 @@ impl SessionManager {
         let mut meta = record.meta.clone();
         meta.user_id = user_id;
         meta.version += 1;
-        meta.csrf_secret = random_bytes();
         let mut attempts = 0;
         loop {
             let token = Token::generate();
@@ -419,9 +418,11 @@ mod tests {
     #[tokio::test]
     async fn login_rotates_the_csrf_secret() {
         let m = manager(5);
-        let (anon, before) = m.create(None, None).await.unwrap();
+        let (anon, _) = m.create(None, None).await.unwrap();
         let login = m.login(&anon, "alice").await.unwrap();
-        assert_ne!(login.record.meta.csrf_secret, before.meta.csrf_secret);
+        // The secret is the token's: a new token, a new secret.
+        assert_ne!(login.token.key(), anon.key());
+        assert_ne!(login.token.csrf_secret(), anon.csrf_secret());
     }
 
     #[tokio::test]
@@ -601,7 +602,7 @@ mod tests {
             (r1.meta.version, r2.meta.version, r3.meta.version),
             (1, 2, 3)
         );
-        assert_ne!(r2.meta.csrf_secret, r1.meta.csrf_secret);
+        assert_ne!(t2.csrf_secret(), t1.csrf_secret());
         assert_eq!(r3.attrs["a"], b"1");
         assert_eq!(r3.meta.fingerprint, Some([3; 8]));
         let stored = m.load(&t3).await.unwrap().unwrap();
@@ -821,7 +822,7 @@ mod tests {
     #[tokio::test]
     async fn login_loaded_rotates_the_record_it_is_given_in_one_store_call() {
         let (store, m) = counted(ManagerConfig::default());
-        let (anon, created) = m
+        let (anon, _) = m
             .create_with(None, Some([5; 8]), BTreeMap::new())
             .await
             .unwrap();
@@ -852,7 +853,8 @@ mod tests {
         assert_eq!(r.meta.version, 2);
         assert_eq!(r.meta.fingerprint, Some([5; 8]), "fingerprint binding kept");
         assert_ne!(
-            r.meta.csrf_secret, created.meta.csrf_secret,
+            login.token.csrf_secret(),
+            anon.csrf_secret(),
             "CSRF secret renewed"
         );
         assert_eq!(r.attrs["a"], b"1");

@@ -1,7 +1,7 @@
 //! What a store keeps about a session, and what a request changes.
 //!
 //! A session is a [`Record`]: a [`Meta`] part that is fixed for the life of one key (user, creation
-//! time, timeouts, version, fingerprint, CSRF secret), a `last_seen` time that a touch moves, and
+//! time, timeouts, version, fingerprint), a `last_seen` time that a touch moves, and
 //! named attributes whose values are opaque bytes (the axum layer puts JSON there).
 //!
 //! A request never writes a whole record back. It sends a [`Delta`]: the attributes it set and the
@@ -69,8 +69,10 @@ pub fn duration_ms(d: Duration) -> Millis {
 
 /// The part of a session that is fixed for the life of one session key.
 ///
-/// Rotation creates a new key with a new `Meta` (new version, possibly a new user and CSRF secret)
-/// and the same attributes.
+/// Rotation creates a new key with a new `Meta` (new version, possibly a new user) and the same
+/// attributes. The CSRF secret is not here: it is derived from the token
+/// ([`Token::csrf_secret`](crate::Token::csrf_secret)), so a new key has a new one and no store
+/// holds it.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Meta {
     /// The authenticated user, if any. Anonymous sessions have none.
@@ -85,8 +87,6 @@ pub struct Meta {
     pub version: u64,
     /// A hash of the client's User-Agent (and optionally IP prefix) recorded at creation.
     pub fingerprint: Option<[u8; 8]>,
-    /// The per-session CSRF secret; sent to clients only masked.
-    pub csrf_secret: [u8; 16],
 }
 
 impl Meta {
@@ -125,7 +125,6 @@ impl Record {
                 absolute_deadline: now.saturating_add(duration_ms(absolute_timeout)),
                 version: 1,
                 fingerprint: None,
-                csrf_secret: crate::token::random_bytes(),
             },
             last_seen: now,
             attrs: BTreeMap::new(),

@@ -169,6 +169,24 @@ impl Token {
         key
     }
 
+    /// The session's CSRF secret: the first 16 bytes of [`derive`](Self::derive)`("csrf")`.
+    ///
+    /// Derived, not stored: no store or cache holds it, a rotation (a new token) renews it, and
+    /// the masked tokens pages carry reveal neither it nor the token. Record format 1 (0.1.0)
+    /// stored a random secret in the session instead.
+    ///
+    /// ```
+    /// use ratatoskr_core::Token;
+    /// let token = Token::generate();
+    /// assert_eq!(token.csrf_secret(), token.csrf_secret());
+    /// assert_ne!(token.csrf_secret(), Token::generate().csrf_secret());
+    /// ```
+    pub fn csrf_secret(&self) -> [u8; 16] {
+        let mut secret = [0u8; 16];
+        secret.copy_from_slice(&self.derive("csrf")[..16]);
+        secret
+    }
+
     /// Derive a per-token secret for a named purpose (for example a signing key), without
     /// revealing the token. Domain-separated SHA-256.
     pub fn derive(&self, purpose: &str) -> [u8; 32] {
@@ -414,6 +432,19 @@ mod tests {
         want.update(b"ratatoskr.derive.v1\0csrf\0");
         want.update([0u8; 32]);
         assert_eq!(a.derive("csrf"), <[u8; 32]>::from(want.finalize()));
+    }
+
+    #[test]
+    fn the_csrf_secret_is_the_first_half_of_the_csrf_derivation() {
+        let a = Token::parse(&"A".repeat(43)).unwrap();
+        let b = Token::parse(&format!("{}E", "A".repeat(42))).unwrap();
+        assert_eq!(a.csrf_secret()[..], a.derive("csrf")[..16]);
+        assert_eq!(b.csrf_secret()[..], b.derive("csrf")[..16]);
+        assert_ne!(a.csrf_secret(), b.csrf_secret());
+        assert_ne!(a.csrf_secret(), [0; 16]);
+        // Not a slice of the key (which stores see) nor of another purpose's secret.
+        assert_ne!(a.csrf_secret()[..], a.key().as_bytes()[..16]);
+        assert_ne!(a.csrf_secret()[..], a.derive("sign")[..16]);
     }
 
     #[test]

@@ -79,18 +79,20 @@ local SCORE_EPOCH = 1735689600
 local function before_now() return int(math.floor(NOW / 1000) - SCORE_EPOCH) end
 local function score_ms(s) return (tonumber(s) + SCORE_EPOCH) * 1000 end
 
--- The fixed part as codec::encode_meta writes it (format 1), or nil if it does not parse:
--- format, flags, varints version, created, idle, absolute offset, 16 csrf, [8 fp],
--- [varint length, user]. Bytes are read one at a time, only those of the varints (a table of
--- the whole header cost a sixth more per parse).
+-- The fixed part as codec::encode_meta writes it (format 2), or nil if it does not parse:
+-- format, flags, varints version, created, idle, absolute offset, [8 fp], [varint length,
+-- user]; format 1 (0.1.0) has 16 bytes of CSRF secret before the fingerprint. Bytes are read
+-- one at a time, only those of the varints (a table of the whole header cost a sixth more per
+-- parse).
 local function parse_meta(m)
   if type(m) ~= 'string' or #m < 2 then return nil end
   local byte = string.byte
   local fmt, flags = byte(m, 1, 2)
-  if fmt ~= 1 or flags > 3 then return nil end
+  if (fmt ~= 2 and fmt ~= 1) or flags > 3 then return nil end
   local has_user = flags % 2 == 1
-  local skip = 16
-  if flags >= 2 then skip = 24 end
+  local skip = 0
+  if fmt == 1 then skip = 16 end
+  if flags >= 2 then skip = skip + 8 end
   local pos, f = 3, { 0, 0, 0, 0, 0 }
   for i = 1, has_user and 5 or 4 do
     if i == 5 then pos = pos + skip end
@@ -244,9 +246,10 @@ if few then
 end
 local v = redis.call(unpack(q))
 local m = v[1]
--- Present, and a fixed part of a format this script knows (its first byte): no more parsing,
--- the client holds the session it writes to.
-if not m or string.byte(m, 1) ~= 1 then return { -1 } end
+-- Present, and a fixed part of a format this script knows (its first byte: 2, or 1 as 0.1.0
+-- wrote it): no more parsing, the client holds the session it writes to.
+local fmt = m and string.byte(m, 1)
+if fmt ~= 2 and fmt ~= 1 then return { -1 } end
 local size = tonumber(v[2]) or attrs_size(key)
 for i, f in ipairs(names) do
   local old

@@ -509,7 +509,6 @@ mod tests {
             );
             r.last_seen = now_ms();
             r.meta.absolute_deadline = i64::MAX;
-            r.meta.csrf_secret = [0; 16];
             r.attrs = ids.iter().map(|i| (format!("w{i}"), vec![1])).collect();
             r
         }

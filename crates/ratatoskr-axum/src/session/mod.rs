@@ -195,7 +195,7 @@ impl Session {
         Ok(st
             .live
             .as_ref()
-            .map(|l| csrf::mask_token(&l.record.meta.csrf_secret)))
+            .map(|l| csrf::mask_token(&l.token.csrf_secret())))
     }
 
     /// The CSRF secret if the session is authenticated (the layer's token check).
@@ -205,7 +205,7 @@ impl Session {
             .live
             .as_ref()
             .filter(|l| l.user().is_some())
-            .map(|l| l.record.meta.csrf_secret))
+            .map(|l| l.token.csrf_secret()))
     }
 
     /// Whether the request presented a well-formed session cookie.
