@@ -168,3 +168,34 @@ pub(crate) fn redact_url(url: &str) -> String {
         _ => url.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_node_list_skips_blanks_and_empty_entries() {
+        let c =
+            RedisConfig::cluster_from_list(" 127.0.0.1:7000, ,127.0.0.1:7001,,\t127.0.0.1:7002 ,");
+        assert_eq!(
+            c.cluster_nodes,
+            ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"]
+        );
+        assert!(
+            RedisConfig::cluster_from_list(" , ")
+                .cluster_nodes
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_sentinel_config_names_the_sentinels_and_the_master_in_its_url() {
+        let c = RedisConfig::sentinel([" 127.0.0.1:26379", "127.0.0.1:26380 "], "mymaster");
+        assert_eq!(
+            c.url,
+            "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/mymaster"
+        );
+        assert!(c.cluster_nodes.is_empty());
+        assert_eq!(c.key_prefix, RedisConfig::default().key_prefix);
+    }
+}

@@ -488,6 +488,32 @@ mod tests {
         );
     }
 
+    fn server_error(reply: &str) -> redis::RedisError {
+        let v = redis::parse_redis_value(format!("-{reply}\r\n").as_bytes()).unwrap();
+        v.extract_error().unwrap_err()
+    }
+
+    /// A refusal the server gives before running anything lets a write go again elsewhere; an
+    /// error from a script that ran, or a lost connection, may have changed data.
+    #[test]
+    fn only_refusals_before_running_count_as_not_run() {
+        for reply in [
+            "MOVED 3999 127.0.0.1:6381",
+            "ASK 3999 127.0.0.1:6381",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            "CLUSTERDOWN The cluster is down",
+            "MASTERDOWN Link with MASTER is down",
+            "READONLY You can't write against a read only replica.",
+            "LOADING Redis is loading the dataset in memory",
+        ] {
+            assert!(refused_before_running(&server_error(reply)), "{reply}");
+        }
+        let ran = server_error("ERR user_script:1: Script attempted to access a global variable");
+        assert!(!refused_before_running(&ran));
+        let io = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert!(!refused_before_running(&io));
+    }
+
     #[test]
     fn a_null_push_means_everything() {
         assert_eq!(invalidated_keys(b"rt:", &[Value::Nil]), None);
