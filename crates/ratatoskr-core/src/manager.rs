@@ -132,8 +132,15 @@ impl SessionManager {
 
     /// Load a live session and touch it if a touch is due. `None` if it is missing or expired.
     pub async fn load(&self, token: &Token) -> StoreResult<Option<Record>> {
+        Ok(self.load_shared(token).await?.map(Arc::unwrap_or_clone))
+    }
+
+    /// [`load`](Self::load), sharing the store's copy where it keeps one (a near cache: see
+    /// [`SessionStore::load_shared`]), so a read copies nothing. A touch it writes is shown in
+    /// the returned record (a copy then, the cache's is moved by the store).
+    pub async fn load_shared(&self, token: &Token) -> StoreResult<Option<Arc<Record>>> {
         let key = token.key();
-        let Some(mut record) = self.store.load(&key).await? else {
+        let Some(mut record) = self.store.load_shared(&key).await? else {
             return Ok(None);
         };
         let now = now_ms();
@@ -146,7 +153,7 @@ impl SessionManager {
                 .touch_with_deadline(&key, &record.meta, now, record.expires_at())
                 .await?
         {
-            record.last_seen = now;
+            Arc::make_mut(&mut record).last_seen = now;
         }
         Ok(Some(record))
     }

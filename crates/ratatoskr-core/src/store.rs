@@ -18,6 +18,8 @@
 //! - **destroy** is final. **list_user** / **destroy_user** find a user's sessions through an index
 //!   (never a scan of the keyspace) that is pruned as sessions end, so it never grows without bound.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::codec::CodecError;
@@ -82,6 +84,14 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Load a live session; `None` if missing, expired or undecodable.
     async fn load(&self, key: &SessionKey) -> StoreResult<Option<Record>>;
+
+    /// [`load`](Self::load), shared: a store that keeps decoded sessions in memory (a near
+    /// cache) hands out the copy it holds instead of copying it for every read. The caller
+    /// must not expect later changes to show in it (copy on write: `Arc::make_mut`). Default:
+    /// `load`, wrapped.
+    async fn load_shared(&self, key: &SessionKey) -> StoreResult<Option<Arc<Record>>> {
+        Ok(self.load(key).await?.map(Arc::new))
+    }
 
     /// Write only the attributes a request changed. `NotFound` if the session is gone.
     async fn apply(&self, key: &SessionKey, delta: &Delta) -> StoreResult<()>;

@@ -122,19 +122,24 @@ impl SessionStore for NearCachedStore {
     }
 
     async fn load(&self, key: &SessionKey) -> StoreResult<Option<Record>> {
+        Ok(self.load_shared(key).await?.map(Arc::unwrap_or_clone))
+    }
+
+    /// A hit hands out the cache's own copy: no record is copied per read.
+    async fn load_shared(&self, key: &SessionKey) -> StoreResult<Option<Arc<Record>>> {
         self.drain();
         if self.caching()
-            && let Some(r) = self.cache.get(key, now_ms())
+            && let Some(r) = self.cache.get_shared(key, now_ms())
         {
             return Ok(Some(r));
         }
         let epoch = self.cache.epoch(key);
-        let loaded = self.inner.load(key).await?;
+        let loaded = self.inner.load(key).await?.map(Arc::new);
         if !self.drain()
             && self.caching()
             && let Some(r) = &loaded
         {
-            self.cache.insert(*key, r.clone(), epoch);
+            self.cache.insert(*key, Arc::clone(r), epoch);
         }
         Ok(loaded)
     }

@@ -23,7 +23,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ratatoskr_core::codec::record_size;
 use ratatoskr_core::{Delta, Millis, Record, SessionKey};
@@ -77,7 +77,7 @@ impl Hasher for DigestHasher {
 type DigestMap<V> = HashMap<SessionKey, V, BuildHasherDefault<DigestHasher>>;
 
 struct Shard {
-    map: DigestMap<(Record, usize)>,
+    map: DigestMap<(Arc<Record>, usize)>,
     order: VecDeque<SessionKey>,
     bytes: usize,
     /// Moved by a clear (and a revoke-all's drop), for every key of the shard at once.
@@ -105,7 +105,7 @@ fn stripe(key: &SessionKey) -> usize {
 }
 
 impl Shard {
-    fn remove(&mut self, key: &SessionKey) -> Option<Record> {
+    fn remove(&mut self, key: &SessionKey) -> Option<Arc<Record>> {
         let (record, size) = self.map.remove(key)?;
         self.bytes -= size;
         Some(record)
@@ -142,14 +142,15 @@ pub struct Epoch {
 /// A copy taken out of the cache by [`NearCache::take`] before this process writes to it.
 #[derive(Debug)]
 pub struct Taken {
-    record: Option<Record>,
+    record: Option<Arc<Record>>,
     epoch: Epoch,
 }
 
 impl Taken {
     /// The written copy: the one taken, with `delta` applied (`None` if nothing was cached).
+    /// Copied only if a request still holds the one taken.
     pub fn written(mut self, delta: &Delta) -> Option<(Record, Epoch)> {
-        let mut record = self.record.take()?;
+        let mut record = Arc::unwrap_or_clone(self.record.take()?);
         record.apply(delta);
         Some((record, self.epoch))
     }
@@ -172,9 +173,15 @@ impl NearCache {
 
     /// A live cached copy, or `None`. An expired copy is dropped, never served.
     pub fn get(&self, key: &SessionKey, now: Millis) -> Option<Record> {
+        self.get_shared(key, now).map(Arc::unwrap_or_clone)
+    }
+
+    /// [`get`](Self::get) without copying the record: the cache's own, shared. A later change
+    /// to the session replaces the cache's copy and leaves this one as it was.
+    pub fn get_shared(&self, key: &SessionKey, now: Millis) -> Option<Arc<Record>> {
         let mut s = self.shard(key);
         match s.map.get(key) {
-            Some((r, _)) if !r.is_expired(now) => Some(r.clone()),
+            Some((r, _)) if !r.is_expired(now) => Some(Arc::clone(r)),
             Some(_) => {
                 s.remove(key);
                 None
@@ -190,7 +197,8 @@ impl NearCache {
 
     /// Insert a record just read from Redis, unless an invalidation for its key (or a clear)
     /// arrived since `epoch` was read. Returns whether it was inserted.
-    pub fn insert(&self, key: SessionKey, record: Record, epoch: Epoch) -> bool {
+    pub fn insert(&self, key: SessionKey, record: impl Into<Arc<Record>>, epoch: Epoch) -> bool {
+        let record = record.into();
         let size = record_size(48, &record.attrs) + 64;
         let mut s = self.shard(&key);
         if s.epoch(&key) != epoch || size > self.max_bytes_per_shard {
@@ -217,7 +225,8 @@ impl NearCache {
     /// clear arrived since [`take`](Self::take). The epoch moves either way, so that a load
     /// which read Redis before the write cannot overwrite the copy with the old value. Returns
     /// whether it was put in.
-    pub fn install(&self, key: SessionKey, record: Record, epoch: Epoch) -> bool {
+    pub fn install(&self, key: SessionKey, record: impl Into<Arc<Record>>, epoch: Epoch) -> bool {
+        let record = record.into();
         let size = record_size(48, &record.attrs) + 64;
         let mut s = self.shard(&key);
         let current = s.epoch(&key) == epoch;
@@ -229,7 +238,7 @@ impl NearCache {
         true
     }
 
-    fn put(&self, s: &mut Shard, key: SessionKey, record: Record, size: usize) {
+    fn put(&self, s: &mut Shard, key: SessionKey, record: Arc<Record>, size: usize) {
         s.remove(&key);
         s.bytes += size;
         s.map.insert(key, (record, size));
@@ -249,8 +258,11 @@ impl NearCache {
 
     /// Move a cached copy's `last_seen` (after this process touched the session).
     pub fn touched(&self, key: &SessionKey, last_seen: Millis) {
-        if let Some((r, _)) = self.shard(key).map.get_mut(key) {
-            r.last_seen = r.last_seen.max(last_seen);
+        if let Some((r, _)) = self.shard(key).map.get_mut(key)
+            && r.last_seen < last_seen
+        {
+            // Copied only if a request still holds this one (it keeps what it read).
+            Arc::make_mut(r).last_seen = last_seen;
         }
     }
 
@@ -422,6 +434,47 @@ mod tests {
         assert!(c.install(k, written, epoch));
         let got = c.get(&k, now_ms()).expect("back in");
         assert_eq!(got.attrs.get("n").map(Vec::as_slice), Some(&b"1"[..]));
+    }
+
+    /// A copy handed out shared is never changed under its holder: a touch and an own write
+    /// change the cache's copy (copying it while held) and leave the held one as it was read.
+    #[test]
+    fn shared_copies_are_not_changed_under_their_holders() {
+        let c = NearCache::new(&NearCacheConfig::default());
+        let k = Token::generate().key();
+        assert!(c.insert(k, rec(60_000), c.epoch(&k)));
+        let held = c.get_shared(&k, now_ms()).expect("cached");
+        assert!(Arc::ptr_eq(&held, &c.get_shared(&k, now_ms()).unwrap()));
+        let seen = held.last_seen;
+
+        c.touched(&k, seen + 5_000);
+        assert_eq!(held.last_seen, seen, "the held copy keeps its last_seen");
+        assert_eq!(c.get(&k, now_ms()).unwrap().last_seen, seen + 5_000);
+        c.touched(&k, seen + 1_000);
+        assert_eq!(
+            c.get(&k, now_ms()).unwrap().last_seen,
+            seen + 5_000,
+            "never moved back"
+        );
+
+        let held = c.get_shared(&k, now_ms()).unwrap();
+        let taken = c.take(&k);
+        let (written, epoch) = taken
+            .written(&Delta::default().set("n", b"1".to_vec()))
+            .expect("a copy was cached");
+        assert!(c.install(k, written, epoch));
+        assert!(
+            !held.attrs.contains_key("n"),
+            "the held copy keeps its attributes"
+        );
+        assert_eq!(
+            c.get(&k, now_ms())
+                .unwrap()
+                .attrs
+                .get("n")
+                .map(Vec::as_slice),
+            Some(&b"1"[..])
+        );
     }
 
     #[test]

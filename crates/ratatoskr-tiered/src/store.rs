@@ -1,6 +1,8 @@
 //! [`TieredStore`] as a [`SessionStore`]: which tier each operation goes to, in which order,
 //! and what it does to the copies when the database refuses or fails.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use ratatoskr_core::{
     Delta, JournalTarget, Meta, Millis, Record, SessionKey, SessionStore, SessionSummary,
@@ -43,6 +45,23 @@ impl SessionStore for TieredStore {
             }
         }
         Ok(())
+    }
+
+    /// A near-cache hit hands out the cache's own copy (no record copied per read); anything
+    /// else is [`load`](Self::load).
+    async fn load_shared(&self, key: &SessionKey) -> StoreResult<Option<Arc<Record>>> {
+        let i = &self.0;
+        if i.drain() {
+            self.spawn_replay();
+        }
+        if let Some(cache) = &i.cache
+            && i.breaker.state() == BreakerState::Closed
+            && let Some(r) = cache.get_shared(key, now_ms())
+        {
+            metrics::counter!("ratatoskr_tier_hits_total", "tier" => "near").increment(1);
+            return Ok(Some(r));
+        }
+        Ok(self.load(key).await?.map(Arc::new))
     }
 
     async fn load(&self, key: &SessionKey) -> StoreResult<Option<Record>> {

@@ -388,3 +388,68 @@ async fn an_untracked_create_is_not_cached_near_cached() {
 async fn an_untracked_create_is_not_cached_tiered() {
     an_untracked_create_is_not_cached(Kind::Tiered).await;
 }
+
+/// A near-cache hit through `load_shared` hands out the cache's own copy — the same allocation
+/// for every read, nothing copied — and a change never shows in a copy a request already
+/// holds: an own write and another instance's write each give later reads a new copy with the
+/// change, while the copies held keep what they read. The positive control: `load` copies.
+async fn shared_reads(kind: Kind) {
+    let server = RedisProcess::start();
+    let durable = Arc::new(MemoryStore::default());
+    let mut a = instance(kind, &server, "shr:", &durable).await;
+    let b = instance(kind, &server, "shr:", &durable).await;
+    let k = Token::generate().key();
+    a.store.create(&k, &record()).await.unwrap();
+    a.store.apply(&k, &set("n", 1)).await.unwrap();
+
+    let first = a.store.load_shared(&k).await.unwrap().expect("alive");
+    let second = a.store.load_shared(&k).await.unwrap().expect("alive");
+    assert!(
+        Arc::ptr_eq(&first, &second),
+        "{kind:?}: a hit copies nothing"
+    );
+    let owned = a.store.load(&k).await.unwrap().expect("alive");
+    assert_eq!(owned, *first, "load gives the same record, owned");
+
+    a.store.apply(&k, &set("n", 2)).await.unwrap();
+    let after_own = a.store.load_shared(&k).await.unwrap().expect("alive");
+    assert_eq!(attr(&after_own, "n").as_deref(), Some("2"));
+    assert_eq!(
+        attr(&first, "n").as_deref(),
+        Some("1"),
+        "a held copy keeps what it read"
+    );
+    assert!(!Arc::ptr_eq(&first, &after_own));
+
+    // Another instance's change: the notice drops the copy, the next read has the change.
+    b.store.load(&k).await.unwrap();
+    b.store.apply(&k, &set("n", 3)).await.unwrap();
+    notice_for(&mut a.spy, &k).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = a.store.load_shared(&k).await.unwrap().expect("alive");
+        if attr(&now, "n").as_deref() == Some("3") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{kind:?}: another instance's change never seen"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        attr(&after_own, "n").as_deref(),
+        Some("2"),
+        "held copies unchanged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_read_copies_nothing_and_never_sees_later_changes_near_cached() {
+    shared_reads(Kind::NearCached).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_read_copies_nothing_and_never_sees_later_changes_tiered() {
+    shared_reads(Kind::Tiered).await;
+}

@@ -2,6 +2,8 @@
 //! rotation at a privilege change, logout. Each step happens at once and sets or clears the
 //! cookie.
 
+use std::sync::Arc;
+
 use ratatoskr_core::{AuditEvent, AuditKind, Handle, Token};
 
 use super::persist::pending_attrs;
@@ -71,7 +73,7 @@ impl Session {
             .await;
         st.live = Some(Live {
             token: login.token,
-            record: login.record,
+            record: Arc::new(login.record),
         });
         st.cookie = CookieAction::Set;
         Ok(())
@@ -96,7 +98,10 @@ impl Session {
             ("privilege", "privilege change"),
         )
         .await;
-        st.live = Some(Live { token, record });
+        st.live = Some(Live {
+            token,
+            record: Arc::new(record),
+        });
         st.cookie = CookieAction::Set;
         Ok(())
     }

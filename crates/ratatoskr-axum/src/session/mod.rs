@@ -71,7 +71,8 @@ impl State {
 
 struct Live {
     token: Token,
-    record: Record,
+    /// Shared with the near cache on a hit (no copy per read); a write copies it on change.
+    record: Arc<Record>,
 }
 
 impl Live {

@@ -2,6 +2,7 @@
 //! check), writing pending changes as one delta, and what the response's cookie becomes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ratatoskr_core::record::Delta;
 use ratatoskr_core::{AuditEvent, AuditKind, now_ms};
@@ -30,7 +31,7 @@ impl Session {
         };
         let record = self
             .manager()
-            .load(token)
+            .load_shared(token)
             .await
             .inspect_err(|_| metrics::load("error"))?;
         st.loaded = true;
@@ -110,7 +111,10 @@ impl Session {
                     [AuditEvent::new(AuditKind::Created).handle(token.key().handle())],
                 )
                 .await;
-            st.live = Some(Live { token, record });
+            st.live = Some(Live {
+                token,
+                record: Arc::new(record),
+            });
             st.cookie = CookieAction::Set;
             st.changes.clear();
             return Ok(());
@@ -136,7 +140,7 @@ impl Session {
             return Err(e.into());
         }
         metrics::save("ok");
-        live.record.apply_owned(delta);
+        Arc::make_mut(&mut live.record).apply_owned(delta);
         Ok(())
     }
 
