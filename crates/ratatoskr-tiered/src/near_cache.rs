@@ -436,6 +436,44 @@ mod tests {
         assert_eq!(got.attrs.get("n").map(Vec::as_slice), Some(&b"1"[..]));
     }
 
+    /// Each entry counts its attributes' encoded size plus a fixed 48 + 64 bytes against the
+    /// byte bound, and an entry exactly as large as a shard's share of the bound still fits
+    /// (`insert` and `install` alike); one byte more does not.
+    #[test]
+    fn entries_are_counted_by_size_and_one_of_exactly_the_bound_fits() {
+        let mut r = rec(60_000);
+        r.attrs.insert("v".into(), vec![0; 100]);
+        let size = record_size(48, &r.attrs) + 64;
+        let c = NearCache::new(&NearCacheConfig::default());
+        let k = Token::generate().key();
+        assert!(c.insert(k, r.clone(), c.epoch(&k)));
+        assert_eq!(c.usage(), (1, size));
+
+        let exact = NearCache::new(&NearCacheConfig {
+            max_entries: 1_000,
+            max_bytes: size * SHARDS,
+        });
+        let k = Token::generate().key();
+        assert!(
+            exact.insert(k, r.clone(), exact.epoch(&k)),
+            "insert at the bound"
+        );
+        let taken = exact.take(&k);
+        let (written, epoch) = taken.written(&Delta::default()).unwrap();
+        assert!(exact.install(k, written, epoch), "install at the bound");
+        assert_eq!(exact.usage(), (1, size));
+
+        let mut bigger = r.clone();
+        bigger.attrs.insert("v".into(), vec![0; 101]);
+        let k = Token::generate().key();
+        assert!(
+            !exact.insert(k, bigger.clone(), exact.epoch(&k)),
+            "one byte over"
+        );
+        let e = exact.take(&k).epoch;
+        assert!(!exact.install(k, bigger, e), "one byte over");
+    }
+
     /// A copy handed out shared is never changed under its holder: a touch and an own write
     /// change the cache's copy (copying it while held) and leave the held one as it was read.
     #[test]

@@ -354,3 +354,37 @@ fn the_fault_harness_can_run_its_own_redis_and_postgres() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", pg.port)).is_ok());
     assert!(std::net::TcpStream::connect(("127.0.0.1", r.port)).is_ok());
 }
+
+/// With both tiers answering, nothing is journalled: a revoke-all, a destroy, a write and a
+/// rotation leave the outage journal empty (an entry would make every instance stop reading
+/// Redis until it is replayed). The positive control: the same revoke-all with Redis down is
+/// journalled.
+#[tokio::test]
+async fn with_both_tiers_up_nothing_is_journalled() {
+    let w = World::new();
+    let t = w.instance().await;
+    let keys: Vec<_> = (0..3).map(|_| Token::generate().key()).collect();
+    for k in &keys {
+        t.create(k, &record("ann")).await.unwrap();
+    }
+    t.apply(&keys[0], &Delta::default().set("a", b"1".to_vec()))
+        .await
+        .unwrap();
+    let rotated = Token::generate().key();
+    let mut meta = record("ann").meta;
+    meta.version += 1;
+    t.rotate(&keys[1], &rotated, &meta, now_ms()).await.unwrap();
+    assert!(t.destroy(&keys[2]).await.unwrap());
+    assert_eq!(t.destroy_user("ann", None).await.unwrap(), 2);
+    assert!(w.journal.pending(10).await.unwrap().is_empty());
+
+    t.create(&keys[2], &record("bob")).await.unwrap();
+    w.redis_ctl.set(DOWN);
+    assert_eq!(t.destroy_user("bob", None).await.unwrap(), 1);
+    let owed = w.journal.pending(10).await.unwrap();
+    assert!(
+        owed.iter()
+            .any(|e| e.target == JournalTarget::User("bob".into())),
+        "{owed:?}"
+    );
+}

@@ -193,6 +193,10 @@ async fn reads_after_own_writes(kind: Kind) {
     let before = reads(&server);
     assert!(a.store.load(&cold).await.unwrap().is_some());
     assert_eq!(reads(&server), before + 1, "a cold read is counted");
+    // And what it read is kept: the next read of it is the near cache's.
+    assert!(a.store.load(&cold).await.unwrap().is_some());
+    assert!(a.store.load_shared(&cold).await.unwrap().is_some());
+    assert_eq!(reads(&server), before + 1, "a read session is cached");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
