@@ -169,7 +169,9 @@ impl Token {
         key
     }
 
-    /// The session's CSRF secret: the first 16 bytes of [`derive`](Self::derive)`("csrf")`.
+    /// The session's CSRF secret: the first 16 bytes of
+    /// `SHA-256("ratatoskr.csrf.v1\0" ‖ token)` (50 bytes hashed: one SHA-256 block, half the
+    /// cost of a [`derive`](Self::derive), on every checked request).
     ///
     /// Derived, not stored: no store or cache holds it, a rotation (a new token) renews it, and
     /// the masked tokens pages carry reveal neither it nor the token. Record format 1 (0.1.0)
@@ -182,8 +184,11 @@ impl Token {
     /// assert_ne!(token.csrf_secret(), Token::generate().csrf_secret());
     /// ```
     pub fn csrf_secret(&self) -> [u8; 16] {
+        let mut h = Sha256::new();
+        h.update(b"ratatoskr.csrf.v1\0");
+        h.update(self.bytes);
         let mut secret = [0u8; 16];
-        secret.copy_from_slice(&self.derive("csrf")[..16]);
+        secret.copy_from_slice(&h.finalize()[..16]);
         secret
     }
 
@@ -435,16 +440,20 @@ mod tests {
     }
 
     #[test]
-    fn the_csrf_secret_is_the_first_half_of_the_csrf_derivation() {
+    fn the_csrf_secret_is_a_domain_separated_hash_of_the_token() {
         let a = Token::parse(&"A".repeat(43)).unwrap();
         let b = Token::parse(&format!("{}E", "A".repeat(42))).unwrap();
-        assert_eq!(a.csrf_secret()[..], a.derive("csrf")[..16]);
-        assert_eq!(b.csrf_secret()[..], b.derive("csrf")[..16]);
+        // SHA-256("ratatoskr.csrf.v1\0" || 32 zero bytes)[..16].
+        let mut want = Sha256::new();
+        want.update(b"ratatoskr.csrf.v1\0");
+        want.update([0u8; 32]);
+        assert_eq!(a.csrf_secret()[..], want.finalize()[..16]);
+        assert_eq!(a.csrf_secret(), a.csrf_secret());
         assert_ne!(a.csrf_secret(), b.csrf_secret());
         assert_ne!(a.csrf_secret(), [0; 16]);
         // Not a slice of the key (which stores see) nor of another purpose's secret.
         assert_ne!(a.csrf_secret()[..], a.key().as_bytes()[..16]);
-        assert_ne!(a.csrf_secret()[..], a.derive("sign")[..16]);
+        assert_ne!(a.csrf_secret()[..], a.derive("csrf")[..16]);
     }
 
     #[test]
