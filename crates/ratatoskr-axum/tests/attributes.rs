@@ -50,3 +50,44 @@ async fn a_handler_reads_its_own_pending_changes_and_stored_values() {
     let r = c.post("/wrong-type").await;
     assert_eq!(r.body, "value error");
 }
+
+/// Raw bytes: what `insert_raw` wrote, pending or stored, exactly; `None` for an attribute
+/// never set or removed (pending or stored).
+async fn raw(session: Session) -> Result<String, SessionError> {
+    let stored = session.get_raw("blob").await?;
+    session.insert_raw("fresh", b"\x00\xffraw".to_vec()).await?;
+    let pending = session.get_raw("fresh").await?;
+    session.remove("blob").await?;
+    let removed = session.get_raw("blob").await?;
+    let never = session.get_raw("never").await?;
+    Ok(format!("{stored:?} {pending:?} {removed:?} {never:?}"))
+}
+
+async fn seed_raw(session: Session) -> Result<&'static str, SessionError> {
+    session.insert_raw("blob", b"{\"a\":1}".to_vec()).await?;
+    Ok("seeded")
+}
+
+#[tokio::test]
+async fn raw_attributes_read_back_exactly_pending_or_stored() {
+    let router = Router::new()
+        .route("/seed", post(seed_raw))
+        .route("/raw", post(raw));
+    let app = spawn_with(router, SessionConfig::default(), ManagerConfig::default()).await;
+    let mut c = app.client();
+    assert_eq!(c.post("/seed").await.status, 200);
+    let r: Resp = c.post("/raw").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let want = format!(
+        "{:?} {:?} None None",
+        Some(b"{\"a\":1}".to_vec()),
+        Some(b"\x00\xffraw".to_vec())
+    );
+    assert_eq!(r.body, want);
+    // Saved: the next request reads "fresh" from the store, and "blob" is gone there too.
+    let r = c.post("/raw").await;
+    assert_eq!(
+        r.body,
+        format!("None {:?} None None", Some(b"\x00\xffraw".to_vec()))
+    );
+}
