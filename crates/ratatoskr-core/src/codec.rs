@@ -616,16 +616,21 @@ mod tests {
         assert_eq!(Reader(&[0x81, 0x01]).varint(), Ok(129));
     }
 
-    #[test]
-    fn meta_bytes_are_exactly_as_documented() {
-        let meta = Meta {
+    /// The meta the byte-layout tests spell out: user `ab`, a fingerprint, a two-byte version.
+    fn layout_meta() -> Meta {
+        Meta {
             user_id: Some("ab".into()),
             created_at: 300,
             idle_timeout: 2,
             absolute_deadline: 310,
             version: 129,
             fingerprint: Some([9; 8]),
-        };
+        }
+    }
+
+    #[test]
+    fn meta_bytes_are_exactly_as_documented() {
+        let meta = layout_meta();
         let mut want = vec![
             2,
             FLAG_USER | FLAG_FINGERPRINT,
@@ -681,14 +686,7 @@ mod tests {
     /// derived from the token now), and a record holding it is written back as format 2.
     #[test]
     fn a_format_1_meta_is_read_with_its_stored_csrf_secret_skipped() {
-        let meta = Meta {
-            user_id: Some("ab".into()),
-            created_at: 300,
-            idle_timeout: 2,
-            absolute_deadline: 310,
-            version: 129,
-            fingerprint: Some([9; 8]),
-        };
+        let meta = layout_meta();
         let v2 = encode_meta(&meta, &Limits::default()).unwrap();
         assert_eq!(v2[0], 2);
         let mut v1 = vec![1];
