@@ -119,8 +119,11 @@ fn write_meta(out: &mut Vec<u8>, meta: &Meta, limits: &Limits) -> Result<(), Cod
     out.push(flags);
     put_varint(out, meta.version);
     put_varint(out, to_u64(meta.created_at)?);
-    put_varint(out, to_u64(meta.idle_timeout)?);
-    put_varint(out, to_u64(meta.absolute_deadline - meta.created_at)?);
+    put_varint(out, duration_code(to_u64(meta.idle_timeout)?));
+    put_varint(
+        out,
+        duration_code(to_u64(meta.absolute_deadline - meta.created_at)?),
+    );
     if let Some(fp) = &meta.fingerprint {
         out.extend_from_slice(fp);
     }
@@ -149,9 +152,16 @@ fn read_meta(r: &mut Reader<'_>) -> Result<Meta, CodecError> {
     }
     let version = r.varint()?;
     let created_at = from_u64(r.varint()?)?;
-    let idle_timeout = from_u64(r.varint()?)?;
+    let duration = |v: u64| {
+        if format == 1 {
+            from_u64(v)
+        } else {
+            duration_ms_of(v)
+        }
+    };
+    let idle_timeout = duration(r.varint()?)?;
     let absolute_deadline = created_at
-        .checked_add(from_u64(r.varint()?)?)
+        .checked_add(duration(r.varint()?)?)
         .ok_or(CodecError::Malformed("deadline out of range"))?;
     if format == 1 {
         r.take(V1_CSRF_BYTES)?;
@@ -261,6 +271,28 @@ pub fn decode_record(blob: &[u8]) -> Result<Record, CodecError> {
         last_seen,
         attrs,
     })
+}
+
+/// A duration as meta format 2 writes it: whole seconds as `s << 1 | 1` (7,200,000 ms, the
+/// default idle timeout, takes 2 bytes instead of 4), anything else as `ms << 1`.
+fn duration_code(ms: u64) -> u64 {
+    if ms.is_multiple_of(1000) {
+        (ms / 1000) << 1 | 1
+    } else {
+        ms << 1
+    }
+}
+
+/// The milliseconds a [`duration_code`] stands for.
+fn duration_ms_of(code: u64) -> Result<Millis, CodecError> {
+    let ms = if code & 1 == 1 {
+        (code >> 1)
+            .checked_mul(1000)
+            .ok_or(CodecError::Malformed("time out of range"))?
+    } else {
+        code >> 1
+    };
+    from_u64(ms)
 }
 
 fn to_u64(v: Millis) -> Result<u64, CodecError> {
@@ -376,9 +408,10 @@ mod tests {
     fn meta_for_a_user_is_compact() {
         let r = sample();
         let blob = encode_meta(&r.meta, &Limits::default()).unwrap();
-        // 2 header + 1 version + 6 created (ms) + 4 idle (7.2e6 ms) + 4 absolute offset
-        // (8.64e7 ms) + 8 fingerprint + 1 + 7 user id; no CSRF secret (format 1 had 16 more)
-        assert_eq!(blob.len(), 33);
+        // 2 header + 1 version + 6 created (ms) + 2 idle + 3 absolute offset (2 h and 24 h in
+        // whole seconds) + 8 fingerprint + 1 + 7 user id; no CSRF secret (format 1 had 16 bytes
+        // more for it, and 4 + 4 for the durations in milliseconds)
+        assert_eq!(blob.len(), 30);
     }
 
     #[test]
@@ -638,12 +671,31 @@ mod tests {
             0x01,
             0xac,
             0x02,
-            2,
-            10,
+            4,  // idle 2 ms: 2 << 1 (not whole seconds)
+            20, // absolute offset 10 ms: 10 << 1
         ];
         want.extend([9; 8]);
         want.extend([2, b'a', b'b']);
         assert_eq!(encode_meta(&meta, &Limits::default()).unwrap(), want);
+        // Whole seconds: s << 1 | 1 — 2 h idle in 2 bytes (14,401), 24 h in 3 (172,801).
+        let hours = Meta {
+            idle_timeout: 7_200_000,
+            absolute_deadline: 300 + 86_400_000,
+            ..meta.clone()
+        };
+        let blob = encode_meta(&hours, &Limits::default()).unwrap();
+        assert_eq!(&blob[6..11], &[0xc1, 0x70, 0x81, 0xc6, 0x0a]);
+        assert_eq!(decode_meta(&blob), Ok(hours));
+        // 1,500 ms is not whole seconds; 0 is (0 s).
+        for ms in [1_500, 0, 1_000, 999, 1_001] {
+            let m = Meta {
+                idle_timeout: ms,
+                ..meta.clone()
+            };
+            let blob = encode_meta(&m, &Limits::default()).unwrap();
+            assert_eq!(u64::from(blob[6]) & 1, u64::from(ms % 1000 == 0), "{ms}");
+            assert_eq!(decode_meta(&blob), Ok(m), "{ms}");
+        }
         let anon = Meta {
             user_id: None,
             fingerprint: None,
@@ -689,10 +741,20 @@ mod tests {
         let meta = layout_meta();
         let v2 = encode_meta(&meta, &Limits::default()).unwrap();
         assert_eq!(v2[0], 2);
-        let mut v1 = vec![1];
-        v1.extend(&v2[1..8]);
+        // Format 1: durations in plain milliseconds (2, 10), then the secret.
+        let mut v1 = vec![
+            1,
+            FLAG_USER | FLAG_FINGERPRINT,
+            0x81,
+            0x01,
+            0xac,
+            0x02,
+            2,
+            10,
+        ];
         v1.extend([0x5a; 16]);
-        v1.extend(&v2[8..]);
+        v1.extend([9; 8]);
+        v1.extend([2, b'a', b'b']);
         assert_eq!(v1.len(), v2.len() + 16);
         assert_eq!(decode_meta(&v1), Ok(meta.clone()));
         // One byte of the secret missing, or one too many: an error, not a shifted decode.
@@ -733,7 +795,7 @@ mod tests {
         r.last_seen = 1_002;
         r.attrs.insert("b".into(), vec![0xee]);
         r.attrs.insert("a".into(), vec![]);
-        let mut want = vec![1, 2, 0, 1, 0xe8, 0x07, 5, 7];
+        let mut want = vec![1, 2, 0, 1, 0xe8, 0x07, 10, 14];
         want.extend([2, 2, 1, b'a', 0, 1, b'b', 1, 0xee]);
         assert_eq!(encode_record(&r, &Limits::default()).unwrap(), want);
         assert_eq!(decode_record(&want), Ok(r));

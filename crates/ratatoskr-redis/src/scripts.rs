@@ -81,9 +81,10 @@ local function score_ms(s) return (tonumber(s) + SCORE_EPOCH) * 1000 end
 
 -- The fixed part as codec::encode_meta writes it (format 2), or nil if it does not parse:
 -- format, flags, varints version, created, idle, absolute offset, [8 fp], [varint length,
--- user]; format 1 (0.1.0) has 16 bytes of CSRF secret before the fingerprint. Bytes are read
--- one at a time, only those of the varints (a table of the whole header cost a sixth more per
--- parse).
+-- user], the two durations coded as whole seconds s * 2 + 1 or milliseconds ms * 2; format 1
+-- (0.1.0) has plain milliseconds and 16 bytes of CSRF secret before the fingerprint. Bytes are
+-- read one at a time, only those of the varints (a table of the whole header cost a sixth more
+-- per parse).
 local function parse_meta(m)
   if type(m) ~= 'string' or #m < 2 then return nil end
   local byte = string.byte
@@ -115,7 +116,12 @@ local function parse_meta(m)
     pos = pos + skip
   end
   if pos - 1 ~= #m then return nil end
-  return { user = user, created = f[2], idle = f[3], abs = f[2] + f[4] }
+  local idle, off = f[3], f[4]
+  if fmt == 2 then
+    if idle % 2 == 1 then idle = (idle - 1) / 2 * 1000 else idle = idle / 2 end
+    if off % 2 == 1 then off = (off - 1) / 2 * 1000 else off = off / 2 end
+  end
+  return { user = user, created = f[2], idle = idle, abs = f[2] + off }
 end
 
 -- Write a session's expiry and, when it is capped by the absolute deadline, its last_seen

@@ -90,9 +90,10 @@ fn prefix_like_default() -> String {
 /// and everything else it costs — its user's index with this one entry. No other structure
 /// grows with the sessions (no global index).
 ///
-/// Session: 136 bytes = 16 (robj) + 48 (listpack of 48 bytes: 7 header/end, meta field 3 +
-/// value 22 (meta format 2: no CSRF secret, it is derived from the token), "counter" 9 + "1" 2,
-/// size field 3 + value 2) + 48 (key sds: 3 header + 35 + NUL) + 24 (dict entry), with
+/// Session: 136 bytes = 16 (robj) + 48 (listpack of 45 bytes: 7 header/end, meta field 3 +
+/// value 19 (meta format 2: no CSRF secret, it is derived from the token; timeouts in whole
+/// seconds), "counter" 9 + "1" 2, size field 3 + value 2) + 48 (key sds: 3 header + 35 + NUL) +
+/// 24 (dict entry), with
 /// jemalloc size classes. Index: 104 bytes = 16 (robj) + 48 (listpack: 6 header + 32-byte
 /// member 34 + score in seconds as a 32-bit integer 6 + end 1) + 16 (key sds `xx:{u:42}`) +
 /// 24 (dict entry). Total 240, under issue 10's 250. Any extra byte in the session's listpack
@@ -151,6 +152,29 @@ async fn memory_usage_per_session_is_reported() {
     } else {
         // Other allocators round differently; still far below a hashtable-encoded hash.
         assert!(bytes <= 200, "a session takes {bytes} bytes");
+    }
+
+    // A five-byte user id (numeric ids up to 99,999) still fits the same size classes: the
+    // fixed part holds the default timeouts in whole seconds (2 + 3 bytes).
+    if uses_jemalloc(&mut con).await {
+        let user5 = format!("{}", 10_000 + u32::from(random_bytes::<1>()[0]) * 300);
+        assert_eq!(user5.len(), 5);
+        let k5 = key();
+        let mut r5 = record(
+            Some(&user5),
+            Duration::from_secs(2 * 3600),
+            Duration::from_secs(24 * 3600),
+        );
+        r5.attrs.insert("counter".into(), b"1".to_vec());
+        store.create(&k5, &r5).await.unwrap();
+        let hash5 = memory_usage(&mut con, &store.session_key_name(&k5)).await;
+        let index5 = memory_usage(&mut con, &store.user_index_key_name(&user5)).await;
+        eprintln!("user {user5:?}: session {hash5} bytes, index {index5} bytes");
+        assert!(
+            hash5 + index5 <= 240,
+            "{hash5} + {index5} bytes for user {user5:?}"
+        );
+        store.destroy(&k5).await.unwrap();
     }
 
     // In its last idle window (expiry capped by the absolute deadline) last_seen is stored.
@@ -758,20 +782,33 @@ async fn a_session_owned_by_another_user_is_not_listed_through_a_stale_index_ent
     assert!(store.list_user("alice").await.unwrap().is_empty());
 }
 
-/// Meta format 1 (0.1.0: a 16-byte CSRF secret after the varints) the way a session written
-/// before the upgrade holds it: the same values as `meta` in format 2, secret bytes added.
+/// Meta format 1 (0.1.0) the way a session written before the upgrade holds it: format 1,
+/// flags, varints version, created, idle and absolute offset in plain milliseconds, a 16-byte
+/// CSRF secret, the user id (no fingerprint here).
 fn meta_v1(meta: &ratatoskr_core::Meta) -> Vec<u8> {
-    let v2 = codec::encode_meta(meta, &Limits::default()).unwrap();
-    assert!(
-        meta.fingerprint.is_none(),
-        "the split below assumes no fingerprint"
-    );
-    let user_part = meta.user_id.as_ref().map_or(0, |u| 1 + u.len()); // varint length (short ids) + the id
-    let varints_end = v2.len() - user_part;
-    let mut v1 = vec![1];
-    v1.extend(&v2[1..varints_end]);
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    assert!(meta.fingerprint.is_none(), "written without a fingerprint");
+    let mut v1 = vec![1, u8::from(meta.user_id.is_some())];
+    varint(&mut v1, meta.version);
+    varint(&mut v1, meta.created_at as u64);
+    varint(&mut v1, meta.idle_timeout as u64);
+    varint(&mut v1, (meta.absolute_deadline - meta.created_at) as u64);
     v1.extend([0x5a; 16]);
-    v1.extend(&v2[varints_end..]);
+    if let Some(user) = &meta.user_id {
+        varint(&mut v1, user.len() as u64);
+        v1.extend(user.as_bytes());
+    }
+    assert_eq!(
+        codec::decode_meta(&v1).as_ref(),
+        Ok(meta),
+        "a valid format-1 meta"
+    );
     v1
 }
 
