@@ -564,6 +564,31 @@ pub async fn sessions_created_after_a_revoke_all_are_allowed(h: &impl Harness) {
     assert_eq!(s.list_user("u").await.unwrap().len(), 2);
 }
 
+/// A rotation into a user dated before that user's last revoke-all (`now` earlier than the
+/// revocation: a login that raced a revoke-all of the same user) is refused with `Revoked`, and
+/// writes nothing under the new key. A rotation dated after it is allowed (above).
+pub async fn a_rotation_dated_before_its_users_revoke_all_is_refused(h: &impl Harness) {
+    let s = h.store();
+    let before = now_ms() - 10_000;
+    let (anon, r) = create(&*s, None, MINUTE, 10 * MINUTE).await;
+    create(&*s, Some("late"), MINUTE, 10 * MINUTE).await;
+    sleep(5).await;
+    s.destroy_user("late", None).await.unwrap();
+    let mut meta = r.meta.clone();
+    meta.user_id = Some("late".into());
+    meta.version += 1;
+    let new = key();
+    match s.rotate(&anon, &new, &meta, before).await {
+        Err(StoreError::Revoked) => {}
+        other => panic!("a rotation dated before the revoke-all: {other:?}"),
+    }
+    assert!(
+        s.load(&new).await.unwrap().is_none(),
+        "nothing under the new key"
+    );
+    assert!(s.list_user("late").await.unwrap().is_empty());
+}
+
 /// `count` counts live sessions only.
 pub async fn count_counts_live_sessions(h: &impl Harness) {
     let s = h.store();
@@ -653,6 +678,31 @@ pub async fn oversized_records_are_a_typed_error_and_change_nothing(h: &impl Har
         Some(r),
         "nothing partial was written"
     );
+}
+
+/// A rotation whose new fixed part would take the record over the size limit (a login that
+/// adds a long user id to a nearly full session) is refused with a typed error, writes nothing
+/// under the new key and leaves the old session as it was.
+pub async fn a_rotation_over_the_size_limit_is_refused_and_changes_nothing(h: &impl Harness) {
+    let s = h.store();
+    let k = key();
+    let mut r = record(None, MINUTE, 10 * MINUTE);
+    r.attrs.insert("fill".into(), vec![b'f'; 65_400]);
+    s.create(&k, &r).await.unwrap();
+    let mut meta = r.meta.clone();
+    meta.user_id = Some("u".repeat(250));
+    meta.version += 1;
+    let new = key();
+    match s.rotate(&k, &new, &meta, now_ms()).await {
+        Err(StoreError::Codec(CodecError::TooLarge { .. })) => {}
+        other => panic!("a rotation over the size limit: {other:?}"),
+    }
+    assert!(
+        s.load(&new).await.unwrap().is_none(),
+        "nothing under the new key"
+    );
+    let kept = s.load(&k).await.unwrap().expect("the old session lives on");
+    assert_eq!((kept.meta, kept.attrs), (r.meta, r.attrs));
 }
 
 /// A stored record that does not decode is treated as absent (not an error for the client) and
