@@ -640,6 +640,40 @@ pub async fn user_index_never_grows_past_live_sessions(h: &impl Harness) {
     );
 }
 
+/// A rotation moves the session's index entry: however often a session is rotated (within its
+/// user, or to another user), each user's index holds one entry per live session, without a
+/// listing to prune it.
+pub async fn rotations_leave_no_index_entry_behind(h: &impl Harness) {
+    let s = h.store();
+    let (mut k, r) = create(&*s, Some("mover"), MINUTE, 10 * MINUTE).await;
+    let mut meta = r.meta.clone();
+    for _ in 0..6 {
+        let new = key();
+        meta.version += 1;
+        s.rotate(&k, &new, &meta, now_ms()).await.unwrap();
+        k = new;
+    }
+    tokio::time::sleep(h.index_lag()).await;
+    assert_eq!(
+        h.index_entries("mover").await,
+        1,
+        "one live session, one entry"
+    );
+    meta.user_id = Some("other".into());
+    meta.version += 1;
+    let new = key();
+    s.rotate(&k, &new, &meta, now_ms()).await.unwrap();
+    tokio::time::sleep(h.index_lag()).await;
+    assert_eq!(
+        h.index_entries("mover").await,
+        0,
+        "the old user's entry went"
+    );
+    assert_eq!(h.index_entries("other").await, 1);
+    let listed = s.list_user("other").await.unwrap();
+    assert_eq!(listed.iter().map(|l| l.key).collect::<Vec<_>>(), [new]);
+}
+
 /// Records over the size limit are refused with `TooLarge`, on create and on delta, and the
 /// stored session is unchanged.
 pub async fn oversized_records_are_a_typed_error_and_change_nothing(h: &impl Harness) {

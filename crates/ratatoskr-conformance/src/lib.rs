@@ -81,6 +81,7 @@ macro_rules! store_conformance {
             count_counts_live_sessions,
             reap_removes_expired_sessions_and_prunes_the_index,
             user_index_never_grows_past_live_sessions,
+            rotations_leave_no_index_entry_behind,
             oversized_records_are_a_typed_error_and_change_nothing,
             a_rotation_over_the_size_limit_is_refused_and_changes_nothing,
             undecodable_records_are_absent_and_logged_by_handle,
