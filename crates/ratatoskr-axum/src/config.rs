@@ -304,3 +304,20 @@ pub enum ConfigError {
     #[error("{0:?} is not an origin (scheme://host[:port])")]
     Origin(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_insecure_development_mode_is_off_unless_asked_for_and_says_so() {
+        let secure = CookieConfig::default();
+        assert!(!secure.is_insecure());
+        let insecure = CookieConfig::default().dangerously_insecure_for_plain_http_development();
+        assert!(insecure.is_insecure());
+        assert_ne!(
+            insecure.name, secure.name,
+            "the __Host- name is dropped with it"
+        );
+    }
+}

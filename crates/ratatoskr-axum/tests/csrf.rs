@@ -291,6 +291,22 @@ async fn an_urlencoded_form_may_carry_the_token_and_its_body_reaches_the_handler
     assert_eq!(r.error_code(), "csrf_token_invalid");
 }
 
+/// The default bound on a form the layer reads for its token is 64 KiB: a 60 KiB form is read
+/// and passes, one just over 64 KiB is refused.
+#[tokio::test]
+async fn the_default_form_bound_is_64_kib() {
+    let app = spawn(SessionConfig::default()).await;
+    let mut c = logged_in(&app).await;
+    let token = c.csrf.take().unwrap();
+    let body = format!("msg={}&csrf_token={token}", "a".repeat(60 * 1024));
+    let r = c.send(Req::post("/form").form(&body)).await;
+    assert_eq!(r.status, 200, "{}", r.error_code());
+    assert_eq!(r.body.len(), 60 * 1024);
+    let body = format!("msg={}&csrf_token={token}", "a".repeat(64 * 1024));
+    let r = c.send(Req::post("/form").form(&body)).await;
+    assert_eq!(r.status, 413);
+}
+
 #[tokio::test]
 async fn an_oversized_form_is_refused_without_reaching_the_handler() {
     let config = SessionConfig::default().with_csrf(CsrfConfig {

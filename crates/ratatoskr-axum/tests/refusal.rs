@@ -20,10 +20,11 @@ fn app_style(refusal: &SessionRefusal, request: &RefusalRequest<'_>) -> Option<R
         RefusalKind::Csrf(reason) => (
             refusal.status(),
             Html(format!(
-                "<title>App</title><p>Nothing was changed ({}, {} {})</p>",
+                "<title>App</title><p>Nothing was changed ({}, {} {}): {}</p>",
                 reason.code(),
                 request.method,
-                request.uri.path()
+                request.uri.path(),
+                refusal.message()
             )),
         )
             .into_response(),
@@ -61,14 +62,21 @@ async fn a_csrf_refusal_is_rendered_by_the_application_for_browsers() {
         "{}",
         r.body
     );
-    assert!(r.all("vary").iter().any(|v| v.contains("Sec-Fetch-Site")));
-    // The refusal is still counted and audited as before.
     assert!(
-        app.audit
-            .events()
-            .iter()
-            .any(|e| e.detail.as_deref() == Some(Refusal::CrossSite.code()))
+        r.body.contains(Refusal::CrossSite.message()),
+        "the refusal carries its sentence: {}",
+        r.body
     );
+    assert!(r.all("vary").iter().any(|v| v.contains("Sec-Fetch-Site")));
+    // The refusal is still counted and audited as before, naming the cookie's session.
+    let refused: Vec<_> = app
+        .audit
+        .events()
+        .into_iter()
+        .filter(|e| e.detail.as_deref() == Some(Refusal::CrossSite.code()))
+        .collect();
+    assert_eq!(refused.len(), 1);
+    assert!(refused[0].handle.is_some(), "{refused:?}");
 }
 
 #[tokio::test]
