@@ -162,6 +162,36 @@ pub(crate) fn map_err(backend: &'static str, err: sqlx::Error) -> StoreError {
 mod tests {
     use super::*;
 
+    /// A unique-constraint violation (two writers racing to one new key) is a collision, which
+    /// the manager answers with a new key; any other database error is the backend's fault.
+    #[tokio::test]
+    async fn a_unique_violation_is_a_collision_and_other_errors_are_the_backends() {
+        use sqlx::Connection;
+        let mut con = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (k INTEGER PRIMARY KEY)")
+            .execute(&mut con)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut con)
+            .await
+            .unwrap();
+        let dup = sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut con)
+            .await
+            .unwrap_err();
+        assert!(is_unique_violation(&dup));
+        assert!(matches!(map_err("sqlite", dup), StoreError::Collision));
+        let other = sqlx::query("INSERT INTO missing VALUES (1)")
+            .execute(&mut con)
+            .await
+            .unwrap_err();
+        assert!(!is_unique_violation(&other));
+        assert!(map_err("sqlite", other).is_backend());
+    }
+
     #[test]
     fn size_from_lengths_matches_the_codec() {
         let mut attrs = BTreeMap::new();
