@@ -47,65 +47,19 @@ impl SessionStore for TieredStore {
         Ok(())
     }
 
-    /// A near-cache hit hands out the cache's own copy (no record copied per read); anything
-    /// else is [`load`](Self::load).
+    /// A near-cache hit hands out the cache's own copy (no record copied per read).
     async fn load_shared(&self, key: &SessionKey) -> StoreResult<Option<Arc<Record>>> {
-        let i = &self.0;
-        if i.drain() {
-            self.spawn_replay();
-        }
-        if let Some(cache) = &i.cache
-            && i.breaker.state() == BreakerState::Closed
-            && let Some(r) = cache.get_shared(key, now_ms())
-        {
-            metrics::counter!("ratatoskr_tier_hits_total", "tier" => "near").increment(1);
+        if let Some(r) = self.near_hit(key) {
             return Ok(Some(r));
         }
-        Ok(self.load(key).await?.map(Arc::new))
+        Ok(self.load_past_cache(key).await?.map(Arc::new))
     }
 
     async fn load(&self, key: &SessionKey) -> StoreResult<Option<Record>> {
-        let i = &self.0;
-        let now = now_ms();
-        if i.drain() {
-            self.spawn_replay();
+        if let Some(r) = self.near_hit(key) {
+            return Ok(Some(Arc::unwrap_or_clone(r)));
         }
-        if let Some(cache) = &i.cache
-            && i.breaker.state() == BreakerState::Closed
-            && let Some(r) = cache.get(key, now)
-        {
-            metrics::counter!("ratatoskr_tier_hits_total", "tier" => "near").increment(1);
-            return Ok(Some(r));
-        }
-        let epoch = i.cache.as_ref().map(|c| c.epoch(key));
-        let redis_ok = match self.via_redis(true, "load", i.fast.load(key)).await {
-            FastOutcome::Answered(Ok(Some(_))) if i.drain() => {
-                // The read may have come from a Redis that just restarted with old data.
-                self.spawn_replay();
-                self.fallback("load");
-                false
-            }
-            FastOutcome::Answered(Ok(Some(r))) => {
-                metrics::counter!("ratatoskr_tier_hits_total", "tier" => "redis").increment(1);
-                if let (Some(cache), Some(epoch)) = (&i.cache, epoch) {
-                    cache.insert(*key, r.clone(), epoch);
-                }
-                return Ok(Some(r));
-            }
-            FastOutcome::Answered(_) => true,
-            FastOutcome::Unavailable => false,
-        };
-        let loaded = self.via_db("load", i.durable.load(key)).await?;
-        match &loaded {
-            Some(r) => {
-                metrics::counter!("ratatoskr_tier_hits_total", "tier" => "database").increment(1);
-                if redis_ok {
-                    self.repopulate(key, r).await;
-                }
-            }
-            None => metrics::counter!("ratatoskr_tier_misses_total").increment(1),
-        }
-        Ok(loaded)
+        self.load_past_cache(key).await
     }
 
     async fn apply(&self, key: &SessionKey, delta: &Delta) -> StoreResult<()> {
@@ -277,5 +231,57 @@ impl SessionStore for TieredStore {
                 }
             }
         }
+    }
+}
+
+impl TieredStore {
+    /// The near cache's copy of `key`, if this instance may serve one: notices drained first
+    /// (a reset starts a replay), the breaker closed, the copy live.
+    fn near_hit(&self, key: &SessionKey) -> Option<Arc<Record>> {
+        let i = &self.0;
+        if i.drain() {
+            self.spawn_replay();
+        }
+        let cache = i.cache.as_ref()?;
+        if i.breaker.state() != BreakerState::Closed {
+            return None;
+        }
+        let r = cache.get_shared(key, now_ms())?;
+        metrics::counter!("ratatoskr_tier_hits_total", "tier" => "near").increment(1);
+        Some(r)
+    }
+
+    /// A load the near cache could not answer: Redis, then the database.
+    async fn load_past_cache(&self, key: &SessionKey) -> StoreResult<Option<Record>> {
+        let i = &self.0;
+        let epoch = i.cache.as_ref().map(|c| c.epoch(key));
+        let redis_ok = match self.via_redis(true, "load", i.fast.load(key)).await {
+            FastOutcome::Answered(Ok(Some(_))) if i.drain() => {
+                // The read may have come from a Redis that just restarted with old data.
+                self.spawn_replay();
+                self.fallback("load");
+                false
+            }
+            FastOutcome::Answered(Ok(Some(r))) => {
+                metrics::counter!("ratatoskr_tier_hits_total", "tier" => "redis").increment(1);
+                if let (Some(cache), Some(epoch)) = (&i.cache, epoch) {
+                    cache.insert(*key, r.clone(), epoch);
+                }
+                return Ok(Some(r));
+            }
+            FastOutcome::Answered(_) => true,
+            FastOutcome::Unavailable => false,
+        };
+        let loaded = self.via_db("load", i.durable.load(key)).await?;
+        match &loaded {
+            Some(r) => {
+                metrics::counter!("ratatoskr_tier_hits_total", "tier" => "database").increment(1);
+                if redis_ok {
+                    self.repopulate(key, r).await;
+                }
+            }
+            None => metrics::counter!("ratatoskr_tier_misses_total").increment(1),
+        }
+        Ok(loaded)
     }
 }
