@@ -485,6 +485,9 @@ mod tests {
         assert!(Arc::ptr_eq(&held, &c.get_shared(&k, now_ms()).unwrap()));
         let seen = held.last_seen;
 
+        // A touch that moves nothing copies nothing.
+        c.touched(&k, seen);
+        assert!(Arc::ptr_eq(&held, &c.get_shared(&k, now_ms()).unwrap()));
         c.touched(&k, seen + 5_000);
         assert_eq!(held.last_seen, seen, "the held copy keeps its last_seen");
         assert_eq!(c.get(&k, now_ms()).unwrap().last_seen, seen + 5_000);
