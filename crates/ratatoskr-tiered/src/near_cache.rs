@@ -330,6 +330,38 @@ mod tests {
         )
     }
 
+    /// A revoke-all through this instance drops the user's copies at once, but the one it
+    /// spares and other users' copies; a load of the user's session that read Redis before the
+    /// drop cannot insert it afterwards.
+    #[test]
+    fn forgetting_a_user_drops_its_copies_but_the_spared_one_and_others() {
+        let c = NearCache::new(&NearCacheConfig::default());
+        let of = |user: &str| {
+            let mut r = rec(60_000);
+            r.meta.user_id = Some(user.into());
+            r
+        };
+        let (a1, a2, kept, b) = (
+            Token::generate().key(),
+            Token::generate().key(),
+            Token::generate().key(),
+            Token::generate().key(),
+        );
+        for (k, u) in [(a1, "ann"), (a2, "ann"), (kept, "ann"), (b, "bob")] {
+            assert!(c.insert(k, of(u), c.epoch(&k)));
+        }
+        let before = c.epoch(&a1);
+        c.forget_user("ann", Some(&kept));
+        assert!(c.get(&a1, now_ms()).is_none());
+        assert!(c.get(&a2, now_ms()).is_none());
+        assert!(c.get(&kept, now_ms()).is_some(), "the spared session stays");
+        assert!(c.get(&b, now_ms()).is_some(), "another user's stays");
+        assert!(
+            !c.insert(a1, of("ann"), before),
+            "a load begun before cannot insert"
+        );
+    }
+
     #[test]
     fn a_cached_session_is_served_until_it_expires() {
         let c = NearCache::new(&NearCacheConfig::default());
